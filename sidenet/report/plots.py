@@ -1,0 +1,214 @@
+"""Per-task figures for the report: accuracy vs FLOPs, accuracy vs latency, reliability diagram.
+
+Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot): no global backend or figure
+state, so reports can be rendered from tests, threads or a headless box. Which plots exist is decided
+by :func:`plan_plots` alone, so the Markdown links and the written files always agree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from sidenet import atomic
+from sidenet.report.tables import Variant, as_float, baseline_for, batch_sizes, group_by_task, latency_per_sample
+
+DPI = 110
+FIGSIZE = (6.4, 4.4)
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    """A figure to write: its file name (inside the plot folder), caption and drawing function."""
+
+    task: str
+    kind: str
+    filename: str
+    caption: str
+    draw: Callable[[Axes, Sequence[Variant]], None]
+    variants: tuple[Variant, ...]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "task"
+
+
+def _label(v: Variant, variants: Sequence[Variant]) -> str:
+    """Short legend name; the chain is only spelled out when the task has several."""
+    name = "MainNet" if v.is_mainnet else v.exit
+    return name if len({x.chain for x in variants}) == 1 else f"{name} [{v.chain}]"
+
+
+def _flops_scale(variants: Sequence[Variant]) -> tuple[float, str]:
+    biggest = max((as_float(v.get("flops_per_sample")) or 0.0 for v in variants), default=0.0)
+    return (1e9, "GFLOP") if biggest >= 1e9 else (1e6, "MFLOP")
+
+
+def _sweep(v: Variant) -> dict[str, list[Any]] | None:
+    s = v.get("sweep")
+    return s if isinstance(s, dict) and s.get("threshold") else None
+
+
+def _pairs(xs: Sequence[Any], ys: Sequence[Any]) -> tuple[list[float], list[float]]:
+    """Drop points where either coordinate is missing, keeping the rest aligned."""
+    pts = [(float(x), float(y)) for x, y in zip(xs, ys) if as_float(x) is not None and as_float(y) is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Drawing
+# ---------------------------------------------------------------------------------------------------
+
+
+def draw_accuracy_vs_flops(ax: Axes, variants: Sequence[Variant]) -> None:
+    """Threshold sweep as a line per exit system; MainNet as a star, chosen threshold as a ring."""
+    scale, unit = _flops_scale(variants)
+    for v in variants:
+        acc, flops = as_float(v.get("test_accuracy")), as_float(v.get("flops_per_sample"))
+        if v.is_mainnet:
+            if acc is not None and flops is not None:
+                ax.plot(flops / scale, 100 * acc, "*", ms=14, label=_label(v, variants), zorder=3)
+            continue
+        sweep = _sweep(v)
+        if sweep is not None:
+            xs, ys = _pairs(sweep.get("flops_per_sample") or [], sweep.get("test_accuracy") or [])
+            pts = sorted(zip(xs, ys))
+            ax.plot([x / scale for x, _ in pts], [100 * y for _, y in pts], ".-", label=f"{_label(v, variants)} sweep")
+        if acc is not None and flops is not None:
+            thr = as_float(v.get("threshold"))
+            ax.plot(flops / scale, 100 * acc, "o", ms=11, mfc="none", mew=2, color="black", zorder=4)
+            if thr is not None:
+                ax.annotate(f"chosen t={thr:.3g}", (flops / scale, 100 * acc), textcoords="offset points", xytext=(8, -12))
+    ax.set_xlabel(f"FLOPs/sample ({unit})")
+    ax.set_ylabel("test accuracy (%)")
+
+
+def draw_accuracy_vs_latency(ax: Axes, variants: Sequence[Variant]) -> None:
+    """Measured points per batch size; dashed estimate head_side + (1 − exit_rate(t)) × rest when timed."""
+    colors = [f"C{i}" for i in range(10)]
+    latencies: list[float] = []
+    for i, bs in enumerate(batch_sizes(variants)):
+        color = colors[i % len(colors)]
+        estimated = False
+        for v in variants:
+            row = v.rows.get(bs)
+            acc = as_float(v.get("test_accuracy"))
+            if row is None or acc is None:
+                continue
+            lat = latency_per_sample(row) * 1e3
+            latencies.append(lat)
+            marker = "*" if v.is_mainnet else "o"
+            ax.plot(lat, 100 * acc, marker, ms=13 if v.is_mainnet else 8, color=color, zorder=3,
+                    label=f"bs {bs}: {_label(v, variants)} (measured)")
+            comp, sweep = row["extra_info"].get("component_latency_s"), _sweep(v)
+            if v.is_mainnet or not isinstance(comp, dict) or sweep is None:
+                continue
+            head_side, rest = as_float(comp.get("head_side")), as_float(comp.get("rest"))
+            if head_side is None or rest is None:
+                continue
+            rates, accs = _pairs(sweep.get("exit_rate") or [], sweep.get("test_accuracy") or [])
+            est = sorted(((head_side + (1.0 - r) * rest) * 1e3, 100 * a) for r, a in zip(rates, accs))
+            latencies.extend(x for x, _ in est)
+            ax.plot([x for x, _ in est], [y for _, y in est], "--", color=color, alpha=0.8,
+                    label=None if estimated else f"bs {bs}: estimated from component timings")
+            estimated = True
+    positive = [x for x in latencies if x > 0]
+    if positive and max(positive) / min(positive) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("latency/sample (ms)")
+    ax.set_ylabel("test accuracy (%)")
+
+
+def _reliability_curve(ax: Axes, curve: Any, label: str, style: str) -> None:
+    if not isinstance(curve, dict):
+        return
+    counts = curve.get("count") or [1] * len(curve.get("confidence") or [])
+    pts = [
+        (float(c), float(a))
+        for c, a, n in zip(curve.get("confidence") or [], curve.get("accuracy") or [], counts)
+        if as_float(c) is not None and as_float(a) is not None and (as_float(n) or 0) > 0
+    ]
+    if pts:
+        ax.plot([c for c, _ in pts], [a for _, a in pts], style, label=label)
+
+
+def draw_reliability(ax: Axes, variants: Sequence[Variant]) -> None:
+    """Accuracy vs confidence per bin for the MainNet and each SideNet; the diagonal is perfect calibration."""
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
+    seen_main: set[str] = set()
+    for v in variants:
+        rel = v.get("reliability")
+        if v.is_mainnet or not isinstance(rel, dict):
+            continue
+        suffix = "" if len({x.chain for x in variants}) == 1 else f" [{v.chain}]"
+        if v.chain not in seen_main:
+            seen_main.add(v.chain)
+            ece = as_float(v.get("main_ece"))
+            _reliability_curve(ax, rel.get("main"), f"MainNet{suffix}" + (f" (ECE {ece:.3f})" if ece is not None else ""), "s-")
+        ece = as_float(v.get("side_ece"))
+        name = "SideNet" if v.exit == "sidenet" else v.exit
+        _reliability_curve(ax, rel.get("side"), f"{name}{suffix}" + (f" (ECE {ece:.3f})" if ece is not None else ""), "o-")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Planning and writing
+# ---------------------------------------------------------------------------------------------------
+
+
+def _has_reliability(v: Variant) -> bool:
+    rel = v.get("reliability")
+    return not v.is_mainnet and isinstance(rel, dict) and any(isinstance(rel.get(k), dict) for k in ("main", "side"))
+
+
+def plan_plots(results: dict[str, Any]) -> list[PlotSpec]:
+    """The figures this data supports, in report order; a plot whose data is absent is simply not planned."""
+    specs: list[PlotSpec] = []
+    used: set[str] = set()
+    for task, variants in group_by_task(results).items():
+        slug = _slug(task)
+        while slug in used:
+            slug += "_"
+        used.add(slug)
+        vs = tuple(variants)
+        if any(not v.is_mainnet and _sweep(v) is not None for v in vs):
+            specs.append(PlotSpec(task, "flops", f"{slug}_accuracy_vs_flops.png",
+                                  "accuracy vs FLOPs/sample across the threshold sweep", draw_accuracy_vs_flops, vs))
+        if any(not v.is_mainnet for v in vs):
+            specs.append(PlotSpec(task, "latency", f"{slug}_accuracy_vs_latency.png",
+                                  "accuracy vs latency/sample", draw_accuracy_vs_latency, vs))
+        if any(_has_reliability(v) for v in vs):
+            specs.append(PlotSpec(task, "reliability", f"{slug}_reliability.png",
+                                  "reliability diagram (test)", draw_reliability, vs))
+    return specs
+
+
+def render_figure(spec: PlotSpec) -> Figure:
+    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    ax = fig.subplots()
+    spec.draw(ax, spec.variants)
+    ax.set_title(f"{spec.task}: {spec.caption}", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write every planned figure into ``out_dir`` atomically (one file at a time); return the paths."""
+    written: list[Path] = []
+    for spec in plan_plots(results):
+        fig = render_figure(spec)
+        path = Path(out_dir) / spec.filename
+        atomic.write_with(path, lambda p, fig=fig: fig.savefig(p, format="png", dpi=DPI))
+        written.append(path)
+    return written

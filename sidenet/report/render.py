@@ -1,0 +1,190 @@
+"""Markdown report: environment, per-task tables, operating points, calibration, method notes.
+
+``render_markdown`` is pure (results in, text out) so it is testable and can fail before anything is
+written; ``write_report`` then publishes plots and Markdown with atomic replaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from tabulate import tabulate
+
+from sidenet import atomic
+from sidenet.report import plots
+from sidenet.report.tables import (
+    DASH,
+    NOISY_REL_IQR,
+    Table,
+    Variant,
+    baseline_for,
+    calibration_line,
+    group_by_task,
+    main_table,
+    md_escape,
+    sweep_table,
+)
+
+NOTES = f"""\
+## Notes
+
+- **FLOPs** are counted with `torch.utils.flop_counter.FlopCounterMode`: 2 × the multiply-adds of \
+matmul, convolution and attention only; embeddings, norms, activations and pooling count 0. \
+FLOPs/sample of an early-exit row is the average over the test set at the chosen threshold.
+- **Threshold** is chosen on the validation split for the accuracy-loss target `target_loss_pt`; \
+test accuracy, exit rate and FLOPs are then measured on the test split (never tuned on it).
+- **Δ acc** is in percentage points vs the MainNet (exit `none`) of the same task and chain.
+- **Latency/sample** = median round time / samples per round (`timing_samples`; one batch when not \
+recorded). ±x% is the IQR of the round times relative to their median; rows with IQR/median > \
+{NOISY_REL_IQR:.2f} are marked ⚠ and kept.
+- **Speedup** = MainNet latency / row latency at the same batch size and chain.
+"""
+
+
+def _code(text: str) -> str:
+    """Inline code that survives backticks inside the text."""
+    fence = "``" if "`" in text else "`"
+    pad = " " if fence == "``" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _when(results: dict[str, Any]) -> str:
+    raw = results.get("datetime")
+    if not isinstance(raw, str):
+        return DASH
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(raw).strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    return raw
+
+
+def _first_info(results: dict[str, Any]) -> dict[str, Any]:
+    rows = results.get("benchmarks") or []
+    return rows[0]["extra_info"] if rows else {}
+
+
+def _header(results: dict[str, Any]) -> list[str]:
+    side = (results.get("machine_info") or {}).get("sidenet") or {}
+    command = side.get("command")
+    lines = ["# sidenet-bench report", "", f"- **When:** {_when(results)}"]
+    lines.append(f"- **Command:** {_code(str(command)) if command else DASH}")
+    commit = results.get("commit_info") or {}
+    if commit.get("id"):
+        dirty = " (dirty)" if commit.get("dirty") else ""
+        lines.append(f"- **Commit:** {_code(str(commit['id'])[:12])}{dirty}")
+    return [*lines, ""]
+
+
+def _environment(results: dict[str, Any]) -> list[str]:
+    machine = results.get("machine_info") or {}
+    side = machine.get("sidenet") or {}
+    info = _first_info(results)
+    versions = info.get("versions") if isinstance(info.get("versions"), dict) else {}
+
+    def pick(key: str, *fallbacks: Any) -> str:
+        for value in (side.get(key), *fallbacks):
+            if value not in (None, ""):
+                return str(value)
+        return DASH
+
+    device = pick("device", info.get("device"))
+    if side.get("device_name"):
+        device += f" ({side['device_name']})"
+    items = [
+        ("CPU", pick("cpu", (machine.get("cpu") or {}).get("brand_raw"))),
+        ("threads", pick("threads", info.get("threads"))),
+        ("device", device),
+        ("python", pick("python", machine.get("python_version"))),
+        ("torch", pick("torch", versions.get("torch"))),
+        ("torchvision", pick("torchvision", versions.get("torchvision"))),
+        ("transformers", pick("transformers", versions.get("transformers"))),
+    ]
+    if versions.get("sidenet-bench"):
+        items.append(("sidenet-bench", str(versions["sidenet-bench"])))
+    return ["## Environment", "", *(f"- **{k}:** {md_escape(v)}" for k, v in items), ""]
+
+
+def _table(table: Table) -> list[str]:
+    text = tabulate(table.rows, headers=table.headers, tablefmt="github", disable_numparse=True)
+    lines = ["", text, ""]
+    if table.footnotes:
+        lines += [*(f"- {note}" for note in table.footnotes), ""]
+    return lines
+
+
+def _choice_sentence(v: Variant) -> str:
+    """How the threshold was chosen, from whichever optional keys the harness recorded."""
+    parts = [f"**{md_escape(v.exit)}** on chain {_code(v.chain)}"]
+    if v.get("tap") is not None:
+        parts.append(f"tap {_code(str(v.get('tap')))}")
+    text = ", ".join(parts)
+    target = v.get("target_loss_pt")
+    if v.get("threshold") is not None:
+        text += f": threshold {v.get('threshold'):.3g} chosen on validation"
+        if isinstance(target, (int, float)):
+            text += f" for ≤ {target:g} pt accuracy loss"
+    val_acc, val_rate = v.get("val_accuracy"), v.get("val_exit_rate")
+    if isinstance(val_acc, (int, float)) and isinstance(val_rate, (int, float)):
+        text += f" (validation: acc {100 * val_acc:.2f}%, exit rate {100 * val_rate:.1f}%)"
+    return text + "."
+
+
+def _operating_points(variants: list[Variant]) -> list[str]:
+    lines = ["### Operating points", ""]
+    exits = [v for v in variants if not v.is_mainnet]
+    if not exits:
+        return [*lines, "No early-exit rows for this task.", ""]
+    for v in exits:
+        lines.append(_choice_sentence(v))
+        table = sweep_table(v, baseline_for(v, variants))
+        lines += _table(table) if table is not None else ["", f"Threshold sweep: {DASH} (not recorded)", ""]
+        lines += [calibration_line(v), ""]
+    return lines
+
+
+def _images(task: str, specs: list[plots.PlotSpec], plot_dir_rel: str | None) -> list[str]:
+    if plot_dir_rel is None:
+        return []
+    mine = [s for s in specs if s.task == task]
+    return [line for s in mine for line in (f"![{s.caption}]({quote(f'{plot_dir_rel}/{s.filename}')})", "")]
+
+
+def render_markdown(results: dict[str, Any], plot_dir_rel: str | None) -> str:
+    """The whole report as Markdown; plot links point into ``plot_dir_rel`` (None: no plots)."""
+    specs = plots.plan_plots(results) if plot_dir_rel is not None else []
+    lines = [*_header(results), *_environment(results)]
+    for task, variants in group_by_task(results).items():
+        lines += [f"## Task {_code(task)}", ""]
+        lines += _table(main_table(variants))
+        lines += _operating_points(variants)
+        lines += _images(task, specs, plot_dir_rel)
+    lines.append(NOTES)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _prune_stale_plots(plot_dir: Path, keep: list[Path]) -> None:
+    """Drop figures of an earlier report at this path that this report no longer links."""
+    if not plot_dir.is_dir():
+        return
+    names = {p.name for p in keep}
+    for old in plot_dir.glob("*.png"):
+        if old.name not in names:
+            old.unlink()
+
+
+def write_report(results: dict[str, Any], out_md: Path) -> Path:
+    """Write plots to ``<stem>_plots/`` next to ``out_md``, then the Markdown; each file replaced atomically.
+
+    The Markdown is rendered before anything touches the disk and published last, so a failure at any
+    point leaves the previous report file as it was.
+    """
+    out_md = Path(out_md)
+    plot_dir = out_md.parent / f"{out_md.stem}_plots"
+    markdown = render_markdown(results, plot_dir.name)
+    written = plots.write_plots(results, plot_dir)
+    atomic.write_text(out_md, markdown)
+    _prune_stale_plots(plot_dir, written)
+    return out_md

