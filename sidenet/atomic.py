@@ -41,8 +41,8 @@ def write_text(target: str | os.PathLike[str], text: str) -> None:
     write_bytes(target, text.encode("utf-8"))
 
 
-def write_json(target: str | os.PathLike[str], obj: Any) -> None:
-    write_text(target, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+def write_json(target: str | os.PathLike[str], obj: Any, default: Callable[[Any], Any] | None = None) -> None:
+    write_text(target, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=default) + "\n")
 
 
 def write_with(target: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:

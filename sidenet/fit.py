@@ -9,7 +9,9 @@ from tqdm.auto import tqdm
 from sidenet.sidenet import SideNet, SideNetConfig
 
 
-def sidenet_loss(logits: torch.Tensor, labels: torch.Tensor, main_logits: torch.Tensor, cfg: SideNetConfig) -> torch.Tensor:
+def sidenet_loss(
+    logits: torch.Tensor, labels: torch.Tensor, main_logits: torch.Tensor, cfg: SideNetConfig
+) -> torch.Tensor:
     """Cross-entropy on labels, KL to the MainNet's tempered softmax (× T², Hinton et al.), or their mean."""
     t = cfg.temperature
     soft = F.kl_div(

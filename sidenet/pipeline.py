@@ -8,6 +8,7 @@ module only provides the callables it times.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from sidenet.policies import POLICIES
 from sidenet.sidenet import SideNet
 from sidenet.split import Split, split_model
 from sidenet.tasks import TASKS, Encoded, Task
-from sidenet.thresholds import outcome_at, select_threshold, sweep
+from sidenet.thresholds import NEVER_EXIT, outcome_at, select_threshold, sweep
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,15 @@ class RowOutputs:
 
 
 @torch.inference_mode()
-def collect_features(task: Task, split: Split, data: Encoded, progress: bool, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+def collect_features(
+    task: Task, split: Split, data: Encoded, progress: bool, desc: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled tap features and MainNet logits for every row (SideNet training data)."""
     feats, logits = [], []
     order = []
-    for inputs, idx in tqdm(task.batches(data, EVAL_BATCH, by_length=True), desc=desc, disable=not progress, leave=False):
+    for inputs, idx in tqdm(
+        task.batches(data, EVAL_BATCH, by_length=True), desc=desc, disable=not progress, leave=False
+    ):
         state = split.head(inputs)
         feats.append(split.features(state))
         logits.append(split.rest(state))
@@ -115,6 +120,7 @@ class Prepared:
     test: RowOutputs
     mainnet_eval: dict[str, float]
     cascade_eval: dict[str, float]
+    noexit_eval: dict[str, float]
     selection: dict[str, float]
     sweep: dict[str, list[float]]
     calibration: dict[str, Any]
@@ -132,9 +138,13 @@ def _freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_or_train_mainnet(task: Task, data: dict[str, Encoded], num_classes: int, source: str, progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+def load_or_train_mainnet(
+    task: Task, data: dict[str, Encoded], num_classes: int, progress: bool
+) -> tuple[nn.Module, dict[str, Any]]:
     model = task.build_mainnet(num_classes)
-    key = cache.artifact_key("mainnet", {**task.recipe(), "num_classes": num_classes, "data": source})
+    # The data is identified by a digest of the training labels and size (not by its description text).
+    digest = hashlib.sha256(data["train"].labels.numpy().tobytes()).hexdigest()[:16]
+    key = cache.artifact_key("mainnet", {**task.recipe(), "num_classes": num_classes, "train_labels": digest})
     meta = cache.load_into(model, key)
     if meta is None:
         log.info("training MainNet for %s (cache key %s)", task.name, key)
@@ -144,7 +154,9 @@ def load_or_train_mainnet(task: Task, data: dict[str, Encoded], num_classes: int
     return _freeze(model), {"key": key, **meta}
 
 
-def load_or_train_sidenet(task: Task, split: Split, data: dict[str, Encoded], num_classes: int, mainnet_key: str, progress: bool) -> tuple[SideNet, dict[str, Any]]:
+def load_or_train_sidenet(
+    task: Task, split: Split, data: dict[str, Encoded], num_classes: int, mainnet_key: str, progress: bool
+) -> tuple[SideNet, dict[str, Any]]:
     example = task.batches(data["val"], 2)[0][0]
     side = SideNet(split.feature_dim(example), num_classes, task.sidenet.hidden, task.sidenet.dropout)
     key = cache.artifact_key("sidenet", {"mainnet": mainnet_key, "tap": split.tap, "sidenet": task.sidenet.to_dict()})
@@ -152,7 +164,9 @@ def load_or_train_sidenet(task: Task, split: Split, data: dict[str, Encoded], nu
     if meta is None:
         start = time.perf_counter()
         feats, main_logits = collect_features(task, split, data["train"], progress, f"{task.name}: tap features")
-        side = fit_sidenet(feats, data["train"].labels, main_logits, num_classes, task.sidenet, progress, f"train {task.name} SideNet")
+        side = fit_sidenet(
+            feats, data["train"].labels, main_logits, num_classes, task.sidenet, progress, f"train {task.name} SideNet"
+        )
         meta = {"task": task.name, "tap": split.tap, "seconds": time.perf_counter() - start}
         cache.store(side, key, meta)
     return _freeze(side), {"key": key, **meta}
@@ -186,7 +200,7 @@ def prepare(
     target = task.default_target_loss_pt if target_loss_pt is None else float(target_loss_pt)
     splits = task.load_data()
     data = {name: task.encode(x, y) for name, (x, y) in splits.parts()}
-    mainnet, main_meta = load_or_train_mainnet(task, data, splits.num_classes, splits.source, progress)
+    mainnet, main_meta = load_or_train_mainnet(task, data, splits.num_classes, progress)
     split = split_model(mainnet, task.tap)
     side, side_meta = load_or_train_sidenet(task, split, data, splits.num_classes, main_meta["key"], progress)
 
@@ -207,13 +221,18 @@ def prepare(
     mainnet_eval = run_eval(task, lambda x: mainnet_forward(mainnet, x), data["test"])
     cascade = EarlyExit(split, side, threshold, policy)
     cascade_eval = run_eval(task, cascade.run, data["test"])
-    predicted = outcome_at(threshold, test.confidence(policy), test.side_correct, test.main_correct, test.head_flops, test.rest_flops)
+    noexit_eval = run_eval(task, EarlyExit(split, side, NEVER_EXIT, policy).run, data["test"])
+    predicted = outcome_at(
+        threshold, test.confidence(policy), test.side_correct, test.main_correct, test.head_flops, test.rest_flops
+    )
     cascade_eval["predicted_accuracy"] = predicted["accuracy"]
     cascade_eval["predicted_flops_per_sample"] = predicted["flops_per_sample"]
 
     conf_test = test.confidence(policy)
     grid = sorted({*np.quantile(sw_val.thresholds[1:], np.linspace(0, 1, 41)).tolist(), threshold, 0.0})
-    points = [outcome_at(t, conf_test, test.side_correct, test.main_correct, test.head_flops, test.rest_flops) for t in grid]
+    points = [
+        outcome_at(t, conf_test, test.side_correct, test.main_correct, test.head_flops, test.rest_flops) for t in grid
+    ]
     sweep_table = {k: [p[k] for p in points] for k in ("threshold", "accuracy", "exit_rate", "flops_per_sample")}
     sweep_table["test_accuracy"] = sweep_table.pop("accuracy")
 
@@ -222,16 +241,34 @@ def prepare(
     calibration = {
         "main_ece": expected_calibration_error(main_conf, test.main_correct),
         "side_ece": expected_calibration_error(side_conf, test.side_correct),
-        "reliability": {"main": reliability(main_conf, test.main_correct), "side": reliability(side_conf, test.side_correct)},
+        "reliability": {
+            "main": reliability(main_conf, test.main_correct),
+            "side": reliability(side_conf, test.side_correct),
+        },
     }
     params = {
         "mainnet": sum(p.numel() for p in mainnet.parameters()),
         "sidenet": sum(p.numel() for p in side.parameters()),
     }
     return Prepared(
-        task=task, data=data, source=splits.source, mainnet=mainnet, split=split, side=side, policy=policy,
-        threshold=threshold, target_loss_pt=target, val=val, test=test, mainnet_eval=mainnet_eval,
-        cascade_eval=cascade_eval, selection=selection, sweep=sweep_table, calibration=calibration, params=params,
+        task=task,
+        data=data,
+        source=splits.source,
+        mainnet=mainnet,
+        split=split,
+        side=side,
+        policy=policy,
+        threshold=threshold,
+        target_loss_pt=target,
+        val=val,
+        test=test,
+        mainnet_eval=mainnet_eval,
+        cascade_eval=cascade_eval,
+        noexit_eval=noexit_eval,
+        selection=selection,
+        sweep=sweep_table,
+        calibration=calibration,
+        params=params,
         logs={"mainnet": main_meta, "sidenet": side_meta},
     )
 

@@ -91,14 +91,18 @@ class ResNetSplit(Split):
         super().__init__()
         if tap not in RESNET_STAGES[:-1]:
             raise UserError(f"ResNet tap {tap!r} is not one of {', '.join(RESNET_STAGES[:-1])} (layer4 leaves no rest)")
-        missing = [n for n in ("conv1", "bn1", "relu", "maxpool", *RESNET_STAGES, "avgpool", "fc") if not hasattr(model, n)]
+        missing = [
+            n for n in ("conv1", "bn1", "relu", "maxpool", *RESNET_STAGES, "avgpool", "fc") if not hasattr(model, n)
+        ]
         if missing:
             raise UserError(f"model is not a torchvision-layout ResNet (missing {missing}); use CallableSplit")
         self.tap = tap
         k = RESNET_STAGES.index(tap) + 1
         stem = [model.conv1, model.bn1, model.relu, model.maxpool]
         self.head_net = nn.Sequential(*stem, *[getattr(model, s) for s in RESNET_STAGES[:k]])
-        self.rest_net = nn.Sequential(*[getattr(model, s) for s in RESNET_STAGES[k:]], model.avgpool, nn.Flatten(1), model.fc)
+        self.rest_net = nn.Sequential(
+            *[getattr(model, s) for s in RESNET_STAGES[k:]], model.avgpool, nn.Flatten(1), model.fc
+        )
 
     def head(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.head_net(inputs)

@@ -23,14 +23,15 @@ def env_root() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def user_roots(root: str | os.PathLike[str] | None) -> list[Path]:
+    """Folders the user named, most specific first: ``root``, then ``$SIDENET_BENCH_DATA``."""
+    found = [Path(root).expanduser() if root is not None else None, env_root()]
+    return [path for path in found if path is not None]
+
+
 def search_roots(root: str | os.PathLike[str] | None) -> list[Path]:
-    """Folders to search, most specific first: ``root``, ``$SIDENET_BENCH_DATA``, the download cache."""
-    found = [Path(root).expanduser() if root is not None else None, env_root(), cache_root()]
-    out: list[Path] = []
-    for path in found:
-        if path is not None and path not in out:
-            out.append(path)
-    return out
+    """Folders to search: ``root``, ``$SIDENET_BENCH_DATA``, then the download cache."""
+    return [*user_roots(root), cache_root()]
 
 
 def download_root(root: str | os.PathLike[str] | None) -> Path:

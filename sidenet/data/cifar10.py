@@ -36,7 +36,8 @@ def load_cifar10(
         if not download_allowed(download):
             raise DataNotFoundError(
                 "CIFAR-10 not found and it has no offline package; pass download=True (or set "
-                f"SIDENET_BENCH_DOWNLOAD=1) on a machine with internet, or point root at a folder holding `{BATCH_DIR}`"
+                "SIDENET_BENCH_DOWNLOAD=1) on a machine with internet, "
+                f"or point root at a folder holding `{BATCH_DIR}`"
             )
         folder = _download(root)
     log.info("loading CIFAR-10 from %s", folder)
@@ -60,7 +61,7 @@ def load_cifar10(
 
 
 def find_cifar10(root: str | os.PathLike[str] | None = None) -> Path | None:
-    """First complete ``cifar-10-batches-py`` folder under (or equal to) root, $SIDENET_BENCH_DATA, the cache."""
+    """First complete ``cifar-10-batches-py`` folder in (or equal to) root, $SIDENET_BENCH_DATA, the cache."""
     for base in search_roots(root):
         for folder in (base / BATCH_DIR, base):
             if all((folder / name).is_file() for name in REQUIRED):
@@ -92,7 +93,9 @@ def _unpickle(path: Path) -> dict[str, Any]:
         with open(path, "rb") as fh:
             data = pickle.load(fh, encoding="latin1")
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, ValueError) as exc:
-        raise UserError(f"cannot read CIFAR-10 file {path} ({one_line(exc)}); delete {path.parent} and re-download") from exc
+        raise UserError(
+            f"cannot read CIFAR-10 file {path} ({one_line(exc)}); delete {path.parent} and re-download"
+        ) from exc
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a CIFAR-10 python batch (no dict inside); delete it and re-download")
     return data

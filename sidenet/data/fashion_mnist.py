@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from sidenet.data._common import download_allowed, download_root, one_line, search_roots
+from sidenet.data._common import cache_root, download_allowed, download_root, one_line, user_roots
 from sidenet.data.splits import stratified_split
 from sidenet.data.types import Splits
 from sidenet.errors import DataNotFoundError, UserError
@@ -51,8 +51,9 @@ def load_fashion_mnist(
     if folder is None:
         if not download_allowed(download):
             raise DataNotFoundError(
-                "Fashion-MNIST not found (looked in root, $SIDENET_BENCH_DATA, "
-                f"{DEBIAN_DIR} and the cache); install it offline with `apt-get install dataset-fashion-mnist`, "
+                f"Fashion-MNIST not found (looked in {root or 'root'}, $SIDENET_BENCH_DATA, {DEBIAN_DIR}, "
+                f"{cache_root()}); "
+                "install it offline with `apt-get install dataset-fashion-mnist`, "
                 "or allow the download with download=True / env SIDENET_BENCH_DOWNLOAD=1"
             )
         folder = _download(root)
@@ -78,9 +79,9 @@ def load_fashion_mnist(
 def find_fashion_mnist(root: str | os.PathLike[str] | None = None) -> Path | None:
     """First folder holding all four IDX .gz files: root, $SIDENET_BENCH_DATA (each flat or in torchvision's
     ``FashionMNIST/raw`` layout), the Debian package folder, then the download cache."""
-    bases = search_roots(root)
-    candidates = [p for base in bases[:-1] for p in (base, base / _TORCHVISION_SUBDIR)]
-    candidates += [DEBIAN_DIR, bases[-1], bases[-1] / _TORCHVISION_SUBDIR]
+    cache = cache_root()
+    candidates = [p for base in user_roots(root) for p in (base, base / _TORCHVISION_SUBDIR)]
+    candidates += [DEBIAN_DIR, cache, cache / _TORCHVISION_SUBDIR]
     for folder in candidates:
         present = [(folder / name).is_file() for name in FILES.values()]
         if all(present):
@@ -132,5 +133,6 @@ def _read_idx(path: Path, reader: Callable[[str], torch.Tensor]) -> torch.Tensor
             return reader(str(plain))
     except (OSError, EOFError, AssertionError, TypeError, ValueError, RuntimeError) as exc:
         raise UserError(
-            f"cannot read IDX file {path} ({one_line(exc)}); re-install dataset-fashion-mnist or delete it and re-download"
+            f"cannot read IDX file {path} ({one_line(exc)}); "
+            "re-install dataset-fashion-mnist, or delete the file and re-download"
         ) from exc

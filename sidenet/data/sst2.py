@@ -25,7 +25,7 @@ CONFIG = "sst2"
 
 
 def load_sst2(val_size: int = 2000, seed: int = 0, load_dataset: Callable[..., Any] | None = None) -> Splits:
-    """Train = GLUE train minus ``val_size``; val = seeded stratified ``val_size`` of it; test = GLUE validation.
+    """val = seeded stratified ``val_size`` of GLUE train, train = the rest; test = GLUE validation.
 
     ``load_dataset`` defaults to ``datasets.load_dataset``; tests inject a fake so they need no network.
     """
@@ -50,8 +50,9 @@ def load_sst2(val_size: int = 2000, seed: int = 0, load_dataset: Callable[..., A
         test=(tuple(test_texts), test_y),
         classes=CLASSES,
         source=(
-            f"GLUE SST-2 via HF datasets ({DATASET}/{CONFIG}); train = GLUE train minus a seeded (seed={seed}) "
-            f"stratified val of {val_size}; test = GLUE validation ({len(test_y)}), GLUE test labels are hidden"
+            f"GLUE SST-2 via HF datasets ({DATASET}/{CONFIG}); train = GLUE train minus a seeded "
+            f"(seed={seed}) stratified val of {val_size}; test = GLUE validation ({len(test_y)}), "
+            "as GLUE hides its test labels"
         ),
     )
 
@@ -73,7 +74,9 @@ def _columns(ds: Any, split: str) -> tuple[list[str], torch.Tensor]:
         texts = [str(t).strip() for t in part["sentence"]]
         labels = torch.tensor([int(v) for v in part["label"]], dtype=torch.int64)
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"SST-2 {split!r} split lacks sentence/label columns ({one_line(exc)}); update `datasets`") from exc
+        raise UserError(
+            f"SST-2 {split!r} split lacks sentence/label columns ({one_line(exc)}); update `datasets`"
+        ) from exc
     if len(texts) != len(labels) or not texts:
         raise UserError(f"SST-2 {split!r} split has {len(texts)} sentences and {len(labels)} labels; re-download it")
     if int(labels.min()) < 0 or int(labels.max()) >= len(CLASSES):

@@ -11,8 +11,8 @@ import torch
 # eq=False: a generated __eq__ would compare tensors element-wise and raise; identity is what we want.
 @dataclass(frozen=True, eq=False)
 class Splits:
-    """Train/val/test splits of one labelled data set. inputs are either a float32 tensor [N, C, H, W] in [0, 1]
-    (images) or a tuple[str, ...] (texts); labels an int64 tensor [N]."""
+    """Train/val/test splits of one labelled data set. inputs are either a float32 tensor [N, C, H, W]
+    in [0, 1] (images) or a tuple[str, ...] (texts); labels an int64 tensor [N]."""
 
     train: tuple[Any, torch.Tensor]
     val: tuple[Any, torch.Tensor]
@@ -55,7 +55,9 @@ def _check_part(name: str, part: tuple[Any, torch.Tensor], num_classes: int) -> 
         raise ValueError(f"{name} labels must be a 1-D int64 tensor")
     if isinstance(inputs, torch.Tensor):
         if inputs.dtype != torch.float32 or inputs.dim() != 4:
-            raise ValueError(f"{name} images must be a float32 [N, C, H, W] tensor, got {inputs.dtype} {tuple(inputs.shape)}")
+            raise ValueError(
+                f"{name} images must be a float32 [N, C, H, W] tensor, got {inputs.dtype} {tuple(inputs.shape)}"
+            )
         if inputs.numel() and (float(inputs.min()) < 0.0 or float(inputs.max()) > 1.0):
             raise ValueError(f"{name} images must lie in [0, 1]; divide raw bytes by 255")
         kind = "image"
@@ -68,5 +70,7 @@ def _check_part(name: str, part: tuple[Any, torch.Tensor], num_classes: int) -> 
     if len(inputs) != len(labels):
         raise ValueError(f"{name} has {len(inputs)} inputs but {len(labels)} labels")
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"{name} labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]")
+        raise ValueError(
+            f"{name} labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]"
+        )
     return kind

@@ -17,7 +17,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from sidenet import atomic
-from sidenet.report.tables import Variant, as_float, baseline_for, batch_sizes, group_by_task, latency_per_sample
+from sidenet.report.tables import (
+    Variant,
+    as_float,
+    batch_sizes,
+    group_by_task,
+    latency_per_sample,
+)
 
 DPI = 110
 FIGSIZE = (6.4, 4.4)
@@ -57,7 +63,11 @@ def _sweep(v: Variant) -> dict[str, list[Any]] | None:
 
 def _pairs(xs: Sequence[Any], ys: Sequence[Any]) -> tuple[list[float], list[float]]:
     """Drop points where either coordinate is missing, keeping the rest aligned."""
-    pts = [(float(x), float(y)) for x, y in zip(xs, ys) if as_float(x) is not None and as_float(y) is not None]
+    pts = [
+        (float(x), float(y))
+        for x, y in zip(xs, ys, strict=False)
+        if as_float(x) is not None and as_float(y) is not None
+    ]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -78,13 +88,23 @@ def draw_accuracy_vs_flops(ax: Axes, variants: Sequence[Variant]) -> None:
         sweep = _sweep(v)
         if sweep is not None:
             xs, ys = _pairs(sweep.get("flops_per_sample") or [], sweep.get("test_accuracy") or [])
-            pts = sorted(zip(xs, ys))
-            ax.plot([x / scale for x, _ in pts], [100 * y for _, y in pts], ".-", label=f"{_label(v, variants)} sweep")
+            pts = sorted(zip(xs, ys, strict=True))
+            ax.plot(
+                [x / scale for x, _ in pts],
+                [100 * y for _, y in pts],
+                ".-",
+                label=f"{_label(v, variants)} sweep",
+            )
         if acc is not None and flops is not None:
             thr = as_float(v.get("threshold"))
             ax.plot(flops / scale, 100 * acc, "o", ms=11, mfc="none", mew=2, color="black", zorder=4)
             if thr is not None:
-                ax.annotate(f"chosen t={thr:.3g}", (flops / scale, 100 * acc), textcoords="offset points", xytext=(8, -12))
+                ax.annotate(
+                    f"chosen t={thr:.3g}",
+                    (flops / scale, 100 * acc),
+                    textcoords="offset points",
+                    xytext=(8, -12),
+                )
     ax.set_xlabel(f"FLOPs/sample ({unit})")
     ax.set_ylabel("test accuracy (%)")
 
@@ -104,8 +124,15 @@ def draw_accuracy_vs_latency(ax: Axes, variants: Sequence[Variant]) -> None:
             lat = latency_per_sample(row) * 1e3
             latencies.append(lat)
             marker = "*" if v.is_mainnet else "o"
-            ax.plot(lat, 100 * acc, marker, ms=13 if v.is_mainnet else 8, color=color, zorder=3,
-                    label=f"bs {bs}: {_label(v, variants)} (measured)")
+            ax.plot(
+                lat,
+                100 * acc,
+                marker,
+                ms=13 if v.is_mainnet else 8,
+                color=color,
+                zorder=3,
+                label=f"bs {bs}: {_label(v, variants)} (measured)",
+            )
             comp, sweep = row["extra_info"].get("component_latency_s"), _sweep(v)
             if v.is_mainnet or not isinstance(comp, dict) or sweep is None:
                 continue
@@ -113,10 +140,16 @@ def draw_accuracy_vs_latency(ax: Axes, variants: Sequence[Variant]) -> None:
             if head_side is None or rest is None:
                 continue
             rates, accs = _pairs(sweep.get("exit_rate") or [], sweep.get("test_accuracy") or [])
-            est = sorted(((head_side + (1.0 - r) * rest) * 1e3, 100 * a) for r, a in zip(rates, accs))
+            est = sorted(((head_side + (1.0 - r) * rest) * 1e3, 100 * a) for r, a in zip(rates, accs, strict=True))
             latencies.extend(x for x, _ in est)
-            ax.plot([x for x, _ in est], [y for _, y in est], "--", color=color, alpha=0.8,
-                    label=None if estimated else f"bs {bs}: estimated from component timings")
+            ax.plot(
+                [x for x, _ in est],
+                [y for _, y in est],
+                "--",
+                color=color,
+                alpha=0.8,
+                label=None if estimated else f"bs {bs}: estimated from component timings",
+            )
             estimated = True
     positive = [x for x in latencies if x > 0]
     if positive and max(positive) / min(positive) > 20:
@@ -131,7 +164,7 @@ def _reliability_curve(ax: Axes, curve: Any, label: str, style: str) -> None:
     counts = curve.get("count") or [1] * len(curve.get("confidence") or [])
     pts = [
         (float(c), float(a))
-        for c, a, n in zip(curve.get("confidence") or [], curve.get("accuracy") or [], counts)
+        for c, a, n in zip(curve.get("confidence") or [], curve.get("accuracy") or [], counts, strict=False)
         if as_float(c) is not None and as_float(a) is not None and (as_float(n) or 0) > 0
     ]
     if pts:
@@ -139,7 +172,7 @@ def _reliability_curve(ax: Axes, curve: Any, label: str, style: str) -> None:
 
 
 def draw_reliability(ax: Axes, variants: Sequence[Variant]) -> None:
-    """Accuracy vs confidence per bin for the MainNet and each SideNet; the diagonal is perfect calibration."""
+    """Accuracy vs confidence per bin, MainNet and each SideNet; the diagonal is perfect calibration."""
     ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
     seen_main: set[str] = set()
     for v in variants:
@@ -150,10 +183,17 @@ def draw_reliability(ax: Axes, variants: Sequence[Variant]) -> None:
         if v.chain not in seen_main:
             seen_main.add(v.chain)
             ece = as_float(v.get("main_ece"))
-            _reliability_curve(ax, rel.get("main"), f"MainNet{suffix}" + (f" (ECE {ece:.3f})" if ece is not None else ""), "s-")
+            _reliability_curve(
+                ax,
+                rel.get("main"),
+                f"MainNet{suffix}" + (f" (ECE {ece:.3f})" if ece is not None else ""),
+                "s-",
+            )
         ece = as_float(v.get("side_ece"))
         name = "SideNet" if v.exit == "sidenet" else v.exit
-        _reliability_curve(ax, rel.get("side"), f"{name}{suffix}" + (f" (ECE {ece:.3f})" if ece is not None else ""), "o-")
+        _reliability_curve(
+            ax, rel.get("side"), f"{name}{suffix}" + (f" (ECE {ece:.3f})" if ece is not None else ""), "o-"
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence")
@@ -181,14 +221,38 @@ def plan_plots(results: dict[str, Any]) -> list[PlotSpec]:
         used.add(slug)
         vs = tuple(variants)
         if any(not v.is_mainnet and _sweep(v) is not None for v in vs):
-            specs.append(PlotSpec(task, "flops", f"{slug}_accuracy_vs_flops.png",
-                                  "accuracy vs FLOPs/sample across the threshold sweep", draw_accuracy_vs_flops, vs))
+            specs.append(
+                PlotSpec(
+                    task,
+                    "flops",
+                    f"{slug}_accuracy_vs_flops.png",
+                    "accuracy vs FLOPs/sample across the threshold sweep",
+                    draw_accuracy_vs_flops,
+                    vs,
+                )
+            )
         if any(not v.is_mainnet for v in vs):
-            specs.append(PlotSpec(task, "latency", f"{slug}_accuracy_vs_latency.png",
-                                  "accuracy vs latency/sample", draw_accuracy_vs_latency, vs))
+            specs.append(
+                PlotSpec(
+                    task,
+                    "latency",
+                    f"{slug}_accuracy_vs_latency.png",
+                    "accuracy vs latency/sample",
+                    draw_accuracy_vs_latency,
+                    vs,
+                )
+            )
         if any(_has_reliability(v) for v in vs):
-            specs.append(PlotSpec(task, "reliability", f"{slug}_reliability.png",
-                                  "reliability diagram (test)", draw_reliability, vs))
+            specs.append(
+                PlotSpec(
+                    task,
+                    "reliability",
+                    f"{slug}_reliability.png",
+                    "reliability diagram (test)",
+                    draw_reliability,
+                    vs,
+                )
+            )
     return specs
 
 

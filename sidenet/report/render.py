@@ -21,6 +21,7 @@ from sidenet.report.tables import (
     NOISY_REL_IQR,
     Table,
     Variant,
+    as_float,
     baseline_for,
     calibration_line,
     group_by_task,
@@ -40,8 +41,10 @@ test accuracy, exit rate and FLOPs are then measured on the test split (never tu
 - **Δ acc** is in percentage points vs the MainNet (exit `none`) of the same task and chain.
 - **Latency/sample** = median round time / samples per round (`timing_samples`; one batch when not \
 recorded). ±x% is the IQR of the round times relative to their median; rows with IQR/median > \
-{NOISY_REL_IQR:.2f} are marked ⚠ and kept.
-- **Speedup** = MainNet latency / row latency at the same batch size and chain.
+{NOISY_REL_IQR:.2f} are marked ⚠ and kept (a speedup is marked ⚠ when either timing it divides is).
+- **Speedup** = MainNet latency / row latency at the same batch size and chain (ratio of medians); \
+† marks a paired speedup: the median (q1–q3) of per-round ratios from rounds timed interleaved, \
+which cancels drift that a ratio of medians would not.
 """
 
 
@@ -109,7 +112,7 @@ def _environment(results: dict[str, Any]) -> list[str]:
 
 def _table(table: Table) -> list[str]:
     text = tabulate(table.rows, headers=table.headers, tablefmt="github", disable_numparse=True)
-    lines = ["", text, ""]
+    lines = [text, ""]
     if table.footnotes:
         lines += [*(f"- {note}" for note in table.footnotes), ""]
     return lines
@@ -121,13 +124,13 @@ def _choice_sentence(v: Variant) -> str:
     if v.get("tap") is not None:
         parts.append(f"tap {_code(str(v.get('tap')))}")
     text = ", ".join(parts)
-    target = v.get("target_loss_pt")
-    if v.get("threshold") is not None:
-        text += f": threshold {v.get('threshold'):.3g} chosen on validation"
-        if isinstance(target, (int, float)):
+    threshold, target = as_float(v.get("threshold")), as_float(v.get("target_loss_pt"))
+    if threshold is not None:
+        text += f": threshold {threshold:.3g} chosen on validation"
+        if target is not None:
             text += f" for ≤ {target:g} pt accuracy loss"
-    val_acc, val_rate = v.get("val_accuracy"), v.get("val_exit_rate")
-    if isinstance(val_acc, (int, float)) and isinstance(val_rate, (int, float)):
+    val_acc, val_rate = as_float(v.get("val_accuracy")), as_float(v.get("val_exit_rate"))
+    if val_acc is not None and val_rate is not None:
         text += f" (validation: acc {100 * val_acc:.2f}%, exit rate {100 * val_rate:.1f}%)"
     return text + "."
 
@@ -140,7 +143,7 @@ def _operating_points(variants: list[Variant]) -> list[str]:
     for v in exits:
         lines.append(_choice_sentence(v))
         table = sweep_table(v, baseline_for(v, variants))
-        lines += _table(table) if table is not None else ["", f"Threshold sweep: {DASH} (not recorded)", ""]
+        lines += ["", *_table(table)] if table is not None else ["", f"Threshold sweep: {DASH} (not recorded)", ""]
         lines += [calibration_line(v), ""]
     return lines
 

@@ -117,7 +117,7 @@ def is_noisy(row: dict[str, Any]) -> bool:
 
 
 def delta_acc_pt(variant: Variant, base: Variant | None) -> float | None:
-    """Accuracy change in percentage points vs the MainNet of the same chain (falls back to the row's copy)."""
+    """Accuracy change in points vs the same chain's MainNet (else the row's own copy of its accuracy)."""
     acc = as_float(variant.get("test_accuracy"))
     ref = as_float(base.get("test_accuracy")) if base is not None else as_float(variant.get("mainnet_test_accuracy"))
     if acc is None or ref is None:
@@ -318,10 +318,18 @@ def sweep_table(variant: Variant, base: Variant | None) -> Table | None:
     ]
     if chosen is not None:
         points.append(
-            (chosen, variant.get("test_accuracy"), variant.get("exit_rate"), variant.get("flops_per_sample"), True)
+            (
+                chosen,
+                variant.get("test_accuracy"),
+                variant.get("exit_rate"),
+                variant.get("flops_per_sample"),
+                True,
+            )
         )
     points.sort(key=lambda p: p[0])
-    ref_acc = as_float(base.get("test_accuracy")) if base is not None else as_float(variant.get("mainnet_test_accuracy"))
+    ref_acc = (
+        as_float(base.get("test_accuracy")) if base is not None else as_float(variant.get("mainnet_test_accuracy"))
+    )
     rows = []
     for thr, acc, rate, flops, is_chosen in points:
         acc_v, flops_v = as_float(acc), as_float(flops)
@@ -338,7 +346,15 @@ def sweep_table(variant: Variant, base: Variant | None) -> Table | None:
                 "← chosen" if is_chosen else "",
             ]
         )
-    headers = ["threshold", "test acc (%)", "Δ acc (pt)", "exit rate (%)", "FLOPs/sample", "FLOPs vs MainNet (%)", ""]
+    headers = [
+        "threshold",
+        "test acc (%)",
+        "Δ acc (pt)",
+        "exit rate (%)",
+        "FLOPs/sample",
+        "FLOPs vs MainNet (%)",
+        "",
+    ]
     return Table(headers, rows, [])
 
 

@@ -56,7 +56,9 @@ class Task(abc.ABC):
     def encode(self, inputs: Any, labels: torch.Tensor) -> Encoded: ...
 
     @abc.abstractmethod
-    def batches(self, data: Encoded, batch_size: int, idx: torch.Tensor | None = None, by_length: bool = False) -> list[Batch]:
+    def batches(
+        self, data: Encoded, batch_size: int, idx: torch.Tensor | None = None, by_length: bool = False
+    ) -> list[Batch]:
         """Model-ready batches over rows ``idx`` (all rows if None), in order.
 
         ``by_length`` groups rows of equal length (texts) so no padding is computed: used for FLOP

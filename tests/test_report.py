@@ -1,0 +1,506 @@
+"""Report, results loading and CLI: numbers in the tables are checked against hand-computed values."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from matplotlib.figure import Figure
+
+from sidenet.cli import main
+from sidenet.errors import UserError
+from sidenet.registry import Registry
+from sidenet.report import render_markdown, write_report
+from sidenet.results import load_results
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# ---------------------------------------------------------------------------------------------------
+# Synthetic results in the exact pytest-benchmark JSON shape
+# ---------------------------------------------------------------------------------------------------
+
+THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0]
+EXIT_RATES = [0.95, 0.9, 0.85, 0.8, 0.75, 0.72, 0.68, 0.64, 0.6, 0.5, 0.0]
+SWEEP_ACC = [0.80, 0.83, 0.85, 0.87, 0.88, 0.89, 0.895, 0.90, 0.905, 0.912, 0.92]
+HEAD_SIDE_FLOPS, REST_FLOPS = 0.35e9, 0.9e9
+
+
+def stats(median: float, iqr: float, rounds: int = 20) -> dict[str, Any]:
+    """pytest-benchmark's per-benchmark ``stats`` block (seconds per round)."""
+    return {
+        "min": median * 0.9,
+        "max": median * 1.3,
+        "mean": median * 1.01,
+        "stddev": iqr / 1.35,
+        "rounds": rounds,
+        "median": median,
+        "iqr": iqr,
+        "q1": median - iqr / 2,
+        "q3": median + iqr / 2,
+        "iqr_outliers": 0,
+        "stddev_outliers": 1,
+        "outliers": "1;0",
+        "ld15iqr": median * 0.9,
+        "hd15iqr": median * 1.3,
+        "ops": 1.0 / median,
+        "total": median * rounds,
+        "iterations": 1,
+    }
+
+
+def row(task: str, chain: str, exit_: str, bs: int, median: float, iqr: float, **extra: Any) -> dict[str, Any]:
+    """One benchmark row; ``extra`` adds or overrides ``extra_info`` keys."""
+    info: dict[str, Any] = {
+        "task": task,
+        "chain": chain,
+        "exit": exit_,
+        "threshold": None,
+        "device": "cpu",
+        "threads": 4,
+        "batch_size": bs,
+        "test_accuracy": 0.9,
+        "exit_rate": 0.0,
+        "flops_per_sample": 1.0e9,
+        "params": 1_000_000,
+        **extra,
+    }
+    name = f"test_bench[{task}-{chain}-{exit_}-bs{bs}]"
+    return {
+        "group": task,
+        "name": name,
+        "fullname": f"bench/test_bench.py::{name}",
+        "params": {"task": task, "chain": chain, "exit": exit_, "batch_size": bs},
+        "param": f"{task}-{chain}-{exit_}-bs{bs}",
+        "extra_info": info,
+        "options": {"disable_gc": False, "timer": "perf_counter", "min_rounds": 5, "warmup": True},
+        "stats": stats(median, iqr),
+    }
+
+
+def cifar_rows() -> list[dict[str, Any]]:
+    """Full rows: every optional key present; SideNet bs 1 is noisy, bs 64 has paired speedups."""
+    main = {"test_accuracy": 0.92, "flops_per_sample": 1.2e9, "params": 11_200_000}
+    flops = [HEAD_SIDE_FLOPS + (1 - r) * REST_FLOPS for r in EXIT_RATES]
+    side = {
+        "threshold": 0.9,
+        "test_accuracy": 0.905,
+        "exit_rate": 0.6,
+        "flops_per_sample": flops[8],
+        "params": 11_300_000,
+        "mainnet_test_accuracy": 0.92,
+        "target_loss_pt": 1.5,
+        "tap": "layer2",
+        "val_accuracy": 0.91,
+        "val_exit_rate": 0.62,
+        "main_ece": 0.031,
+        "side_ece": 0.084,
+        "reliability": {
+            "main": {"confidence": [0.55, 0.75, 0.95], "accuracy": [0.5, 0.7, 0.97], "count": [10, 0, 90]},
+            "side": {"confidence": [0.55, 0.75, 0.95], "accuracy": [0.4, 0.6, 0.9], "count": [30, 20, 50]},
+        },
+        "sweep": {
+            "threshold": THRESHOLDS,
+            "test_accuracy": SWEEP_ACC,
+            "exit_rate": EXIT_RATES,
+            "flops_per_sample": flops,
+        },
+        "flops_breakdown": {"head": 0.3e9, "side": 0.05e9, "rest": REST_FLOPS},
+        "versions": {"torch": "2.14.1", "sidenet-bench": "0.1.0"},
+    }
+    return [
+        row("cifar10", "none", "none", 1, 0.010, 0.0005, timing_samples=10, **main),
+        row("cifar10", "none", "none", 64, 0.128, 0.0064, timing_samples=640, **main),
+        row("cifar10", "none", "sidenet", 1, 0.004, 0.0006, timing_samples=10,
+            component_latency_s={"head_side": 0.00015, "rest": 0.0006}, **side),
+        row("cifar10", "none", "sidenet", 64, 0.0768, 0.00384, timing_samples=640,
+            paired_speedup=[1.5, 1.6, 1.7, 1.8, 1.9],
+            component_latency_s={"head_side": 0.00004, "rest": 0.0002}, **side),
+    ]  # fmt: skip
+
+
+def sst2_rows() -> list[dict[str, Any]]:
+    """Minimal rows: no optional keys at all (no timing_samples → a round is one batch)."""
+    return [
+        row("sst2", "none", "none", 1, 0.002, 0.0001, test_accuracy=0.90, flops_per_sample=5.6e7),
+        row("sst2", "none", "none", 64, 0.064, 0.0032, test_accuracy=0.90, flops_per_sample=5.6e7),
+        row("sst2", "none", "sidenet", 1, 0.001, 0.00005, threshold=0.8, test_accuracy=0.885, exit_rate=0.5,
+            flops_per_sample=3.5e7),
+        row("sst2", "none", "sidenet", 64, 0.040, 0.002, threshold=0.8, test_accuracy=0.885, exit_rate=0.5,
+            flops_per_sample=3.5e7),
+        # A compressed chain whose MainNet row is missing: Δ and speedup have nothing to compare to.
+        row("sst2", "int8", "sidenet", 1, 0.0008, 0.00004, threshold=0.8, test_accuracy=0.88, exit_rate=0.5,
+            flops_per_sample=1.2e7),
+    ]  # fmt: skip
+
+
+def make_results() -> dict[str, Any]:
+    return {
+        "machine_info": {
+            "node": "bench-host",
+            "processor": "x86_64",
+            "machine": "x86_64",
+            "python_compiler": "GCC 11.4.0",
+            "python_implementation": "CPython",
+            "python_implementation_version": "3.11.7",
+            "python_version": "3.11.7",
+            "python_build": ["main", "Jan  1 2024 00:00:00"],
+            "release": "6.1.0",
+            "system": "Linux",
+            "cpu": {"brand_raw": "AMD EPYC 7R13 Processor", "count": 16, "arch": "X86_64"},
+            "sidenet": {
+                "threads": 4,
+                "torch": "2.14.1",
+                "torchvision": "0.29.1",
+                "transformers": "4.57.1",
+                "device": "cpu",
+                "device_name": "AMD EPYC 7R13 Processor",
+                "command": "pytest bench/ --benchmark-only --benchmark-json=results/run.json",
+            },
+        },
+        "commit_info": {"id": "0123456789abcdef0123", "time": "2025-11-22T05:00:00+00:00", "dirty": False},
+        "benchmarks": [*cifar_rows(), *sst2_rows()],
+        "datetime": "2025-11-22T05:10:11.123456+00:00",
+        "version": "5.3.1",
+    }
+
+
+def write_results(path: Path, results: dict[str, Any] | None = None) -> Path:
+    path.write_text(json.dumps(results or make_results()), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers to read the Markdown back
+# ---------------------------------------------------------------------------------------------------
+
+
+def task_section(md: str, task: str) -> str:
+    start = md.index(f"## Task `{task}`")
+    end = md.find("\n## ", start + 1)
+    return md[start : end if end != -1 else len(md)]
+
+
+def tables(section: str) -> list[list[dict[str, str]]]:
+    """Every GitHub-style table in ``section`` as a list of {header: cell} rows."""
+    found: list[list[dict[str, str]]] = []
+    lines = section.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|-"):
+            headers = [c.strip() for c in lines[i].strip("|").split("|")]
+            body = []
+            i += 2
+            while i < len(lines) and lines[i].startswith("|"):
+                body.append(dict(zip(headers, (c.strip() for c in lines[i].strip("|").split("|")), strict=True)))
+                i += 1
+            found.append(body)
+        else:
+            i += 1
+    return found
+
+
+def main_rows(md: str, task: str) -> dict[tuple[str, str], dict[str, str]]:
+    return {(r["chain"], r["exit"]): r for r in tables(task_section(md, task))[0]}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_main_table_numbers_are_computed_from_inputs() -> None:
+    md = render_markdown(make_results(), None)
+    rows = main_rows(md, "cifar10")
+    main, side = rows[("none", "none")], rows[("none", "sidenet")]
+    assert main["threshold"] == "—" and main["Δ acc (pt)"] == "ref" and main["speedup bs 1"] == "ref"
+    assert main["test acc (%)"] == "92.00" and main["exit rate (%)"] == "0.0"
+    assert main["FLOPs/sample"] == "1.20 GFLOP" and main["params"] == "11.2 M"
+    assert main["p50 latency/sample bs 1 (IQR)"] == "1.00 ms ±5.0%"  # 0.010 s / 10 samples
+    assert main["p50 latency/sample bs 64 (IQR)"] == "0.200 ms ±5.0%"  # 0.128 s / 640 samples
+    assert side["threshold"] == "0.9" and side["test acc (%)"] == "90.50"
+    assert side["Δ acc (pt)"] == "-1.50" and side["exit rate (%)"] == "60.0"
+    assert side["FLOPs/sample"] == "710 MFLOP" and side["params"] == "11.3 M"
+    # bs 1: ratio of medians 1.00 ms / 0.400 ms, flagged because the SideNet timing is noisy.
+    assert side["p50 latency/sample bs 1 (IQR)"] == "0.400 ms ±15.0% ⚠"
+    assert side["speedup bs 1"] == "2.50× ⚠"
+    # bs 64: the paired per-round ratios win over the ratio of medians (0.200 / 0.120 = 1.67).
+    assert side["p50 latency/sample bs 64 (IQR)"] == "0.120 ms ±5.0%"
+    assert side["speedup bs 64"] == "1.70× (1.60–1.80)†"
+    assert "paired speedup" in task_section(md, "cifar10")
+
+
+def test_no_timing_samples_means_one_batch_per_round() -> None:
+    rows = main_rows(render_markdown(make_results(), None), "sst2")
+    main, side = rows[("none", "none")], rows[("none", "sidenet")]
+    assert main["p50 latency/sample bs 1 (IQR)"] == "2.00 ms ±5.0%"
+    assert main["p50 latency/sample bs 64 (IQR)"] == "1.00 ms ±5.0%"  # 0.064 s / 64
+    assert side["speedup bs 1"] == "2.00×" and side["speedup bs 64"] == "1.60×"
+    assert side["Δ acc (pt)"] == "-1.50"
+    assert "paired speedup" not in task_section(render_markdown(make_results(), None), "sst2")
+
+
+def test_noisy_row_is_flagged_and_kept() -> None:
+    md = render_markdown(make_results(), None)
+    section = task_section(md, "cifar10")
+    assert "noisy: IQR/median = 0.15" in section
+    assert "bs 1" in next(line for line in section.splitlines() if "noisy:" in line)
+    assert "⚠" not in task_section(md, "sst2")  # 5% IQR everywhere there
+
+
+def test_missing_optional_keys_render_dash() -> None:
+    md = render_markdown(make_results(), None)
+    sst2 = task_section(md, "sst2")
+    orphan = main_rows(md, "sst2")[("int8", "sidenet")]
+    assert orphan["Δ acc (pt)"] == "—" and orphan["speedup bs 1"] == "—"
+    assert orphan["p50 latency/sample bs 64 (IQR)"] == "—" and orphan["speedup bs 64"] == "—"
+    assert "Calibration (ECE, 15 bins, test): MainNet — · SideNet —" in sst2
+    assert "Threshold sweep: — (not recorded)" in sst2
+    cifar = task_section(md, "cifar10")
+    assert "MainNet 0.031 · SideNet 0.084" in cifar
+
+
+def test_sweep_table_shows_spread_and_chosen_threshold() -> None:
+    section = task_section(render_markdown(make_results(), None), "cifar10")
+    sweep = tables(section)[1]
+    assert [r["threshold"] for r in sweep] == ["0.5", "0.6", "0.75", "0.9", "1"]
+    chosen = next(r for r in sweep if r[""] == "← chosen")
+    assert chosen["threshold"] == "0.9" and chosen["Δ acc (pt)"] == "-1.50"
+    assert chosen["FLOPs vs MainNet (%)"] == "59.2"  # 710 / 1200
+    assert sweep[0]["test acc (%)"] == "80.00" and sweep[0]["exit rate (%)"] == "95.0"
+    assert "for ≤ 1.5 pt accuracy loss" in section and "tap `layer2`" in section
+
+
+def test_header_environment_and_notes() -> None:
+    md = render_markdown(make_results(), None)
+    assert md.startswith("# sidenet-bench report")
+    assert "`pytest bench/ --benchmark-only --benchmark-json=results/run.json`" in md
+    assert "2025-11-22 05:10:11 UTC" in md
+    for text in ("AMD EPYC 7R13 Processor", "**threads:** 4", "3.11.7", "2.14.1", "0.29.1", "4.57.1"):
+        assert text in md
+    assert "FlopCounterMode" in md and "validation" in md
+    assert "![" not in md  # no plot folder given, no image links
+
+
+def test_missing_machine_info_still_renders() -> None:
+    results = {"benchmarks": sst2_rows()}
+    md = render_markdown(results, "plots")
+    assert "**CPU:** —" in md and "**torch:** —" in md and "**When:** —" in md
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plots and write_report
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_write_report_writes_markdown_and_valid_pngs(tmp_path: Path) -> None:
+    out = write_report(make_results(), tmp_path / "run 1.md")
+    assert out == tmp_path / "run 1.md"
+    md = out.read_text(encoding="utf-8")
+    pngs = sorted((tmp_path / "run 1_plots").glob("*.png"))
+    assert [p.name for p in pngs] == [
+        "cifar10_accuracy_vs_flops.png",
+        "cifar10_accuracy_vs_latency.png",
+        "cifar10_reliability.png",
+        "sst2_accuracy_vs_latency.png",  # sst2 has no sweep or reliability: those plots are skipped
+    ]
+    for png in pngs:
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        assert f"](run%201_plots/{png.name})" in md
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_write_report_drops_plots_it_no_longer_links(tmp_path: Path) -> None:
+    out = tmp_path / "r.md"
+    write_report(make_results(), out)
+    write_report({**make_results(), "benchmarks": sst2_rows()}, out)
+    assert [p.name for p in (tmp_path / "r_plots").iterdir()] == ["sst2_accuracy_vs_latency.png"]
+    assert "cifar10" not in out.read_text(encoding="utf-8")
+
+
+def test_write_report_is_atomic_when_a_plot_fails_midway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "r.md"
+    write_report(make_results(), out)
+    old_md = out.read_bytes()
+    old_pngs = {p: p.read_bytes() for p in (tmp_path / "r_plots").glob("*.png")}
+    real_savefig = Figure.savefig
+    calls = {"n": 0}
+
+    def failing_savefig(self: Figure, fname: Any, *args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] < 2:
+            return real_savefig(self, fname, *args, **kwargs)
+        Path(fname).write_bytes(PNG_MAGIC + b"half a figure")
+        raise RuntimeError("killed while writing")
+
+    monkeypatch.setattr(Figure, "savefig", failing_savefig)
+    changed = make_results()
+    changed["benchmarks"][2]["extra_info"]["test_accuracy"] = 0.5
+    with pytest.raises(RuntimeError, match="killed"):
+        write_report(changed, out)
+    assert calls["n"] == 2
+    assert out.read_bytes() == old_md
+    for path, data in old_pngs.items():
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        if path.name != "cifar10_accuracy_vs_flops.png":  # the one figure that finished may be new
+            assert path.read_bytes() == data
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_write_report_renders_before_touching_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sidenet.report.render as render
+
+    out = tmp_path / "r.md"
+    out.write_text("previous report\n", encoding="utf-8")
+
+    def boom(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("renderer bug")
+
+    monkeypatch.setattr(render, "render_markdown", boom)
+    with pytest.raises(RuntimeError, match="renderer bug"):
+        write_report(make_results(), out)
+    assert out.read_text(encoding="utf-8") == "previous report\n"
+    assert not (tmp_path / "r_plots").exists()
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# load_results
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        ("{not json", "is not valid JSON"),
+        (json.dumps({"machine_info": {}}), "no 'benchmarks' list"),
+        (json.dumps({"benchmarks": [{"name": "x", "stats": {"median": 1.0}, "extra_info": {}}]}),
+         "no sidenet-bench rows"),
+        (json.dumps({"benchmarks": [{"name": "x", "stats": {"median": 1.0}, "extra_info": {"task": "t"}}]}),
+         "lacks keys"),
+    ],
+    ids=["missing", "not-json", "no-benchmarks", "foreign-rows", "missing-keys"],
+)  # fmt: skip
+def test_load_results_rejects_bad_files(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError, match=message) as info:
+        load_results(path)
+    assert "\n" not in str(info.value)
+
+
+def test_load_results_keeps_only_our_rows(tmp_path: Path) -> None:
+    results = make_results()
+    results["benchmarks"].append({"name": "foreign", "stats": {"median": 1.0}, "extra_info": {}})
+    loaded = load_results(write_results(tmp_path / "r.json", results))
+    assert len(loaded["benchmarks"]) == 9
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_cli_report_writes_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_results(tmp_path / "run.json")
+    out = tmp_path / "out" / "report.md"
+    assert main(["report", str(src), "-o", str(out)]) == 0
+    assert out.read_text(encoding="utf-8").startswith("# sidenet-bench report")
+    assert capsys.readouterr().out.strip() == str(out)
+
+
+def test_cli_report_default_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = write_results(tmp_path / "nightly.json")
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(src)]) == 0
+    assert (tmp_path / "reports" / "nightly.md").is_file()
+    assert (tmp_path / "reports" / "nightly_plots").is_dir()
+
+
+def test_cli_report_missing_file_is_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "missing.json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("sidenet-bench: error: results file 'missing.json' does not exist")
+    assert captured.err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_report_into_directory_is_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_results(tmp_path / "run.json")
+    assert main(["report", str(src), "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+@dataclass(frozen=True)
+class FakeItem:
+    description: str
+
+
+def fake_module(name: str, attr: str, registry: Registry[Any]) -> types.ModuleType:
+    module = types.ModuleType(name)
+    setattr(module, attr, registry)
+    return module
+
+
+def test_cli_list_with_fake_registries(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tasks: Registry[Any] = Registry("task")
+    tasks.add("cifar10-resnet18", FakeItem("CIFAR-10 on a ResNet-18 MainNet\nsecond line is dropped"))
+    tasks.add("sst2-distilbert", FakeItem("SST-2 sentiment on DistilBERT"))
+    policies: Registry[Any] = Registry("exit policy")
+    policies.add("softmax", FakeItem("max softmax probability"))
+    monkeypatch.setitem(sys.modules, "sidenet.tasks", fake_module("sidenet.tasks", "TASKS", tasks))
+    monkeypatch.setitem(sys.modules, "sidenet.policies", fake_module("sidenet.policies", "POLICIES", policies))
+    monkeypatch.setitem(sys.modules, "compressors", fake_module("compressors", "COMPRESSORS", Registry("compressor")))
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "tasks:",
+        "  cifar10-resnet18  CIFAR-10 on a ResNet-18 MainNet",
+        "  sst2-distilbert   SST-2 sentiment on DistilBERT",
+        "compressors:",
+        "  (none yet)",
+        "exit systems:",
+        "  softmax  max softmax probability",
+    ]
+
+
+def test_cli_list_survives_missing_modules(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    policies: Registry[Any] = Registry("exit policy")
+    policies.add("entropy", FakeItem("1 - normalised entropy"))
+    monkeypatch.setitem(sys.modules, "sidenet.tasks", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "compressors", types.ModuleType("compressors"))  # no COMPRESSORS yet
+    monkeypatch.setitem(sys.modules, "sidenet.policies", fake_module("sidenet.policies", "POLICIES", policies))
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "tasks:\n  (unavailable: sidenet.tasks.TASKS" in out
+    assert "compressors:\n  (unavailable: compressors.COMPRESSORS" in out
+    assert "  entropy  1 - normalised entropy" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["--help"], 0),
+        (["report", "--help"], 0),
+        (["list", "--help"], 0),
+        (["frobnicate"], 2),
+        ([], 2),
+        (["report"], 2),
+    ],
+)
+def test_cli_argparse_exit_codes(argv: list[str], code: int, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == code
+    captured = capsys.readouterr()
+    assert (captured.out if code == 0 else captured.err).startswith("usage: sidenet-bench")
