@@ -1,9 +1,11 @@
 """pytest-benchmark harness: fixtures, parametrisation, thread pinning, results + report at the end.
 
-Run ``pytest bench/ --benchmark-only`` (options below: ``pytest bench/ --help``, group "sidenet-bench").
-Each benchmark is one cell task × exit system × batch size; its ``extra_info`` follows
-:mod:`sidenet.results`. At session end the rows are merged into ``<out>/results/<name>.json`` and the
-Markdown report ``<out>/<name>.md`` is rendered, both written atomically.
+Run ``pytest bench/ --benchmark-only`` (options below: ``pytest bench/ --help``, group "sidenet-bench"),
+or ``sidenet-bench run`` (same code, validated first). Each benchmark is one cell task × chain × exit
+system × batch size; its ``extra_info`` follows :mod:`sidenet.results`. At session end the rows of the
+cells that passed are merged into ``<out>/results/<name>.json`` and the Markdown report ``<out>/<name>.md``
+is rendered, both written atomically. A cell already stored there with the same ``cell_key`` is skipped
+(resume) unless ``--bench-force``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from sidenet.harness import BenchContext, BenchSettings, merge_results, write_outputs
+from sidenet.harness import (
+    DEFAULT_BATCH_SIZES,
+    EXIT_SYSTEMS,
+    BenchContext,
+    BenchSettings,
+    check_out_dir,
+    default_tasks,
+    merge_results,
+    quiet_from_env,
+    write_outputs,
+)
 
-DEFAULT_TASKS = ("fashion-mnist", "rotten-tomatoes")
-DEFAULT_BATCH_SIZES = (1, 64)
-from sidenet.harness import EXIT_SYSTEMS as EXITS
+EXITS = EXIT_SYSTEMS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,7 +42,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--bench-task",
         action="append",
         default=None,
-        help=f"task to run (repeatable; default {', '.join(DEFAULT_TASKS)})",
+        help=f"task to run (repeatable; default {', '.join(default_tasks())}; env SIDENET_BENCH_TASKS=a,b)",
+    )
+    g.addoption(
+        "--bench-chain",
+        action="append",
+        default=None,
+        help="compressor chain, e.g. 'prune:ratio=0.5+int8' (repeatable; default 'none' = the plain MainNet)",
     )
     g.addoption(
         "--bench-batch-size", action="append", type=int, default=None, help="batch size (repeatable; default 1 and 64)"
@@ -50,29 +66,46 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="accuracy-loss target in points for threshold selection on validation (default: the task's)",
     )
     g.addoption(
+        "--bench-threshold",
+        type=float,
+        default=None,
+        help="fixed exit threshold in [0, 1] for the sidenet cells instead of selection on validation",
+    )
+    g.addoption(
         "--bench-timing-samples", type=int, default=320, help="inputs per timed round (a fixed stratified test subset)"
     )
     g.addoption("--bench-rounds", type=int, default=7, help="timed rounds per benchmark (plus one warm-up round)")
     g.addoption("--bench-device", default="cpu", choices=("cpu", "cuda"), help="device to time on")
     g.addoption("--bench-out", default="reports", help="directory for results/<name>.json and <name>.md")
     g.addoption("--bench-name", default=None, help="report name (default: derived from device, CPU and threads)")
+    g.addoption(
+        "--bench-force",
+        action="store_true",
+        default=False,
+        help="re-measure cells already stored in the results JSON (default: skip them, i.e. resume)",
+    )
+    g.addoption(
+        "--bench-quiet",
+        action="store_true",
+        default=False,
+        help="no progress bars while training/preparing (also env SIDENET_BENCH_QUIET=1)",
+    )
 
 
 @dataclass(frozen=True)
 class Cell:
     task: str
+    chain: str
     exit: str
     batch_size: int
 
     def __str__(self) -> str:
-        return f"{self.task}-{self.exit}-bs{self.batch_size}"
+        return f"{self.task}-{self.chain}-{self.exit}-bs{self.batch_size}"
 
 
 def _settings(config: pytest.Config) -> BenchSettings:
     return BenchSettings.from_options(
-        tasks=tuple(
-            config.getoption("bench_task") or os.environ.get("SIDENET_BENCH_TASKS", ",".join(DEFAULT_TASKS)).split(",")
-        ),
+        tasks=tuple(config.getoption("bench_task") or default_tasks()),
         batch_sizes=tuple(config.getoption("bench_batch_size") or DEFAULT_BATCH_SIZES),
         exits=tuple(config.getoption("bench_exit") or EXITS),
         threads=config.getoption("bench_threads") or (os.cpu_count() or 1),
@@ -83,6 +116,10 @@ def _settings(config: pytest.Config) -> BenchSettings:
         out=Path(config.getoption("bench_out")),
         name=config.getoption("bench_name"),
         command=" ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        chains=tuple(config.getoption("bench_chain") or ("none",)),
+        threshold=config.getoption("bench_threshold"),
+        force=config.getoption("bench_force"),
+        quiet=config.getoption("bench_quiet") or quiet_from_env(),
     )
 
 
@@ -90,7 +127,9 @@ def _settings(config: pytest.Config) -> BenchSettings:
 def pytest_configure(config: pytest.Config) -> None:
     try:
         settings = _settings(config)
-    except Exception as exc:  # a user error in our options: one line, exit code 2
+        if not config.getoption("help"):
+            check_out_dir(settings.out, create=True)  # fail now, not after an hour of measuring
+    except Exception as exc:  # a user error in our options: one line, exit code 4 (pytest's usage error)
         raise pytest.UsageError(str(exc)) from None
     torch.set_num_threads(settings.threads)  # pinned before any model runs; recorded per row
     logging.getLogger("sidenet").setLevel(logging.INFO)
@@ -104,13 +143,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "cell" not in metafunc.fixturenames:
         return
     s = metafunc.config.stash[_CTX].settings
-    cells = [Cell(t, e, b) for t in s.tasks for b in s.batch_sizes for e in s.exits]
+    cells = [Cell(t, c, e, b) for t in s.tasks for c in s.chains for b in s.batch_sizes for e in s.exits]
     metafunc.parametrize("cell", cells, ids=str)
 
 
 @pytest.fixture(scope="session")
 def bench_ctx(request: pytest.FixtureRequest) -> BenchContext:
     return request.config.stash[_CTX]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """Remember which cells passed: a cell that failed its checks or was interrupted is never written."""
+    outcome = yield
+    report = outcome.get_result()
+    ctx = item.config.stash.get(_CTX, None)
+    if ctx is not None and report.when == "call" and report.passed:
+        ctx.passed.add(report.nodeid)
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
@@ -121,23 +170,36 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Merge this session's rows into the stored results and render the report (atomically)."""
+    """Merge this session's passed cells into the stored results and render the report (atomically)."""
     ctx = session.config.stash.get(_CTX, None)
     bs = getattr(session.config, "_benchmarksession", None)
-    if ctx is None or bs is None or bs.disabled or not bs.benchmarks:
+    if ctx is None or bs is None or bs.disabled:
+        return
+    results_path, report_path = ctx.output_paths()
+    finished = [b for b in bs.benchmarks if b.fullname in ctx.passed and b]
+    if not finished:
+        session.config.stash[_SUMMARY] = (
+            f"sidenet-bench: nothing new measured; {results_path} and {report_path} left as they were"
+        )
         return
     machine_info = bs.get_machine_info()
     commit_info = session.config.hook.pytest_benchmark_generate_commit_info(config=session.config)
     new = session.config.hook.pytest_benchmark_generate_json(
         config=session.config,
-        benchmarks=bs.benchmarks,
+        benchmarks=finished,
         include_data=True,
         machine_info=machine_info,
         commit_info=commit_info,
     )
-    results_path, report_path = ctx.output_paths()
     merged = merge_results(results_path, new)
     write_outputs(merged, results_path, report_path)
-    tr = session.config.pluginmanager.get_plugin("terminalreporter")
-    if tr is not None:
-        tr.write_line(f"sidenet-bench: results {results_path}; report {report_path}")
+    session.config.stash[_SUMMARY] = f"sidenet-bench: results {results_path}; report {report_path}"
+
+
+_SUMMARY = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    line = config.stash.get(_SUMMARY, None)
+    if line:
+        terminalreporter.write_line(line)

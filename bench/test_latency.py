@@ -1,4 +1,4 @@
-"""Latency, FLOPs and accuracy of every cell (task × exit system × batch size).
+"""Latency, FLOPs and accuracy of every cell (task × chain × exit system × batch size).
 
 Only the timing happens here; what a cell measures and records lives in :mod:`sidenet.harness`,
 shared with the ``sidenet-bench`` CLI.
@@ -6,11 +6,20 @@ shared with the ``sidenet-bench`` CLI.
 
 from __future__ import annotations
 
+import pytest
+
+from sidenet.errors import UserError
 from sidenet.harness import run_cell
 
 
 def test_cell(benchmark, cell, bench_ctx) -> None:
-    run_cell(benchmark, cell.task, cell.exit, cell.batch_size, bench_ctx)
+    stored = bench_ctx.stored_result(cell.task, cell.chain, cell.exit, cell.batch_size)
+    if stored is not None:  # resume: decided before any data is loaded or model trained
+        pytest.skip(f"already measured in {stored}; --bench-force (sidenet-bench run --force) to re-measure")
+    try:
+        run_cell(benchmark, cell.task, cell.exit, cell.batch_size, bench_ctx, chain=cell.chain)
+    except UserError as exc:  # bad input found while preparing (e.g. missing data): one line, no traceback
+        pytest.fail(str(exc), pytrace=False)
     info = benchmark.extra_info
     # Sanity checks on what was recorded (a broken measurement must fail, not produce a table row):
     assert 0.0 <= info["test_accuracy"] <= 1.0

@@ -1,13 +1,17 @@
-"""The ``sidenet-bench`` console script: ``report`` a results JSON, ``list`` what can be benchmarked.
+"""The ``sidenet-bench`` console script: ``run`` the benchmark matrix, ``report`` a results JSON, ``list``
+what can be benchmarked.
 
 Bad input (:class:`UserError`) becomes one ``sidenet-bench: error: ...`` line and exit code 2, like an
-argparse usage error; any other exception is a bug and keeps its traceback.
+argparse usage error, and nothing is written; any other exception is a bug and keeps its traceback.
+``run`` validates every input before any work starts, then measures through the same code as
+``pytest bench/`` (it runs that suite in-process), so both write the same JSON + Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +26,8 @@ PROG = "sidenet-bench"
 LISTINGS: tuple[tuple[str, str, str], ...] = (
     ("tasks", "sidenet.tasks", "TASKS"),
     ("compressors", "compressors", "COMPRESSORS"),
-    ("exit systems", "sidenet.policies", "POLICIES"),
+    ("exit systems", "sidenet.harness", "EXIT_SYSTEM_DESCRIPTIONS"),
+    ("exit policies", "sidenet.policies", "POLICIES"),
 )
 
 
@@ -44,7 +49,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else _default_output(results_path)
     if out.is_dir():
         raise UserError(f"output {str(out)!r} is a directory; pass a file name such as {str(out / 'report.md')!r}")
-    print(write_report(results, out))
+    ancestor = out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"output {str(out)!r} cannot be created: {str(ancestor)!r} is not a directory")
+    try:
+        written = write_report(results, out)
+    except OSError as exc:  # e.g. a read-only folder; files are replaced atomically, so nothing is half-written
+        raise UserError(f"cannot write report {str(out)!r}: {exc.strerror or exc}") from None
+    print(written)
     return 0
 
 
@@ -78,11 +92,14 @@ def _listing(module: str, attr: str) -> list[str]:
         registry = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         return [f"(unavailable: {module}.{attr}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"]
-    names = list(registry.names())
-    if not names:
+    if isinstance(registry, dict):  # a plain name → description table (e.g. the harness's exit systems)
+        entries = [(str(name), str(text)) for name, text in registry.items()]
+    else:
+        entries = [(name, _description(registry.get(name))) for name in registry.names()]
+    if not entries:
         return ["(none yet)"]
-    width = max(len(n) for n in names)
-    return [f"{name:<{width}}  {_description(registry.get(name))}".rstrip() for name in names]
+    width = max(len(n) for n, _ in entries)
+    return [f"{name:<{width}}  {text}".rstrip() for name, text in entries]
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -96,19 +113,174 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _add_list_parser(sub: Any) -> None:
     p = sub.add_parser(
         "list",
-        help="list tasks, compressors and exit systems",
-        description="List the registered tasks, compressors and exit systems, one line each.",
+        help="list tasks, compressors, exit systems and exit policies",
+        description="List the registered tasks, compressors, exit systems (what `run --exit` takes) and exit "
+        "policies (how a SideNet's logits become a confidence), one line each.",
     )
     p.set_defaults(handler=_cmd_list)
 
 
 # ---------------------------------------------------------------------------------------------------
-# run (placeholder)
+# run
 # ---------------------------------------------------------------------------------------------------
+
+_PYTEST_USAGE_ERROR = 4
+_PYTEST_INTERRUPTED = 2
+
+
+def _find_bench_dir() -> Path:
+    """The ``bench/`` suite: ``./bench`` when it is ours, else the one next to the installed ``sidenet`` package
+    (a checkout or an editable install)."""
+    import sidenet
+
+    candidates = [Path.cwd() / "bench", Path(sidenet.__file__).resolve().parent.parent / "bench"]
+    for folder in candidates:
+        conftest = folder / "conftest.py"
+        try:
+            if conftest.is_file() and "sidenet.harness" in conftest.read_text(encoding="utf-8"):
+                return folder.resolve()
+        except OSError:
+            continue
+    raise UserError(
+        "the benchmark suite (bench/conftest.py) was not found; run from a sidenet-bench checkout "
+        "(git clone + pip install -e .)"
+    )
+
+
+def _run_settings(args: argparse.Namespace) -> Any:
+    from sidenet.harness import (
+        DEFAULT_BATCH_SIZES,
+        EXIT_SYSTEMS,
+        BenchSettings,
+        default_tasks,
+        quiet_from_env,
+    )
+
+    return BenchSettings.from_options(
+        tasks=tuple(args.task or default_tasks()),
+        chains=tuple(args.chain or ("none",)),
+        exits=tuple(args.exit or EXIT_SYSTEMS),
+        batch_sizes=tuple(args.batch_size or DEFAULT_BATCH_SIZES),
+        threads=(os.cpu_count() or 1) if args.threads is None else args.threads,
+        target_loss_pt=args.target_loss,
+        threshold=args.threshold,
+        timing_samples=args.timing_samples,
+        rounds=args.rounds,
+        device=args.device,
+        out=Path(args.out),
+        name=args.name,
+        command="sidenet-bench run",
+        force=args.force,
+        quiet=args.quiet or quiet_from_env(),
+    )
+
+
+def _pytest_args(settings: Any, bench: Path, quiet: bool) -> list[str]:
+    args = [str(bench), "--benchmark-only", "-p", "no:cacheprovider", "--rootdir", str(bench.parent)]
+    args += ["-q", "--benchmark-quiet"] if quiet else ["-s"]  # -s: progress bars (with ETA) reach the terminal
+    for flag, values in (
+        ("--bench-task", settings.tasks),
+        ("--bench-chain", settings.chains),
+        ("--bench-exit", settings.exits),
+        ("--bench-batch-size", settings.batch_sizes),
+    ):
+        for value in values:
+            args += [flag, str(value)]
+    args += ["--bench-threads", str(settings.threads), "--bench-device", settings.device]
+    args += ["--bench-timing-samples", str(settings.timing_samples), "--bench-rounds", str(settings.rounds)]
+    args += ["--bench-out", str(settings.out.resolve())]
+    if settings.name:
+        args += ["--bench-name", settings.name]
+    if settings.target_loss_pt is not None:
+        args += ["--bench-target-loss", repr(settings.target_loss_pt)]
+    if settings.threshold is not None:
+        args += ["--bench-threshold", repr(settings.threshold)]
+    if settings.force:
+        args.append("--bench-force")
+    if quiet:
+        args.append("--bench-quiet")
+    return args
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from sidenet.harness import check_data, check_out_dir, quiet_from_env
+
+    # 1. validate everything, cheapest first; nothing is written until all of it passed
+    settings = _run_settings(args)
+    bench = _find_bench_dir()
+    check_out_dir(settings.out, create=False)
+    check_data(settings.tasks)
+    check_out_dir(settings.out, create=True)
+    quiet = bool(args.quiet or quiet_from_env())
+    if not quiet:
+        print(
+            f"{PROG}: {settings.n_cells()} cell(s): {len(settings.tasks)} task(s) × {len(settings.chains)} chain(s) "
+            f"× {len(settings.exits)} exit system(s) × {len(settings.batch_sizes)} batch size(s) → {settings.out}",
+            flush=True,
+        )
+    # 2. measure through the bench suite itself (same code, same outputs as `pytest bench/`)
+    import pytest
+
+    previous = os.environ.get("SIDENET_BENCH_QUIET")
+    if quiet:
+        os.environ["SIDENET_BENCH_QUIET"] = "1"
+    try:
+        code = int(pytest.main(_pytest_args(settings, bench, quiet)))
+    finally:
+        if quiet:
+            if previous is None:
+                os.environ.pop("SIDENET_BENCH_QUIET", None)
+            else:
+                os.environ["SIDENET_BENCH_QUIET"] = previous
+    if code == 0:
+        return 0
+    if code == _PYTEST_USAGE_ERROR:
+        return 2
+    if code == _PYTEST_INTERRUPTED:
+        return 130
+    return 1
 
 
 def _add_run_parser(sub: Any) -> None:
-    """Hook for the ``run`` subcommand (owned by the bench harness); intentionally adds nothing yet."""
+    p = sub.add_parser(
+        "run",
+        help="benchmark the matrix task × chain × exit system × batch size; write results JSON + report",
+        description="Validate every input, then time each cell through the same code as `pytest bench/ "
+        "--benchmark-only` and write <out>/results/<name>.json and <out>/<name>.md (atomically). Cells already "
+        "stored there with the same settings and library versions are skipped (resume) unless --force. "
+        "Trained MainNets/SideNets are cached ($SIDENET_BENCH_CACHE) and reused.",
+    )
+    p.add_argument("--task", action="append", metavar="NAME", help="task (repeatable; default: the offline pair)")
+    p.add_argument(
+        "--chain",
+        action="append",
+        metavar="SPEC",
+        help="compressor chain, names joined by '+', each with optional ':key=value[,key=value]', e.g. "
+        "'prune:ratio=0.5+int8'; 'none' = the plain MainNet (repeatable; default none)",
+    )
+    p.add_argument(
+        "--exit", action="append", metavar="NAME", help="exit system: none, sidenet, sidenet-noexit (repeatable)"
+    )
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument(
+        "--threshold", type=float, metavar="T", help="fixed exit threshold in [0, 1] instead of selection on val"
+    )
+    sel.add_argument(
+        "--target-loss",
+        type=float,
+        metavar="PT",
+        help="accuracy-loss target (points, on validation) for threshold selection (default: the task's)",
+    )
+    p.add_argument("--batch-size", action="append", type=int, metavar="N", help="batch size (repeatable; 1 and 64)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device to time on (default cpu)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads, pinned (default: all cores)")
+    p.add_argument("--timing-samples", type=int, default=320, metavar="N", help="inputs per timed round (320)")
+    p.add_argument("--rounds", type=int, default=7, metavar="N", help="timed rounds per cell (7, plus a warm-up)")
+    p.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports)")
+    p.add_argument("--name", metavar="NAME", help="report name (default: from device, CPU and threads)")
+    p.add_argument("--force", action="store_true", help="re-measure cells already stored in the results JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, terse pytest output")
+    p.set_defaults(handler=_cmd_run)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -136,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished files are intact, a new run resumes", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

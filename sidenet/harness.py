@@ -1,4 +1,4 @@
-"""The measuring side of a benchmark cell, shared by ``pytest bench/`` and the CLI.
+"""The measuring side of a benchmark cell, shared by ``pytest bench/`` and the ``sidenet-bench run`` CLI.
 
 Latency: one timed round runs a fixed stratified test subset (``timing_samples`` inputs) at the
 cell's batch size, so latency per sample = round time / samples (a cascade's per-input times are
@@ -8,16 +8,24 @@ region; threads are pinned; on CUDA the target synchronises before the clock sto
 Interleaving: for an exit-system cell, pytest-benchmark's untimed ``setup`` hook runs and times one
 MainNet round right before each timed cascade round, so every cascade round has a MainNet round
 beside it: ``paired_speedup`` = per-round ratios, robust to drift and background load.
+
+Resume: every row records a ``cell_key`` (:func:`cell_key`); a cell whose key is already stored in the
+results JSON is not measured again unless ``force`` is set.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import hashlib
 import json
+import os
 import platform
 import re
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,16 +34,43 @@ import torch
 
 from sidenet import atomic
 from sidenet.cache import library_versions
+from sidenet.chain import NONE, canonical_chain
 from sidenet.errors import UserError
-from sidenet.pipeline import Prepared, mainnet_forward, prepare, timing_rows
+from sidenet.pipeline import Prepared, mainnet_forward, prepare, run_eval, timing_rows
 from sidenet.tasks import TASKS
-from sidenet.thresholds import NEVER_EXIT
+from sidenet.thresholds import NEVER_EXIT, outcome_at
 
-EXIT_SYSTEMS = ("none", "sidenet", "sidenet-noexit")
+EXIT_SYSTEM_DESCRIPTIONS: dict[str, str] = {
+    "none": "the MainNet alone: the baseline every speedup and accuracy delta is measured against",
+    "sidenet": "MainNet + SideNet cascade (Morisot 2020) at the threshold chosen on validation, or a fixed one",
+    "sidenet-noexit": "the same cascade with a threshold above 1: nothing exits, the SideNet's pure overhead",
+}
+EXIT_SYSTEMS = tuple(EXIT_SYSTEM_DESCRIPTIONS)
+DEFAULT_TASKS = ("fashion-mnist", "rotten-tomatoes")
+DEFAULT_BATCH_SIZES = (1, 64)
+QUIET_ENV = "SIDENET_BENCH_QUIET"  # "1": no progress bars (set by `sidenet-bench run -q`)
+PAUSE_ENV = "SIDENET_BENCH_TEST_PAUSE"  # test hook, see pause_for_tests()
+_TRUTHY = {"1", "true", "yes", "on"}
+
+
+def default_tasks() -> tuple[str, ...]:
+    """Tasks run when none are given: ``$SIDENET_BENCH_TASKS`` (comma-separated), else the offline pair."""
+    env = os.environ.get("SIDENET_BENCH_TASKS", "")
+    return tuple(t.strip() for t in env.split(",") if t.strip()) or DEFAULT_TASKS
+
+
+def quiet_from_env() -> bool:
+    return os.environ.get(QUIET_ENV, "").strip().lower() in _TRUTHY
+
+
+def _unique(items: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(dict.fromkeys(items))
 
 
 @dataclass(frozen=True)
 class BenchSettings:
+    """Everything a bench session was asked for; validated on construction (one-line UserError)."""
+
     tasks: tuple[str, ...]
     batch_sizes: tuple[int, ...]
     exits: tuple[str, ...]
@@ -47,6 +82,10 @@ class BenchSettings:
     out: Path
     name: str | None
     command: str
+    chains: tuple[str, ...] = (NONE,)  # canonical chain specs (sidenet.chain)
+    threshold: float | None = None  # fixed exit threshold instead of selection on validation
+    force: bool = False  # re-measure cells already stored in the results JSON
+    quiet: bool = False  # no progress bars
 
     @classmethod
     def from_options(cls, **kw: Any) -> BenchSettings:
@@ -58,19 +97,86 @@ class BenchSettings:
             raise UserError("no task given; pass --bench-task NAME (see `sidenet-bench list`)")
         for t in self.tasks:
             TASKS.get(t)
+        if not self.chains:
+            raise UserError("no compressor chain given; pass 'none' for the plain MainNet")
+        chains = _unique(canonical_chain(c) for c in self.chains)
+        if any(c != NONE for c in chains):  # pragma: no cover - needs a registered compressor (issue #3)
+            raise UserError(f"compressor chains cannot be applied yet (issue #3); got {list(chains)}, use 'none'")
         for e in self.exits:
             if e not in EXIT_SYSTEMS:
-                raise UserError(f"unknown exit system {e!r} (valid: {', '.join(EXIT_SYSTEMS)})")
-        if any(b < 1 for b in self.batch_sizes):
+                close = difflib.get_close_matches(e, EXIT_SYSTEMS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise UserError(f"unknown exit system {e!r}{hint} (valid: {', '.join(EXIT_SYSTEMS)})")
+        if not self.exits:
+            raise UserError(f"no exit system given (valid: {', '.join(EXIT_SYSTEMS)})")
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise UserError(f"batch sizes must be positive, got {list(self.batch_sizes)}")
         if self.threads < 1:
             raise UserError(f"threads must be positive, got {self.threads}")
         if self.rounds < 1 or self.timing_samples < 1:
-            raise UserError("rounds and timing samples must be positive")
+            raise UserError(
+                f"rounds and timing samples must be positive, got {self.rounds} rounds, {self.timing_samples} samples"
+            )
         if self.target_loss_pt is not None and not 0 <= self.target_loss_pt <= 100:
             raise UserError(f"target loss must be in [0, 100] points, got {self.target_loss_pt}")
+        if self.threshold is not None:
+            if self.target_loss_pt is not None:
+                raise UserError("give either a fixed threshold or a target loss for threshold selection, not both")
+            if not 0 <= self.threshold <= 1:
+                raise UserError(f"threshold must be in [0, 1] (a confidence), got {self.threshold}")
+        if self.device not in ("cpu", "cuda"):
+            raise UserError(f"unknown device {self.device!r} (valid: cpu, cuda)")
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise UserError("--bench-device cuda but torch.cuda.is_available() is False; use --bench-device cpu")
+            raise UserError("device cuda requested but torch.cuda.is_available() is False here; use device cpu")
+        if self.name is not None and (not self.name.strip() or "/" in self.name or self.name in (".", "..")):
+            raise UserError(f"report name {self.name!r} must be a plain file name (no '/')")
+        object.__setattr__(self, "tasks", _unique(self.tasks))
+        object.__setattr__(self, "chains", chains)
+        object.__setattr__(self, "exits", _unique(self.exits))
+        object.__setattr__(self, "batch_sizes", _unique(self.batch_sizes))
+
+    def n_cells(self) -> int:
+        return len(self.tasks) * len(self.chains) * len(self.exits) * len(self.batch_sizes)
+
+
+def check_out_dir(out: Path, create: bool) -> None:
+    """One-line UserError unless ``out`` is (or can become) a writable directory.
+
+    ``create=False`` only inspects paths (nothing is written); ``create=True`` makes the directory and
+    writes + removes a probe file in it (root ignores permission bits, so only trying tells).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output directory {str(out)!r} exists and is not a directory; pass another --out")
+    ancestor = out
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"output directory {str(out)!r} cannot be created: {str(ancestor)!r} is not a directory")
+    if (out / "results").exists() and not (out / "results").is_dir():
+        raise UserError(f"{str(out / 'results')!r} exists and is not a directory; pass another --out")
+    if not create:
+        return
+    created = [p for p in (out / "results", out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results").mkdir(exist_ok=True)
+        with tempfile.TemporaryFile(dir=out / "results", prefix=".sidenet-bench-probe-"):
+            pass
+    except OSError as exc:
+        for p in created:  # deepest first: leave the file system as found
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise UserError(
+            f"output directory {str(out)!r} is not writable ({exc.strerror or exc}); pass another --out"
+        ) from None
+
+
+def check_data(tasks: Iterable[str]) -> None:
+    """Load each task's data once (offline sources only unless downloads are allowed): a missing or
+    unreadable data set is a one-line UserError naming the ways to get it, before any work starts."""
+    for name in tasks:
+        TASKS.get(name).load_data()
 
 
 def _slug(text: str) -> str:
@@ -88,20 +194,24 @@ def cpu_name() -> str:
 
 
 class BenchContext:
-    """Per-session state: prepared tasks (built once) and timing batches per (task, batch size)."""
+    """Per-session state: prepared tasks (built once), timing batches per (task, batch size), stored cells."""
 
     def __init__(self, settings: BenchSettings) -> None:
         self.settings = settings
         self._prepared: dict[str, Prepared] = {}
+        self._failed: dict[str, UserError] = {}
+        self._fixed: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
         self._timing: dict[tuple[str, int], list[Any]] = {}
+        self._stored: set[str] | None = None
         self.device = torch.device(settings.device)
+        self.passed: set[str] = set()  # node ids of cells whose test passed (only those are written)
 
     def environment(self) -> dict[str, Any]:
         s = self.settings
         env: dict[str, Any] = {
             "threads": torch.get_num_threads(),
             "device": s.device,
-            "device_name": torch.cuda.get_device_name() if s.device == "cuda" else cpu_name(),
+            "device_name": device_name(s.device),
             "cpu": cpu_name(),
             "command": s.command,
             **library_versions(),
@@ -111,16 +221,42 @@ class BenchContext:
 
     def output_paths(self) -> tuple[Path, Path]:
         s = self.settings
-        name = s.name or _slug(f"{s.device}-{self.environment()['device_name']}-{torch.get_num_threads()}t")
+        name = s.name or _slug(f"{s.device}-{device_name(s.device)}-{torch.get_num_threads()}t")
         return s.out / "results" / f"{name}.json", s.out / f"{name}.md"
 
+    def cell_key(self, task: str, chain: str, exit_system: str, batch_size: int) -> str:
+        return cell_key(self.settings, task, chain, exit_system, batch_size)
+
+    def stored_result(self, task: str, chain: str, exit_system: str, batch_size: int) -> Path | None:
+        """The results file that already holds this cell's row (same cell key), unless ``force``."""
+        if self.settings.force:
+            return None
+        results_path, _ = self.output_paths()
+        if self._stored is None:
+            self._stored = stored_cell_keys(results_path)
+        return results_path if self.cell_key(task, chain, exit_system, batch_size) in self._stored else None
+
     def prepared(self, task: str) -> Prepared:
+        if task in self._failed:  # the same one-line error for every cell of a task that cannot be prepared
+            raise self._failed[task]
         if task not in self._prepared:
-            p = prepare(task, target_loss_pt=self.settings.target_loss_pt)
+            s = self.settings
+            try:
+                p = prepare(task, target_loss_pt=s.target_loss_pt, progress=not s.quiet)
+            except UserError as exc:
+                self._failed[task] = exc
+                raise
+            if s.threshold is not None:  # measured before the models move to the timing device
+                self._fixed[task] = fixed_threshold_eval(p, s.threshold)
             p.mainnet.to(self.device)
             p.side.to(self.device)
             self._prepared[task] = p
         return self._prepared[task]
+
+    def fixed_threshold(self, task: str) -> tuple[dict[str, float], dict[str, float]]:
+        """(test eval, validation selection stats) of the cascade at the fixed threshold."""
+        self.prepared(task)
+        return self._fixed[task]
 
     def timing_batches(self, task: str, batch_size: int) -> list[Any]:
         key = (task, batch_size)
@@ -137,6 +273,95 @@ class BenchContext:
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+
+
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device == "cuda" else cpu_name()
+
+
+def cell_key(settings: BenchSettings, task: str, chain: str, exit_system: str, batch_size: int) -> str:
+    """Identity of a measurement, for resume: equal keys mean re-measuring would repeat the same experiment.
+
+    Hashes the cell, the settings that change its numbers (device and its name, threads, timing samples,
+    rounds; the target or fixed threshold for the ``sidenet`` cell only), the task's MainNet recipe, tap and
+    SideNet config (what the trained artifacts' cache keys are built from, minus the training labels'
+    digest, which needs the data loaded) and the library versions. Cheap: no data, no model.
+    """
+    t = TASKS.get(task)
+    payload: dict[str, Any] = {
+        "task": task,
+        "recipe": t.recipe(),
+        "tap": t.tap,
+        "sidenet": t.sidenet.to_dict(),
+        "chain": chain,
+        "exit": exit_system,
+        "device": settings.device,
+        "device_name": device_name(settings.device),
+        "batch_size": batch_size,
+        "threads": settings.threads,
+        "timing_samples": settings.timing_samples,
+        "rounds": settings.rounds,
+        "versions": {**library_versions(), "sidenet-bench": _version()},
+    }
+    if exit_system == "sidenet":
+        if settings.threshold is not None:
+            payload["threshold"] = settings.threshold
+        else:
+            target = t.default_target_loss_pt if settings.target_loss_pt is None else settings.target_loss_pt
+            payload["target_loss_pt"] = float(target)
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def stored_cell_keys(results_path: Path) -> set[str]:
+    """Cell keys of the rows in a results JSON; a missing or unreadable file holds none."""
+    try:
+        data = json.loads(results_path.read_text(encoding="utf-8"))
+        rows = data.get("benchmarks", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    keys = set()
+    for b in rows if isinstance(rows, list) else []:
+        info = b.get("extra_info") if isinstance(b, dict) else None
+        if isinstance(info, dict) and isinstance(info.get("cell_key"), str):
+            keys.add(info["cell_key"])
+    return keys
+
+
+def fixed_threshold_eval(p: Prepared, threshold: float) -> tuple[dict[str, float], dict[str, float]]:
+    """The cascade at a user-given threshold: real run on test (accuracy, exit rate, FLOPs) + validation stats."""
+    ev = run_eval(p.task, p.cascade(threshold).run, p.data["test"])
+    t, v = p.test, p.val
+    predicted = outcome_at(
+        threshold, t.confidence(p.policy), t.side_correct, t.main_correct, t.head_flops, t.rest_flops
+    )
+    ev["predicted_accuracy"] = predicted["accuracy"]
+    ev["predicted_flops_per_sample"] = predicted["flops_per_sample"]
+    on_val = outcome_at(threshold, v.confidence(p.policy), v.side_correct, v.main_correct, v.head_flops, v.rest_flops)
+    main_val = float(v.main_correct.mean())
+    selection = {
+        "val_accuracy": on_val["accuracy"],
+        "val_mainnet_accuracy": main_val,
+        "val_exit_rate": on_val["exit_rate"],
+        "val_loss_pt": 100 * (main_val - on_val["accuracy"]),
+    }
+    return ev, selection
+
+
+def pause_for_tests(point: str) -> None:
+    """Test hook, inert unless ``SIDENET_BENCH_TEST_PAUSE=POINT:MARKER`` is set: at ``POINT`` create the file
+    ``MARKER`` and sleep (at most 120 s) so a test can signal the process at a known moment.
+
+    Points: ``timing`` (inside a cell, right before its timed rounds) and ``write`` (the new results JSON
+    is complete in its temp file but not yet renamed over the old one; the report is not touched yet).
+    """
+    want, _, marker = os.environ.get(PAUSE_ENV, "").partition(":")
+    if want != point or not marker:
+        return
+    Path(marker).write_text(f"{os.getpid()}\n", encoding="utf-8")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _version() -> str:
@@ -169,9 +394,17 @@ def _time_once(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: BenchContext) -> None:
-    """Time one cell with ``benchmark.pedantic`` and fill ``benchmark.extra_info`` (sidenet.results)."""
+def run_cell(
+    benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: BenchContext, chain: str = NONE
+) -> None:
+    """Time one cell with ``benchmark.pedantic`` and fill ``benchmark.extra_info`` (sidenet.results).
+
+    With ``ctx.settings.threshold`` set, the ``sidenet`` cell runs at that fixed threshold instead of the
+    one selected on validation (``threshold_source`` records which).
+    """
     s = ctx.settings
+    if chain != NONE:  # pragma: no cover - BenchSettings rejects chains until issue #3 brings compressors
+        raise UserError(f"compressor chain {chain!r} cannot be applied yet (issue #3)")
     p = ctx.prepared(task)
     batches = ctx.timing_batches(task, batch_size)
     n_samples = sum(_rows(b) for b in batches)
@@ -181,7 +414,7 @@ def run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: 
     info.update(
         {
             "task": task,
-            "chain": "none",
+            "chain": chain,
             "exit": exit_system,
             "device": s.device,
             "threads": torch.get_num_threads(),
@@ -190,9 +423,10 @@ def run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: 
             "tap": p.split.tap,
             "policy": p.policy,
             "mainnet_test_accuracy": p.mainnet_eval["accuracy"],
-            "target_loss_pt": p.target_loss_pt,
+            "target_loss_pt": None if s.threshold is not None else p.target_loss_pt,
             "data_source": p.source,
             "versions": {**library_versions(), "sidenet-bench": _version()},
+            "cell_key": ctx.cell_key(task, chain, exit_system, batch_size),
         }
     )
     if exit_system == "none":
@@ -207,17 +441,22 @@ def run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: 
             }
         )
         run_main()  # warm-up outside the timed region (plus pedantic's warm-up round)
+        pause_for_tests("timing")
         benchmark.pedantic(run_main, rounds=s.rounds, warmup_rounds=1, iterations=1)
         return
 
-    threshold = p.threshold if exit_system == "sidenet" else NEVER_EXIT
-    if exit_system == "sidenet":
-        ev = p.cascade_eval
+    selection: dict[str, float] = dict(p.selection)
+    if exit_system == "sidenet" and s.threshold is not None:
+        threshold, source = s.threshold, "fixed"
+        ev, selection = ctx.fixed_threshold(task)
+    elif exit_system == "sidenet":
+        threshold, source, ev = p.threshold, "validation", p.cascade_eval
     else:  # nothing exits: the SideNet's pure overhead
-        ev = p.noexit_eval
+        threshold, source, ev = NEVER_EXIT, "never-exit", p.noexit_eval
     info.update(
         {
             "threshold": threshold,
+            "threshold_source": source,
             "test_accuracy": ev["accuracy"],
             "exit_rate": ev["exit_rate"],
             "flops_per_sample": ev["flops_per_sample"],
@@ -226,7 +465,7 @@ def run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: 
             "side_ece": p.calibration["side_ece"],
             "reliability": p.calibration["reliability"],
             "sweep": p.sweep,
-            **{k: v for k, v in p.selection.items()},
+            **selection,
             "predicted_flops_per_sample": ev.get("predicted_flops_per_sample"),
             "flops_breakdown": {"head_side": float(p.test.head_flops.mean()), "rest": float(p.test.rest_flops.mean())},
         }
@@ -236,6 +475,7 @@ def run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: 
     info["component_latency_s"] = _component_latency(p, batches, ctx, n_samples)
     run_cascade()
     run_main()
+    pause_for_tests("timing")
     main_times: list[float] = []
     benchmark.pedantic(
         run_cascade,
@@ -283,21 +523,24 @@ def _component_latency(
 
 
 def _row_key(b: dict[str, Any]) -> tuple[Any, ...]:
-    e = b.get("extra_info", {})
+    e = b.get("extra_info")
+    e = e if isinstance(e, dict) else {}
     return (e.get("task"), e.get("chain"), e.get("exit"), e.get("device"), e.get("batch_size"))
 
 
 def merge_results(path: Path, new: dict[str, Any]) -> dict[str, Any]:
-    """New rows replace stored rows of the same (task, chain, exit, device, batch size); others stay."""
+    """New rows replace stored rows of the same (task, chain, exit, device, batch size); others stay.
+
+    Cells skipped because they were already measured (resume) have no new row, so their stored row stays.
+    """
     try:
         old = json.loads(path.read_text())
         old_rows = [b for b in old.get("benchmarks", []) if isinstance(b, dict)]
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, TypeError):
         old_rows = []
     fresh = {_row_key(b) for b in new["benchmarks"]}
-    kept = [
-        b for b in old_rows if _row_key(b) not in fresh and b.get("extra_info", {}).get("device") == _device_of(new)
-    ]
+    device = _device_of(new)
+    kept = [b for b in old_rows if _row_key(b) not in fresh and _row_key(b)[3] == device]
     merged = dict(new)
     merged["benchmarks"] = sorted(kept + list(new["benchmarks"]), key=lambda b: tuple(str(x) for x in _row_key(b)))
     return merged
@@ -305,14 +548,54 @@ def merge_results(path: Path, new: dict[str, Any]) -> dict[str, Any]:
 
 def _device_of(results: dict[str, Any]) -> str | None:
     rows = results.get("benchmarks") or [{}]
-    return rows[0].get("extra_info", {}).get("device")
+    return _row_key(rows[0])[3]
+
+
+def _remove_stale_partials(results_path: Path, report_path: Path) -> None:
+    """Temp files a killed run left behind (``.<name>.*.partial``, see sidenet.atomic); never read, just removed."""
+    plots = report_path.with_name(f"{report_path.stem}_plots")
+    patterns = [
+        (results_path.parent, f".{results_path.name}.*.partial"),
+        (report_path.parent, f".{report_path.name}.*.partial"),
+        (plots, ".*.partial"),
+    ]
+    for folder, pattern in patterns:
+        if folder.is_dir():
+            for stale in folder.glob(pattern):
+                stale.unlink(missing_ok=True)
 
 
 def write_outputs(results: dict[str, Any], results_path: Path, report_path: Path) -> None:
+    """Results JSON, then the Markdown report (+ plots), each written to a temp file and renamed.
+
+    A run killed at any point leaves the previous files readable: at worst the new JSON next to the old report.
+    """
     from sidenet.report import write_report
 
-    atomic.write_json(results_path, results, default=str)  # pytest params (Cell) → their id
+    _remove_stale_partials(results_path, report_path)
+    # pytest params (Cell) → their id via default=str; same format as atomic.write_json
+    text = json.dumps(results, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
+
+    def writer(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+        pause_for_tests("write")
+
+    atomic.write_with(results_path, writer)
     write_report(results, report_path)
 
 
-__all__ = ["EXIT_SYSTEMS", "BenchContext", "BenchSettings", "merge_results", "run_cell", "write_outputs"]
+__all__ = [
+    "DEFAULT_BATCH_SIZES",
+    "DEFAULT_TASKS",
+    "EXIT_SYSTEMS",
+    "EXIT_SYSTEM_DESCRIPTIONS",
+    "BenchContext",
+    "BenchSettings",
+    "cell_key",
+    "check_data",
+    "check_out_dir",
+    "default_tasks",
+    "merge_results",
+    "run_cell",
+    "write_outputs",
+]

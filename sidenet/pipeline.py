@@ -154,12 +154,28 @@ def load_or_train_mainnet(
     return _freeze(model), {"key": key, **meta}
 
 
+def weights_digest(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def load_or_train_sidenet(
     task: Task, split: Split, data: dict[str, Encoded], num_classes: int, mainnet_key: str, progress: bool
 ) -> tuple[SideNet, dict[str, Any]]:
     example = task.batches(data["val"], 2)[0][0]
     side = SideNet(split.feature_dim(example), num_classes, task.sidenet.hidden, task.sidenet.dropout)
-    key = cache.artifact_key("sidenet", {"mainnet": mainnet_key, "tap": split.tap, "sidenet": task.sidenet.to_dict()})
+    # Keyed by the MainNet's actual weights, not only its recipe: a rebuilt MainNet that differs by a bit
+    # (e.g. non-deterministic kernels) must not inherit a SideNet trained on the old one's features.
+    recipe = {
+        "mainnet": mainnet_key,
+        "weights": weights_digest(split),
+        "tap": split.tap,
+        "sidenet": task.sidenet.to_dict(),
+    }
+    key = cache.artifact_key("sidenet", recipe)
     meta = cache.load_into(side, key)
     if meta is None:
         start = time.perf_counter()

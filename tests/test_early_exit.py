@@ -16,7 +16,6 @@ from sidenet.policies import POLICIES, ExitPolicy, register_policy
 from sidenet.sidenet import SideNet
 from sidenet.split import Split, TextState, split_model
 
-
 # ``@register_policy`` turns the module-level functions into ExitPolicy records.
 softmax_confidence = POLICIES.get("softmax").confidence
 entropy_confidence = POLICIES.get("entropy").confidence

@@ -225,6 +225,7 @@ def test_main_table_numbers_are_computed_from_inputs() -> None:
     assert side["threshold"] == "0.9" and side["test acc (%)"] == "90.50"
     assert side["Δ acc (pt)"] == "-1.50" and side["exit rate (%)"] == "60.0"
     assert side["FLOPs/sample"] == "710 MFLOP" and side["params"] == "11.3 M"
+    assert main["FLOP speedup"] == "ref" and side["FLOP speedup"] == "1.69×"  # 1.2e9 / 7.1e8
     # bs 1: ratio of medians 1.00 ms / 0.400 ms, flagged because the SideNet timing is noisy.
     assert side["p50 latency/sample bs 1 (IQR)"] == "0.400 ms ±15.0% ⚠"
     assert side["speedup bs 1"] == "2.50× ⚠"

@@ -186,7 +186,12 @@ def test_unknown_model_type(model: nn.Module) -> None:
 def test_callable_split_on_sequential() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(54, 3),
     )
     x = torch.randn(4, 1, 8, 8)
     with torch.no_grad():

@@ -187,6 +187,13 @@ def test_ece_by_hand() -> None:
     assert expected_calibration_error(conf, correct, bins=2) == pytest.approx(0.5 * 0.25 + 0.5 * 0.15)
 
 
+def test_ece_weights_bins_by_count() -> None:
+    conf = np.array([0.2, 0.8, 0.9, 1.0])
+    correct = np.ones(4)
+    # bin [0, .5]: 1 row, gap .8; bin (.5, 1]: 3 rows, conf .9, gap .1 → .25·.8 + .75·.1
+    assert expected_calibration_error(conf, correct, bins=2) == pytest.approx(0.275)
+
+
 def test_reliability_counts_and_edges() -> None:
     rng = np.random.default_rng(2)
     conf = np.concatenate([rng.uniform(size=997), [0.0, 1.0, 0.5]])

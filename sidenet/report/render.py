@@ -45,6 +45,10 @@ recorded). ±x% is the IQR of the round times relative to their median; rows wit
 - **Speedup** = MainNet latency / row latency at the same batch size and chain (ratio of medians); \
 † marks a paired speedup: the median (q1–q3) of per-round ratios from rounds timed interleaved, \
 which cancels drift that a ratio of medians would not.
+- **FLOP speedup** = MainNet FLOPs/sample ÷ row FLOPs/sample: what FLOPs alone predict. Measured speedup ÷ \
+FLOP speedup below 1 means the skipped layers cost less time than their FLOP share (or overheads dominate); \
+above 1, more.
+- **sidenet-noexit** is the cascade with a threshold above 1 (nothing exits): the SideNet's pure overhead.
 """
 
 

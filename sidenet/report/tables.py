@@ -149,6 +149,20 @@ def speedup(variant: Variant, base: Variant | None, bs: int) -> Speedup | None:
     return Speedup(latency_per_sample(base_row) / mine) if mine > 0 else None
 
 
+def flop_speedup(variant: Variant, base: Variant | None) -> float | None:
+    """MainNet FLOPs/sample ÷ this row's: the speedup FLOPs predict (compare with the measured one)."""
+    if base is None:
+        return None
+    mine, ref = as_float(variant.get("flops_per_sample")), as_float(base.get("flops_per_sample"))
+    if mine is None or ref is None or mine <= 0:
+        return None
+    return ref / mine
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}×"
+
+
 def pick_sweep_indices(thresholds: Sequence[float], chosen: float | None, n: int = 5) -> list[int]:
     """About ``n`` indices spread evenly over the sweep, minus the chosen threshold (shown separately)."""
     m = len(thresholds)
@@ -255,7 +269,7 @@ def main_table(variants: Sequence[Variant]) -> Table:
     sizes = batch_sizes(variants)
     show_device = len({v.device for v in variants}) > 1
     headers = ["chain", "exit", *(["device"] if show_device else [])]
-    headers += ["threshold", "test acc (%)", "Δ acc (pt)", "exit rate (%)", "FLOPs/sample", "params"]
+    headers += ["threshold", "test acc (%)", "Δ acc (pt)", "exit rate (%)", "FLOPs/sample", "FLOP speedup", "params"]
     for bs in sizes:
         headers += [f"p50 latency/sample bs {bs} (IQR)", f"speedup bs {bs}"]
     rows: list[list[str]] = []
@@ -271,6 +285,7 @@ def main_table(variants: Sequence[Variant]) -> Table:
             "ref" if is_ref else fmt_pt(delta_acc_pt(v, base)),
             fmt_pct(v.get("exit_rate"), decimals=1),
             fmt_flops(v.get("flops_per_sample")),
+            "ref" if is_ref else fmt_ratio(flop_speedup(v, base)),
             fmt_params(v.get("params")),
         ]
         for bs in sizes:

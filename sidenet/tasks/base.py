@@ -74,6 +74,13 @@ class Task(abc.ABC):
         """Train in place; return a small log (epochs, final loss, seconds)."""
 
 
+def check_finite(model: nn.Module, task: str) -> None:
+    """Refuse to cache a MainNet with NaN/inf weights (a diverged or miscomputed training run)."""
+    bad = [n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise RuntimeError(f"training {task!r} produced non-finite weights in {bad[:3]}; try train_precision='fp32'")
+
+
 TASKS: Registry[Task] = Registry("task")
 
 

@@ -17,7 +17,7 @@ from sidenet.data import Splits
 from sidenet.errors import UserError
 from sidenet.precision import autocast, resolve
 from sidenet.sidenet import SideNetConfig
-from sidenet.tasks.base import DATASETS, Batch, Encoded, Task
+from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, check_finite
 
 ARCHS = {"resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
 
@@ -109,8 +109,16 @@ class ImageTask(Task):
         cfg = asdict(self.config)
         for k in ("description", "tap", "sidenet", "target_loss_pt"):  # do not change the MainNet
             cfg.pop(k)
-        cfg["train_precision"] = resolve(self.config.train_precision)  # "auto" differs per CPU
+        cfg["train_precision"] = self.precision()  # "auto" differs per CPU
         return {"type": "image", **cfg}
+
+    def precision(self) -> str:
+        """Resolved training precision. bf16 only when no stride-2 conv sees a 1×1 map: torch 2.14's CPU
+        bf16 weight-gradient kernel returns uninitialised values there (found by our tests; pad_to ≤ 16)."""
+        resolved = resolve(self.config.train_precision)
+        if resolved == "bf16" and self.config.pad_to <= 16:
+            return "fp32"
+        return resolved
 
     def load_data(self) -> Splits:
         splits = DATASETS.get(self.config.dataset)()
@@ -168,7 +176,7 @@ class ImageTask(Task):
                 x = train.rows.index_select(0, i)
                 if c.augment:
                     x = _random_crop_flip(x, 2, gen)
-                with autocast(c.train_precision):
+                with autocast(self.precision()):
                     loss = F.cross_entropy(model(x), train.labels.index_select(0, i))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -180,8 +188,9 @@ class ImageTask(Task):
                 bar.set_postfix(loss=f"{loss_val:.3f}")
         bar.close()
         model.eval()
+        check_finite(model, self.name)
         return {
-            "precision": resolve(c.train_precision),
+            "precision": self.precision(),
             "epochs": c.epochs,
             "steps": step,
             "final_loss": loss_val,

