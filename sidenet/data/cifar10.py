@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from sidenet.data._common import download_allowed, download_root, one_line, search_roots
-from sidenet.data.splits import stratified_split
+from sidenet.data.splits import carve_val_from_train
 from sidenet.data.types import Splits
 from sidenet.errors import DataNotFoundError, UserError
 
@@ -44,19 +44,8 @@ def load_cifar10(
     classes = _read_classes(folder / META)
     train_x, train_y = _read_batches(folder, TRAIN_BATCHES, len(classes))
     test_x, test_y = _read_batches(folder, (TEST_BATCH,), len(classes))
-    n = len(train_y)
-    if not 0 <= val_size < n:
-        raise UserError(f"val_size must be in [0, {n}) for CIFAR-10's {n} training images, got {val_size}")
-    fit_idx, val_idx = stratified_split(train_y, [(n - val_size) / n, val_size / n], seed)
-    return Splits(
-        train=(train_x[fit_idx], train_y[fit_idx]),
-        val=(train_x[val_idx], train_y[val_idx]),
-        test=(test_x, test_y),
-        classes=classes,
-        source=(
-            f"CIFAR-10 python batches from {folder}; train = official {n} train minus a seeded (seed={seed}) "
-            f"stratified val of {val_size}; test = official {len(test_y)} test"
-        ),
+    return carve_val_from_train(
+        "CIFAR-10 python batches", folder, (train_x, train_y), (test_x, test_y), classes, val_size, seed
     )
 
 

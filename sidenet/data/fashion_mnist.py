@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from sidenet.data._common import cache_root, download_allowed, download_root, one_line, user_roots
-from sidenet.data.splits import stratified_split
+from sidenet.data.splits import carve_val_from_train
 from sidenet.data.types import Splits
 from sidenet.errors import DataNotFoundError, UserError
 
@@ -60,19 +60,8 @@ def load_fashion_mnist(
     log.info("loading Fashion-MNIST from %s", folder)
     train_x, train_y = _read_pair(folder, "train")
     test_x, test_y = _read_pair(folder, "test")
-    n = len(train_y)
-    if not 0 <= val_size < n:
-        raise UserError(f"val_size must be in [0, {n}) for Fashion-MNIST's {n} training images, got {val_size}")
-    fit_idx, val_idx = stratified_split(train_y, [(n - val_size) / n, val_size / n], seed)
-    return Splits(
-        train=(train_x[fit_idx], train_y[fit_idx]),
-        val=(train_x[val_idx], train_y[val_idx]),
-        test=(test_x, test_y),
-        classes=CLASSES,
-        source=(
-            f"Fashion-MNIST IDX files from {folder}; train = official {n} train minus a seeded (seed={seed}) "
-            f"stratified val of {val_size}; test = official {len(test_y)} test"
-        ),
+    return carve_val_from_train(
+        "Fashion-MNIST IDX files", folder, (train_x, train_y), (test_x, test_y), CLASSES, val_size, seed
     )
 
 

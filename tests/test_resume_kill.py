@@ -1,0 +1,153 @@
+"""Nothing lost: ``sidenet-bench run`` resumes instead of re-measuring, and a run killed at any point leaves
+the previous results JSON and report intact.
+
+Each run is a real ``python -m sidenet.cli run`` subprocess on the tiny ResNet task (one cell, one round,
+8 timing samples, 1 thread; the trained models come from the per-session cache of tests/conftest.py), run
+from a folder outside the checkout so the CLI has to find ``bench/`` beside the package. The kill tests use
+the harness's ``SIDENET_BENCH_TEST_PAUSE=POINT:MARKER`` hook to signal the process at a known moment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidenet.harness import PAUSE_ENV, write_outputs
+from sidenet.results import load_results
+
+ARGS = ["--task", "tiny-resnet", "--batch-size", "2", "--rounds", "1", "--timing-samples", "8", "--threads", "1"]
+NAME = "ci"
+
+
+def _command(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sidenet.cli", "run", *ARGS, "--name", NAME, "--out", str(out), *extra]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in (PAUSE_ENV, "SIDENET_BENCH_QUIET", "SIDENET_BENCH_TASKS")}
+    return {**env, **extra}
+
+
+def run_cli(out: Path, *extra: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(_command(out, *extra), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def outputs(out: Path) -> tuple[Path, Path]:
+    return out / "results" / f"{NAME}.json", out / f"{NAME}.md"
+
+
+def rows(out: Path) -> dict[str, dict[str, Any]]:
+    data = json.loads(outputs(out)[0].read_text(encoding="utf-8"))
+    return {b["extra_info"]["exit"]: b for b in data["benchmarks"]}
+
+
+def partials(out: Path) -> list[Path]:
+    return sorted(out.rglob("*.partial"))
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One measured cell (tiny-resnet, MainNet alone, bs 2): a good results JSON + report to protect."""
+    root = tmp_path_factory.mktemp("baseline")
+    out = root / "reports"
+    run_cli(out, "--exit", "none", "-q", cwd=root)
+    assert set(rows(out)) == {"none"}
+    return out
+
+
+@pytest.fixture
+def previous(baseline: Path, tmp_path: Path) -> Path:
+    """A private copy of the baseline output folder."""
+    out = tmp_path / "reports"
+    shutil.copytree(baseline, out)
+    return out
+
+
+def test_second_run_measures_nothing_and_force_re_measures(previous: Path, tmp_path: Path) -> None:
+    results, report = outputs(previous)
+    before = results.read_bytes(), report.read_bytes()
+
+    again = run_cli(previous, "--exit", "none", cwd=tmp_path)
+    assert "1 skipped" in again.stdout and "passed" not in again.stdout.splitlines()[-1]
+    assert f"already measured in {results}" in again.stdout
+    assert "nothing new measured" in again.stdout
+    assert (results.read_bytes(), report.read_bytes()) == before  # not even rewritten
+
+    # a wider matrix measures only what is missing: the stored MainNet row is kept exactly as it was
+    wider = run_cli(previous, "--exit", "none", "--exit", "sidenet", "-q", cwd=tmp_path)
+    assert "1 passed, 1 skipped" in wider.stdout
+    stored = json.loads(before[0])["benchmarks"][0]
+    now = rows(previous)
+    assert set(now) == {"none", "sidenet"}
+    assert now["none"] == stored
+    assert now["sidenet"]["extra_info"]["threshold_source"] == "validation"
+
+    forced = run_cli(previous, "--exit", "none", "--force", "-q", cwd=tmp_path)
+    assert "1 passed" in forced.stdout
+    remeasured = rows(previous)["none"]
+    assert remeasured["extra_info"]["cell_key"] == stored["extra_info"]["cell_key"]
+    assert remeasured["stats"]["data"] != stored["stats"]["data"]  # timed again (perf_counter never repeats)
+    assert json.loads(results.read_text())["datetime"] != json.loads(before[0])["datetime"]
+    assert set(rows(previous)) == {"none", "sidenet"}
+    assert partials(previous) == []
+
+
+def _wait_for(marker: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"run ended (rc {proc.returncode}) before reaching the pause: {log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"run never reached the pause: {log.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("sig", "point", "code"),
+    [
+        (signal.SIGKILL, "write", -signal.SIGKILL),  # new JSON complete in its temp file, not yet renamed
+        (signal.SIGINT, "timing", 130),  # inside the cell, right before its timed rounds
+        (signal.SIGINT, "write", 130),  # Ctrl-C while writing: the temp file is removed, nothing renamed
+    ],
+    ids=["sigkill-while-writing", "sigint-while-timing", "sigint-while-writing"],
+)
+def test_a_killed_run_leaves_the_previous_report_intact(
+    previous: Path, tmp_path: Path, sig: signal.Signals, point: str, code: int
+) -> None:
+    results, report = outputs(previous)
+    before = {p: p.read_bytes() for p in previous.rglob("*") if p.is_file()}
+    marker, log = tmp_path / "paused", tmp_path / "run.log"
+    env = _env(**{PAUSE_ENV: f"{point}:{marker}"})
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(_command(previous, "--exit", "none", "--force", "-q"), cwd=tmp_path, env=env,
+                                stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            _wait_for(marker, proc, log)
+            if point == "write":  # really mid-write: the new JSON sits in a temp file beside the old one
+                assert [p.name for p in partials(previous)][0].startswith(f".{NAME}.json.")
+            proc.send_signal(sig)
+            assert proc.wait(timeout=120) == code, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    after = {p: p.read_bytes() for p in previous.rglob("*") if p.is_file() and not p.name.endswith(".partial")}
+    assert after == before  # results JSON, report and its plots byte-identical
+    assert load_results(results)["benchmarks"]
+    if sig == signal.SIGKILL:
+        # nothing could clean up after SIGKILL: the in-flight temp file stays, hidden, never read; the next
+        # write removes it
+        assert [p.name.startswith(f".{NAME}.json.") for p in partials(previous)] == [True]
+        write_outputs(load_results(results), results, report)
+    assert partials(previous) == []
