@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sidenet.errors import UserError
 from sidenet.harness import (
     DEFAULT_BATCH_SIZES,
     EXIT_SYSTEMS,
@@ -104,11 +105,12 @@ class Cell:
 
 
 def _settings(config: pytest.Config) -> BenchSettings:
+    threads = config.getoption("bench_threads")
     return BenchSettings.from_options(
         tasks=tuple(config.getoption("bench_task") or default_tasks()),
         batch_sizes=tuple(config.getoption("bench_batch_size") or DEFAULT_BATCH_SIZES),
         exits=tuple(config.getoption("bench_exit") or EXITS),
-        threads=config.getoption("bench_threads") or (os.cpu_count() or 1),
+        threads=(os.cpu_count() or 1) if threads is None else threads,  # 0 is an error, not "all cores"
         target_loss_pt=config.getoption("bench_target_loss"),
         timing_samples=config.getoption("bench_timing_samples"),
         rounds=config.getoption("bench_rounds"),
@@ -129,7 +131,7 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = _settings(config)
         if not config.getoption("help"):
             check_out_dir(settings.out, create=True)  # fail now, not after an hour of measuring
-    except Exception as exc:  # a user error in our options: one line, exit code 4 (pytest's usage error)
+    except UserError as exc:  # a user error in our options: one line, exit code 4 (pytest's usage error)
         raise pytest.UsageError(str(exc)) from None
     torch.set_num_threads(settings.threads)  # pinned before any model runs; recorded per row
     logging.getLogger("sidenet").setLevel(logging.INFO)

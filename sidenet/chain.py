@@ -1,4 +1,8 @@
-"""Compressor chain specs: ``prune:ratio=0.5+int8`` → an ordered tuple of :class:`ChainStep`.
+"""The axes of a benchmark cell besides task and batch size: compressor chains and exit systems.
+
+Kept free of torch and of the task registry so ``sidenet-bench list`` and input validation stay light.
+
+Compressor chain specs: ``prune:ratio=0.5+int8`` → an ordered tuple of :class:`ChainStep`.
 
 Grammar (no spaces anywhere)::
 
@@ -22,6 +26,14 @@ from typing import Any
 from sidenet.errors import UserError
 
 NONE = "none"
+
+# Exit systems a cell can measure (``--exit``), with the one-line descriptions `sidenet-bench list` prints.
+EXIT_SYSTEM_DESCRIPTIONS: dict[str, str] = {
+    "none": "the MainNet alone: the baseline every speedup and accuracy delta is measured against",
+    "sidenet": "MainNet + SideNet cascade (Morisot 2020) at the threshold chosen on validation, or a fixed one",
+    "sidenet-noexit": "the same cascade with a threshold above 1: nothing exits, the SideNet's pure overhead",
+}
+EXIT_SYSTEMS: tuple[str, ...] = tuple(EXIT_SYSTEM_DESCRIPTIONS)
 GRAMMAR = "NAME[:KEY=VALUE[,KEY=VALUE...]] joined by '+' (e.g. 'prune:ratio=0.5+int8'), or 'none'"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -124,4 +136,13 @@ def canonical_chain(spec: str, registry: Any = None) -> str:
     return format_chain(parse_chain(spec, registry))
 
 
-__all__ = ["GRAMMAR", "NONE", "ChainStep", "canonical_chain", "format_chain", "parse_chain"]
+__all__ = [
+    "EXIT_SYSTEMS",
+    "EXIT_SYSTEM_DESCRIPTIONS",
+    "GRAMMAR",
+    "NONE",
+    "ChainStep",
+    "canonical_chain",
+    "format_chain",
+    "parse_chain",
+]

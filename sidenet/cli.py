@@ -26,7 +26,7 @@ PROG = "sidenet-bench"
 LISTINGS: tuple[tuple[str, str, str], ...] = (
     ("tasks", "sidenet.tasks", "TASKS"),
     ("compressors", "compressors", "COMPRESSORS"),
-    ("exit systems", "sidenet.harness", "EXIT_SYSTEM_DESCRIPTIONS"),
+    ("exit systems", "sidenet.chain", "EXIT_SYSTEM_DESCRIPTIONS"),
     ("exit policies", "sidenet.policies", "POLICIES"),
 )
 
@@ -176,7 +176,7 @@ def _run_settings(args: argparse.Namespace) -> Any:
 
 
 def _pytest_args(settings: Any, bench: Path, quiet: bool) -> list[str]:
-    args = [str(bench), "--benchmark-only", "-p", "no:cacheprovider", "--rootdir", str(bench.parent)]
+    args = [str(bench), "--benchmark-only", "-p", "no:cacheprovider"]  # rootdir + ini: the checkout's
     args += ["-q", "--benchmark-quiet"] if quiet else ["-s"]  # -s: progress bars (with ETA) reach the terminal
     for flag, values in (
         ("--bench-task", settings.tasks),

@@ -34,18 +34,12 @@ import torch
 
 from sidenet import atomic
 from sidenet.cache import library_versions
-from sidenet.chain import NONE, canonical_chain
+from sidenet.chain import EXIT_SYSTEM_DESCRIPTIONS, EXIT_SYSTEMS, NONE, canonical_chain
 from sidenet.errors import UserError
 from sidenet.pipeline import Prepared, mainnet_forward, prepare, run_eval, timing_rows
 from sidenet.tasks import TASKS
 from sidenet.thresholds import NEVER_EXIT, outcome_at
 
-EXIT_SYSTEM_DESCRIPTIONS: dict[str, str] = {
-    "none": "the MainNet alone: the baseline every speedup and accuracy delta is measured against",
-    "sidenet": "MainNet + SideNet cascade (Morisot 2020) at the threshold chosen on validation, or a fixed one",
-    "sidenet-noexit": "the same cascade with a threshold above 1: nothing exits, the SideNet's pure overhead",
-}
-EXIT_SYSTEMS = tuple(EXIT_SYSTEM_DESCRIPTIONS)
 DEFAULT_TASKS = ("fashion-mnist", "rotten-tomatoes")
 DEFAULT_BATCH_SIZES = (1, 64)
 QUIET_ENV = "SIDENET_BENCH_QUIET"  # "1": no progress bars (set by `sidenet-bench run -q`)
@@ -100,8 +94,8 @@ class BenchSettings:
         if not self.chains:
             raise UserError("no compressor chain given; pass 'none' for the plain MainNet")
         chains = _unique(canonical_chain(c) for c in self.chains)
-        if any(c != NONE for c in chains):  # pragma: no cover - needs a registered compressor (issue #3)
-            raise UserError(f"compressor chains cannot be applied yet (issue #3); got {list(chains)}, use 'none'")
+        if any(c != NONE for c in chains):  # until run_cell applies chains (compressors.compose_, issue #3)
+            raise UserError(f"compressor chains cannot be benchmarked yet (issue #3); got {list(chains)}, use 'none'")
         for e in self.exits:
             if e not in EXIT_SYSTEMS:
                 close = difflib.get_close_matches(e, EXIT_SYSTEMS, n=1)
@@ -403,8 +397,8 @@ def run_cell(
     one selected on validation (``threshold_source`` records which).
     """
     s = ctx.settings
-    if chain != NONE:  # pragma: no cover - BenchSettings rejects chains until issue #3 brings compressors
-        raise UserError(f"compressor chain {chain!r} cannot be applied yet (issue #3)")
+    if chain != NONE:  # BenchSettings rejects these until chains are applied here (issue #3)
+        raise UserError(f"compressor chain {chain!r} cannot be benchmarked yet (issue #3)")
     p = ctx.prepared(task)
     batches = ctx.timing_batches(task, batch_size)
     n_samples = sum(_rows(b) for b in batches)

@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from sidenet.errors import UserError
-from sidenet.harness import BenchSettings, merge_results
+from sidenet.harness import (
+    BenchContext,
+    BenchSettings,
+    cell_key,
+    check_out_dir,
+    fixed_threshold_eval,
+    merge_results,
+    stored_cell_keys,
+    write_outputs,
+)
 from sidenet.results import REQUIRED_KEYS, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +30,7 @@ def _settings(**kw):
     base = dict(
         tasks=("tiny-resnet",), batch_sizes=(1,), exits=("none",), threads=1, target_loss_pt=None,
         timing_samples=8, rounds=1, device="cpu", out=Path("reports"), name=None, command="x",
-    )
+    )  # fmt: skip
     base.update(kw)
     return BenchSettings.from_options(**base)
 
@@ -36,6 +45,16 @@ def _settings(**kw):
         ({"threads": 0}, "threads must be positive"),
         ({"rounds": 0}, "rounds and timing samples must be positive"),
         ({"target_loss_pt": -1.0}, "target loss must be in [0, 100]"),
+        ({"exits": ("sidenet-noexi",)}, "did you mean 'sidenet-noexit'?"),
+        ({"exits": ()}, "no exit system given"),
+        ({"batch_sizes": ()}, "batch sizes must be positive"),
+        ({"chains": ("a++b",)}, "malformed chain 'a++b'"),
+        ({"chains": ()}, "no compressor chain given"),
+        ({"threshold": 1.5}, "threshold must be in [0, 1]"),
+        ({"threshold": float("nan")}, "threshold must be in [0, 1]"),
+        ({"threshold": 0.5, "target_loss_pt": 1.0}, "not both"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"name": "../x"}, "must be a plain file name"),
     ],
 )
 def test_bad_bench_settings_are_one_line_user_errors(kw, needle):
@@ -46,8 +65,8 @@ def test_bad_bench_settings_are_one_line_user_errors(kw, needle):
 
 
 def _row(task, exit_system, bs, median=1.0):
-    return {"name": f"{task}-{exit_system}-{bs}", "stats": {"median": median},
-            "extra_info": {"task": task, "chain": "none", "exit": exit_system, "device": "cpu", "batch_size": bs}}
+    info = {"task": task, "chain": "none", "exit": exit_system, "device": "cpu", "batch_size": bs}
+    return {"name": f"{task}-{exit_system}-{bs}", "stats": {"median": median}, "extra_info": info}
 
 
 def test_merge_results_replaces_same_cells_and_keeps_others(tmp_path):
@@ -65,6 +84,133 @@ def test_merge_results_tolerates_missing_or_corrupt_previous_file(tmp_path):
     assert len(merged["benchmarks"]) == 1
 
 
+def test_settings_drop_duplicates_and_canonicalise_chains():
+    s = _settings(tasks=("tiny-resnet", "tiny-resnet"), batch_sizes=(1, 1, 4), exits=("none", "none"))
+    assert (s.tasks, s.batch_sizes, s.exits, s.chains) == (("tiny-resnet",), (1, 4), ("none",), ("none",))
+    assert s.n_cells() == 2
+
+
+def test_cell_key_changes_with_what_changes_the_numbers():
+    base = _settings()
+    key = cell_key(base, "tiny-resnet", "none", "none", 1)
+    assert key == cell_key(_settings(), "tiny-resnet", "none", "none", 1)  # stable across sessions
+    assert key != cell_key(base, "tiny-resnet", "none", "none", 2)
+    assert key != cell_key(base, "tiny-bert", "none", "none", 1)
+    assert key != cell_key(base, "tiny-resnet", "none", "sidenet", 1)
+    for changed in (_settings(threads=2), _settings(rounds=2), _settings(timing_samples=9)):
+        assert key != cell_key(changed, "tiny-resnet", "none", "none", 1)
+    # the threshold choice only changes the `sidenet` cell, never the MainNet or the no-exit overhead
+    for choice in (_settings(target_loss_pt=2.0), _settings(threshold=0.8)):
+        assert key == cell_key(choice, "tiny-resnet", "none", "none", 1)
+        for e in ("sidenet-noexit", "sidenet"):
+            same = cell_key(choice, "tiny-resnet", "none", e, 1) == cell_key(base, "tiny-resnet", "none", e, 1)
+            assert same == (e == "sidenet-noexit")
+    # the task's default target and the same target given explicitly are the same experiment
+    from sidenet.tasks import TASKS
+
+    explicit = _settings(target_loss_pt=TASKS.get("tiny-resnet").default_target_loss_pt)
+    cell = ("tiny-resnet", "none", "sidenet", 1)
+    assert cell_key(base, *cell) == cell_key(explicit, *cell)
+
+
+def test_stored_cells_are_found_by_key_unless_forced(tmp_path):
+    settings = _settings(out=tmp_path, name="ci")
+    ctx = BenchContext(settings)
+    results_path, _ = ctx.output_paths()
+    assert ctx.stored_result("tiny-resnet", "none", "none", 1) is None  # no file yet
+    results_path.parent.mkdir(parents=True)
+    row = _row("tiny-resnet", "none", 1)
+    row["extra_info"]["cell_key"] = ctx.cell_key("tiny-resnet", "none", "none", 1)
+    results_path.write_text(json.dumps({"benchmarks": [row, {"extra_info": "junk"}, 3]}))
+    ctx = BenchContext(settings)
+    assert ctx.stored_result("tiny-resnet", "none", "none", 1) == results_path
+    assert ctx.stored_result("tiny-resnet", "none", "none", 8) is None
+    forced = BenchContext(_settings(out=tmp_path, name="ci", force=True))
+    assert forced.stored_result("tiny-resnet", "none", "none", 1) is None
+    results_path.write_text("{truncated")
+    assert stored_cell_keys(results_path) == set()
+
+
+def test_merge_keeps_rows_of_skipped_cells(tmp_path):
+    path = tmp_path / "r.json"
+    stored = [_row("a", "none", 1, 5.0), _row("a", "sidenet", 1, 3.0)]
+    path.write_text(json.dumps({"benchmarks": stored}))
+    merged = merge_results(path, {"benchmarks": [_row("a", "sidenet", 1, 2.0)]})
+    medians = {b["extra_info"]["exit"]: b["stats"]["median"] for b in merged["benchmarks"]}
+    assert medians == {"none": 5.0, "sidenet": 2.0}
+
+
+def test_check_out_dir(tmp_path):
+    target = tmp_path / "a" / "b"
+    check_out_dir(target, create=False)
+    assert not (tmp_path / "a").exists()  # inspecting writes nothing
+    check_out_dir(target, create=True)
+    assert target.is_dir() and list((target / "results").iterdir()) == []
+    (tmp_path / "f").write_text("x")
+    for bad in (tmp_path / "f", tmp_path / "f" / "sub"):
+        with pytest.raises(UserError, match="not a directory"):
+            check_out_dir(bad, create=True)
+
+
+def test_write_outputs_removes_what_a_killed_run_left(tmp_path):
+    results_path, report_path = tmp_path / "results" / "ci.json", tmp_path / "ci.md"
+    results_path.parent.mkdir()
+    stale = [results_path.parent / ".ci.json.x1.partial", tmp_path / ".ci.md.x2.partial"]
+    other = tmp_path / ".other.md.x3.partial"  # another report's temp file: not ours to remove
+    for f in [*stale, other]:
+        f.write_text("half")
+    row = _row("tiny-resnet", "none", 1)
+    row["extra_info"].update({k: 1 for k in REQUIRED_KEYS if k not in row["extra_info"]})
+    write_outputs({"benchmarks": [row]}, results_path, report_path)
+    assert load_results(results_path)["benchmarks"] and report_path.is_file()
+    assert [f.exists() for f in stale] == [False, False] and other.exists()
+
+
+def test_fixed_threshold_eval_matches_the_cascade_at_the_selected_threshold():
+    """At the threshold selection chose, the fixed-threshold path must reproduce prepare's own numbers."""
+    from sidenet.pipeline import prepare
+    from sidenet.thresholds import NEVER_EXIT
+
+    p = prepare("tiny-resnet", progress=False)
+    ev, sel = fixed_threshold_eval(p, p.threshold)
+    for k in ("accuracy", "exit_rate", "flops_per_sample", "predicted_flops_per_sample"):
+        assert ev[k] == pytest.approx(p.cascade_eval[k])
+    for k in ("val_accuracy", "val_mainnet_accuracy", "val_exit_rate", "val_loss_pt"):
+        assert sel[k] == pytest.approx(p.selection[k])
+    never, _ = fixed_threshold_eval(p, NEVER_EXIT)
+    assert never["exit_rate"] == 0.0 and never["accuracy"] == pytest.approx(p.mainnet_eval["accuracy"])
+    always, _ = fixed_threshold_eval(p, 0.0)
+    assert always["exit_rate"] == 1.0 and always["flops_per_sample"] < p.mainnet_eval["flops_per_sample"]
+
+
+def _bench(tmp_path, *args, env=None):
+    cmd = [sys.executable, "-m", "pytest", "bench/", "--benchmark-only", "-p", "no:cacheprovider", "-q"]
+    cmd += ["--bench-rounds", "1", "--bench-timing-samples", "8", "--bench-threads", "1"]
+    cmd += ["--bench-out", str(tmp_path / "out"), "--bench-name", "ci", *args]
+    env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_bench_option_errors_are_one_line_usage_errors(tmp_path):
+    proc = _bench(tmp_path, "--bench-task", "tiny-resnt", "--bench-threshold", "0.5")
+    assert proc.returncode == 4
+    assert proc.stderr.startswith("ERROR: unknown task 'tiny-resnt'; did you mean 'tiny-resnet'? (valid: ")
+    assert len(proc.stderr.strip().splitlines()) == 1  # pytest adds a blank line after it
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_cell_with_missing_data_fails_in_one_line(tmp_path):
+    """A UserError while preparing (here: CIFAR-10 is online-only) fails each of its cells, no traceback."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "SIDENET_BENCH_DOWNLOAD": ""}
+    cells = ["--bench-task", "cifar10", "--bench-exit", "none", "--bench-exit", "sidenet", "--bench-batch-size", "1"]
+    proc = _bench(tmp_path, *cells, env=env)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "2 failed" in proc.stdout
+    assert proc.stdout.count("CIFAR-10 not found and it has no offline package") >= 2
+    assert "Traceback" not in proc.stdout and "def test_cell" not in proc.stdout
+    assert list((tmp_path / "out").rglob("*.json")) == []  # failed cells are never written
+
+
 def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_path):
     """`pytest bench/ --benchmark-only` on both tiny tasks: every cell measured, JSON + Markdown written."""
     out = tmp_path / "out"
@@ -75,14 +221,14 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
         "--bench-task", "tiny-resnet", "--bench-task", "tiny-bert", "--bench-batch-size", "1",
         "--bench-batch-size", "8", "--bench-rounds", "2", "--bench-timing-samples", "16", "--bench-threads", "1",
         "--bench-out", str(out), "--bench-name", "ci", f"--benchmark-json={tmp_path / 'pb.json'}",
-    ]
+    ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = load_results(out / "results" / "ci.json")
     rows = results["benchmarks"]
     cells = {(b["extra_info"]["task"], b["extra_info"]["exit"], b["extra_info"]["batch_size"]) for b in rows}
     assert cells == {(t, e, bs) for t in ("tiny-resnet", "tiny-bert") for e in ("none", "sidenet", "sidenet-noexit")
-                     for bs in (1, 8)}
+                     for bs in (1, 8)}  # fmt: skip
     for b in rows:
         info = b["extra_info"]
         assert all(k in info for k in REQUIRED_KEYS)

@@ -464,15 +464,16 @@ def test_cli_list_with_fake_registries(monkeypatch: pytest.MonkeyPatch, capsys: 
     monkeypatch.setitem(sys.modules, "compressors", fake_module("compressors", "COMPRESSORS", Registry("compressor")))
     assert main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == [
+    assert out[:6] == [
         "tasks:",
         "  cifar10-resnet18  CIFAR-10 on a ResNet-18 MainNet",
         "  sst2-distilbert   SST-2 sentiment on DistilBERT",
         "compressors:",
         "  (none yet)",
         "exit systems:",
-        "  softmax  max softmax probability",
     ]
+    assert [line.split()[0] for line in out[6:9]] == ["none", "sidenet", "sidenet-noexit"]
+    assert out[9:] == ["exit policies:", "  softmax  max softmax probability"]
 
 
 def test_cli_list_survives_missing_modules(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

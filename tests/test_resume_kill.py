@@ -136,7 +136,7 @@ def test_a_killed_run_leaves_the_previous_report_intact(
         try:
             _wait_for(marker, proc, log)
             if point == "write":  # really mid-write: the new JSON sits in a temp file beside the old one
-                assert [p.name for p in partials(previous)][0].startswith(f".{NAME}.json.")
+                assert next(p.name for p in partials(previous)).startswith(f".{NAME}.json.")
             proc.send_signal(sig)
             assert proc.wait(timeout=120) == code, log.read_text()[-3000:]
         finally:

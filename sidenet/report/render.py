@@ -129,7 +129,12 @@ def _choice_sentence(v: Variant) -> str:
         parts.append(f"tap {_code(str(v.get('tap')))}")
     text = ", ".join(parts)
     threshold, target = as_float(v.get("threshold")), as_float(v.get("target_loss_pt"))
-    if threshold is not None:
+    source = v.get("threshold_source")
+    if source == "never-exit":
+        return text + ": threshold above 1, nothing exits (measures the SideNet's overhead)."
+    if threshold is not None and source == "fixed":
+        text += f": fixed threshold {threshold:.3g} (given, not selected)"
+    elif threshold is not None:
         text += f": threshold {threshold:.3g} chosen on validation"
         if target is not None:
             text += f" for ≤ {target:g} pt accuracy loss"
@@ -146,6 +151,9 @@ def _operating_points(variants: list[Variant]) -> list[str]:
         return [*lines, "No early-exit rows for this task.", ""]
     for v in exits:
         lines.append(_choice_sentence(v))
+        if v.get("threshold_source") == "never-exit":
+            lines.append("")
+            continue
         table = sweep_table(v, baseline_for(v, variants))
         lines += ["", *_table(table)] if table is not None else ["", f"Threshold sweep: {DASH} (not recorded)", ""]
         lines += [calibration_line(v), ""]
