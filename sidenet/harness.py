@@ -303,6 +303,7 @@ def cell_key(settings: BenchSettings, task: str, chain: str, exit_system: str, b
         else:
             target = t.default_target_loss_pt if settings.target_loss_pt is None else settings.target_loss_pt
             payload["target_loss_pt"] = float(target)
+            payload["margin_se"] = t.selection_margin_se
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
 

@@ -207,13 +207,14 @@ def prepare(
     *,
     target_loss_pt: float | None = None,
     policy: str = "softmax",
-    margin_se: float = 1.0,
+    margin_se: float | None = None,
     progress: bool = True,
 ) -> Prepared:
     """Build (or load) everything for one task and measure accuracy/FLOPs of MainNet and cascade."""
     task = TASKS.get(task_name)
     POLICIES.get(policy)
     target = task.default_target_loss_pt if target_loss_pt is None else float(target_loss_pt)
+    margin_se = task.selection_margin_se if margin_se is None else float(margin_se)
     splits = task.load_data()
     data = {name: task.encode(x, y) for name, (x, y) in splits.parts()}
     mainnet, main_meta = load_or_train_mainnet(task, data, splits.num_classes, progress)

@@ -45,6 +45,8 @@ class Task(abc.ABC):
     tap: str
     sidenet: SideNetConfig
     default_target_loss_pt: float = 0.5
+    # Threshold selection requires val loss + margin·SE ≤ target (sidenet.thresholds.select_threshold).
+    selection_margin_se: float = 1.0
 
     @abc.abstractmethod
     def recipe(self) -> dict[str, Any]:

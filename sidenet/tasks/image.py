@@ -47,6 +47,7 @@ class ImageTaskConfig:
     tap: str = "layer1"
     seed: int = 0
     target_loss_pt: float = 0.5
+    selection_margin_se: float = 1.0  # see Task.selection_margin_se
     sidenet: SideNetConfig = field(default_factory=SideNetConfig)
 
     def __post_init__(self) -> None:
@@ -103,11 +104,18 @@ class ImageTask(Task):
         self.tap = config.tap
         self.sidenet = config.sidenet
         self.default_target_loss_pt = config.target_loss_pt
+        self.selection_margin_se = config.selection_margin_se
         self._norm: tuple[float, float] | None = None
 
     def recipe(self) -> dict[str, Any]:
         cfg = asdict(self.config)
-        for k in ("description", "tap", "sidenet", "target_loss_pt"):  # do not change the MainNet
+        for k in (
+            "description",
+            "tap",
+            "sidenet",
+            "target_loss_pt",
+            "selection_margin_se",
+        ):  # do not change the MainNet
             cfg.pop(k)
         cfg["train_precision"] = self.precision()  # "auto" differs per CPU
         return {"type": "image", **cfg}

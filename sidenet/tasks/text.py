@@ -55,6 +55,7 @@ class TextTaskConfig:
     tap: str = "3"
     seed: int = 0
     target_loss_pt: float = 1.0
+    selection_margin_se: float = 1.0  # see Task.selection_margin_se
     sidenet: SideNetConfig = field(default_factory=SideNetConfig)
     tiny_vocab: tuple[str, ...] = ()  # for model == tiny-bert
 
@@ -75,11 +76,12 @@ class TextTask(Task):
         self.tap = config.tap
         self.sidenet = config.sidenet
         self.default_target_loss_pt = config.target_loss_pt
+        self.selection_margin_se = config.selection_margin_se
         self._tokenizer: Any = None
 
     def recipe(self) -> dict[str, Any]:
         cfg = asdict(self.config)
-        for k in ("description", "tap", "sidenet", "target_loss_pt"):
+        for k in ("description", "tap", "sidenet", "target_loss_pt", "selection_margin_se"):
             cfg.pop(k)
         cfg["train_precision"] = resolve(self.config.train_precision)  # "auto" differs per CPU
         return {"type": "text", **cfg}
