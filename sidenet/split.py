@@ -147,7 +147,7 @@ def _bert_layer_mask(base: nn.Module, attention_mask: torch.Tensor, hidden: torc
 class BertSplit(Split):
     """Split a ``BertForSequenceClassification`` after encoder layer ``tap`` (1 … L-1).
 
-    head = embeddings + the first ``tap`` layers; rest = remaining layers + pooler + classifier.
+    head = embeddings + the first ``tap`` layers; rest = remaining layers + pooler (or masked mean) + classifier.
     The SideNet feature is the mean of the tap's hidden states over real (unpadded) tokens, which beat
     [CLS] at every layer on Rotten Tomatoes (FINDINGS.md).
     """
@@ -165,7 +165,8 @@ class BertSplit(Split):
             raise UserError(f"BERT tap must be a layer index, got {tap!r}") from None
         if not 1 <= k < n_layers:
             raise UserError(f"BERT tap {k} is outside 1..{n_layers - 1} for a {n_layers}-layer model")
-        if base.pooler is None:
+        self.pooling = getattr(model, "pooling", "cls")  # "mean": MeanPoolBertForSequenceClassification
+        if self.pooling == "cls" and base.pooler is None:
             raise UserError("BERT model has no pooler; load it with add_pooling_layer=True")
         self.tap = str(k)
         self.base = base
@@ -191,12 +192,18 @@ class BertSplit(Split):
 
     def rest(self, state: TextState) -> torch.Tensor:
         hidden = self._run_layers(state.hidden, state.attention_mask, self.base.encoder.layer[self.k :])
-        pooled = self.base.pooler(hidden)
+        if self.pooling == "mean":
+            from sidenet.models.mean_pool_bert import masked_mean
+
+            pooled = masked_mean(hidden, state.attention_mask)
+        else:
+            pooled = self.base.pooler(hidden)
         return self.classifier(self.dropout(pooled))
 
     def features(self, state: TextState) -> torch.Tensor:
-        m = state.attention_mask.unsqueeze(-1).to(state.hidden.dtype)
-        return (state.hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+        from sidenet.models.mean_pool_bert import masked_mean
+
+        return masked_mean(state.hidden, state.attention_mask)
 
     def select(self, state: TextState, idx: torch.Tensor) -> TextState:
         return TextState(state.hidden.index_select(0, idx), state.attention_mask.index_select(0, idx))

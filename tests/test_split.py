@@ -262,3 +262,27 @@ def test_batch_size_of() -> None:
     assert batch_size_of((torch.zeros(4),)) == 4
     with pytest.raises(TypeError):
         batch_size_of(3)
+
+
+@pytest.mark.parametrize("tap", [1, 3])
+def test_mean_pool_bert_split_equals_forward_padded(
+    tiny_bert: nn.Module, text_batch: dict[str, torch.Tensor], tap: int
+):
+    """The mean-pooled classifier (Rotten Tomatoes' MainNet) splits exactly too, padding included."""
+    from sidenet.models.mean_pool_bert import MeanPoolBertForSequenceClassification, masked_mean
+
+    model = MeanPoolBertForSequenceClassification(tiny_bert.config).eval()
+    assert model.bert.pooler is None
+    split = split_model(model, tap)
+    with torch.no_grad():
+        expected = model(**text_batch).logits
+        got = split.rest(split.head(text_batch))
+        hidden = model.bert(**text_batch)[0]
+        by_hand = model.classifier(masked_mean(hidden, text_batch["attention_mask"]))
+    assert max_abs_diff(got, expected) == 0.0
+    assert max_abs_diff(expected, by_hand) == 0.0
+    # padding must not leak into the pooled feature: a row alone equals the row inside the padded batch
+    row = {k: v[1:2, : int(text_batch["attention_mask"][1].sum())] for k, v in text_batch.items()}
+    with torch.no_grad():
+        alone = model(**row).logits
+    assert torch.allclose(alone, expected[1:2], atol=1e-5)

