@@ -251,3 +251,28 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
     report = (out / "ci.md").read_text()
     assert "## Task `tiny-resnet`" in report and "## Task `tiny-bert`" in report
     assert not list(out.rglob("*.partial"))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA path")
+def test_bench_on_cuda_without_cuda_skips_every_cell_cleanly(tmp_path):
+    """`tox -e gpu` on a machine without CUDA: every cell skipped, exit 0, nothing written."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "bench/",
+        "--benchmark-only",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--bench-device",
+        "cuda",
+        "--bench-task",
+        "tiny-resnet",
+        "--bench-out",
+        str(tmp_path / "out"),
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "CUDA not available" in proc.stdout and " skipped" in proc.stdout
+    assert not (tmp_path / "out" / "results").exists()

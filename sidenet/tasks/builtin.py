@@ -78,6 +78,7 @@ register_task(
             # [CLS] pooler heads reached 83.9% (3 epochs, 5e-5) and 83.0% (4 epochs, 1e-4) test here; the
             # checkpoint was trained for mean-pooled embeddings, so classify those.
             pooling="mean",
+            train_precision="fp32",
             tap="3",
         )
     )
