@@ -44,11 +44,13 @@ class EarlyExit(nn.Module):
         side_logits = self.side(self.split.features(state))
         conf = self.policy.confidence(side_logits)
         exited = conf >= self.threshold
-        logits = side_logits
         stay = (~exited).nonzero().squeeze(1)
-        if stay.numel():
-            rest_logits = self.split.rest(self.split.select(state, stay))
-            logits = side_logits.to(rest_logits.dtype).index_copy(0, stay, rest_logits)
+        if stay.numel() == 0:
+            return ExitOutput(side_logits, exited, conf)
+        if stay.numel() == exited.numel():  # nobody exits (always so at bs 1): no row copies, no scatter
+            return ExitOutput(self.split.rest(state), exited, conf)
+        rest_logits = self.split.rest(self.split.select(state, stay))
+        logits = side_logits.to(rest_logits.dtype).index_copy(0, stay, rest_logits)
         return ExitOutput(logits, exited, conf)
 
     def forward(self, inputs: Inputs) -> torch.Tensor:
