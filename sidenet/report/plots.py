@@ -15,6 +15,7 @@ from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from sidenet import atomic
 from sidenet.report.tables import (
@@ -134,8 +135,8 @@ def draw_accuracy_vs_latency(ax: Axes, variants: Sequence[Variant]) -> None:
                 label=f"bs {bs}: {_label(v, variants)} (measured)",
             )
             comp, sweep = row["extra_info"].get("component_latency_s"), _sweep(v)
-            if v.is_mainnet or not isinstance(comp, dict) or sweep is None:
-                continue
+            if v.is_mainnet or not isinstance(comp, dict) or sweep is None or estimated:
+                continue  # one estimated curve per batch size (the exit rows share the sweep)
             head_side, rest = as_float(comp.get("head_side")), as_float(comp.get("rest"))
             if head_side is None or rest is None:
                 continue
@@ -154,6 +155,7 @@ def draw_accuracy_vs_latency(ax: Axes, variants: Sequence[Variant]) -> None:
     positive = [x for x in latencies if x > 0]
     if positive and max(positive) / min(positive) > 20:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on log axes
     ax.set_xlabel("latency/sample (ms)")
     ax.set_ylabel("test accuracy (%)")
 
