@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import make_tiny_bert, make_tiny_resnet
 from torch import nn
 
 
@@ -38,26 +39,7 @@ def _seed() -> None:
 @pytest.fixture
 def tiny_resnet() -> nn.Module:
     """A width-8 ResNet-10 on 1-channel inputs with 4 classes (torchvision layout), eval mode."""
-    from sidenet.tasks.image import build_resnet
-
-    torch.manual_seed(0)
-    return build_resnet("resnet10", 8, 1, 4).eval()
-
-
-def make_tiny_bert() -> nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-        num_labels=2,
-    )
-    return BertForSequenceClassification(cfg).eval()
+    return make_tiny_resnet()
 
 
 @pytest.fixture

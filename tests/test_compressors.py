@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import make_tiny_bert, make_tiny_resnet
 from torch import nn
 
 import compressors
@@ -47,29 +48,6 @@ needs_x86 = pytest.mark.skipif(
 # ---------------------------------------------------------------------------------------------------
 # tiny models and data (module-scoped: the whole file must stay well under a minute on 2 busy cores)
 # ---------------------------------------------------------------------------------------------------
-
-
-def make_resnet() -> nn.Module:
-    from sidenet.tasks.image import build_resnet
-
-    torch.manual_seed(0)
-    return build_resnet("resnet10", 8, 1, 4).eval()
-
-
-def make_bert() -> nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-        num_labels=2,
-    )
-    return BertForSequenceClassification(cfg).eval()
 
 
 def image_task(n: int, gen: torch.Generator, templates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,7 +120,7 @@ def text_data() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def trained_resnet(image_data: dict[str, Any]) -> nn.Module:
     """The tiny ResNet briefly trained on the template task, so its predictions carry information."""
-    model = make_resnet().train()
+    model = make_tiny_resnet().train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     for _ in range(4):
         for x, y in image_data["train"]:
@@ -155,7 +133,7 @@ def trained_resnet(image_data: dict[str, Any]) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def trained_bert(text_data: dict[str, Any]) -> nn.Module:
-    model = make_bert().train()
+    model = make_tiny_bert().train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(5):
         for x, y in text_data["train"]:
@@ -358,7 +336,7 @@ def test_int8_resnet_splits_exactly_at_every_tap(int8_resnet: nn.Module, image_d
 @needs_x86
 def test_int8_resnet_needs_calibration() -> None:
     with pytest.raises(UserError, match="calibration"):
-        compress_(make_resnet(), Int8Config())
+        compress_(make_tiny_resnet(), Int8Config())
 
 
 @needs_x86
@@ -452,14 +430,14 @@ def test_pruned_bert_drops_heads_and_ffn_width_keeps_hidden_size(
 
 def test_prune_needs_finetune_or_zero_epochs(image_data: dict[str, Any]) -> None:
     with pytest.raises(UserError, match="finetune"):
-        compress_(make_resnet(), PruneConfig(round_to=2), example_inputs=image_data["x"][:4])
+        compress_(make_tiny_resnet(), PruneConfig(round_to=2), example_inputs=image_data["x"][:4])
 
 
 def test_prune_refuses_an_unreachable_target(image_data: dict[str, Any]) -> None:
     # width-8 stem with round_to=8 leaves nothing to remove in layer1: the FLOP target cannot be met
     with pytest.raises(UserError, match="round_to"):
         compress_(
-            make_resnet(),
+            make_tiny_resnet(),
             PruneConfig(ratio=0.2, round_to=8, steps=1, finetune_epochs=0),
             example_inputs=image_data["x"][:4],
         )
@@ -504,10 +482,10 @@ def test_distilled_bert_keeps_every_kth_layer_and_learns_from_the_teacher(
 
 def test_distil_needs_training_data_and_a_smaller_student() -> None:
     with pytest.raises(UserError, match="train_batches"):
-        compress_(make_resnet(), DistilConfig(student_width=4))
+        compress_(make_tiny_resnet(), DistilConfig(student_width=4))
     x = torch.randn(2, 1, 16, 16)
     with pytest.raises(UserError, match="not fewer"):
-        compress_(make_resnet(), DistilConfig(student_width=8), train_batches=lambda: [(x, torch.zeros(2).long())])
+        compress_(make_tiny_resnet(), DistilConfig(student_width=8), train_batches=lambda: [(x, torch.zeros(2).long())])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -536,7 +514,7 @@ def test_compose_prunes_then_quantises(trained_resnet: nn.Module, image_data: di
 def test_compose_refuses_pruning_after_int8(image_data: dict[str, Any]) -> None:
     chain = [Int8Config(), PruneConfig(round_to=2, finetune_epochs=0)]
     with pytest.raises(UserError, match="before int8"):
-        compose_(make_resnet(), chain, calibration=image_data["calibration"])
+        compose_(make_tiny_resnet(), chain, calibration=image_data["calibration"])
 
 
 # ---------------------------------------------------------------------------------------------------

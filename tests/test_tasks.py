@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_bert_config
 
 from sidenet.data import TINY_TEXT_VOCAB, tiny_image_splits
 from sidenet.errors import UserError
@@ -167,22 +168,13 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 @pytest.fixture
 def hf_folder(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
     """A tiny random BERT classifier + WordPiece tokenizer saved with ``save_pretrained``."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertForSequenceClassification, BertTokenizerFast
 
     vocab_file = tmp_path / "vocab.txt"
     vocab_file.write_text("\n".join([*SPECIALS, *TINY_TEXT_VOCAB]) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(vocab_file))
     torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(SPECIALS) + len(TINY_TEXT_VOCAB),
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-        num_labels=2,
-    )
-    model = BertForSequenceClassification(cfg).eval()
+    model = BertForSequenceClassification(tiny_bert_config(len(SPECIALS) + len(TINY_TEXT_VOCAB))).eval()
     folder = tmp_path / "my-hf-bert"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
