@@ -15,6 +15,7 @@ index) and :class:`CallableSplit` for bring-your-own models.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -125,12 +126,19 @@ class TextState:
     attention_mask: torch.Tensor
 
 
+@functools.cache
+def _bidirectional_mask_fn() -> Callable[..., Any] | None:
+    """transformers 5's mask builder, or None on 4.x (looked up once: this runs on the timed path)."""
+    try:
+        from transformers.masking_utils import create_bidirectional_mask
+    except ImportError:
+        return None
+    return create_bidirectional_mask
+
+
 def _bert_layer_mask(base: nn.Module, attention_mask: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
     """The mask BERT's own forward hands its layers, for the installed transformers version."""
-    try:  # transformers 5
-        from transformers.masking_utils import create_bidirectional_mask
-    except ImportError:  # transformers 4.x
-        create_bidirectional_mask = None
+    create_bidirectional_mask = _bidirectional_mask_fn()
     if create_bidirectional_mask is not None:
         return create_bidirectional_mask(config=base.config, inputs_embeds=hidden, attention_mask=attention_mask)
     use_sdpa = (
