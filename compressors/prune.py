@@ -93,16 +93,7 @@ def _prune_once(model: nn.Module, family: str, channel_ratio: float, config: Pru
         return
     imp = tp.importance.GroupMagnitudeImportance(p=2)
     if family == "resnet":
-        pruner = tp.pruner.BasePruner(
-            model,
-            example,
-            importance=imp,
-            pruning_ratio=channel_ratio,
-            max_pruning_ratio=MAX_CHANNEL_RATIO,
-            ignored_layers=[model.fc],
-            round_to=config.round_to,
-        )
-        pruner.step()
+        _base_pruner(tp, model, example, imp, channel_ratio, config, [model.fc]).step()
         return
     attns = _bert_attentions(model)
     num_heads: dict[nn.Module, int] = {}
@@ -118,14 +109,14 @@ def _prune_once(model: nn.Module, family: str, channel_ratio: float, config: Pru
         ignored.append(base.pooler)
     for layer in base.encoder.layer:  # the hidden size (residual stream) is never pruned
         ignored += [layer.attention.output.dense, layer.output.dense]
-    pruner = tp.pruner.BasePruner(
+    pruner = _base_pruner(
+        tp,
         model,
         example,
-        importance=imp,
-        pruning_ratio=channel_ratio,
-        max_pruning_ratio=MAX_CHANNEL_RATIO,
-        ignored_layers=ignored,
-        round_to=config.round_to,
+        imp,
+        channel_ratio,
+        config,
+        ignored,
         num_heads=num_heads,
         prune_num_heads=head_ratio > 0,
         prune_head_dims=False,
@@ -218,3 +209,19 @@ def _apply_prune(model: nn.Module, config: PruneConfig, ctx: CompressContext) ->
         convs = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
         record(model, flops_ratio=round(achieved, 6), conv_channels=convs)
     return model
+
+
+def _base_pruner(
+    tp: Any, model: nn.Module, example: Any, imp: Any, ratio: float, config: Any, ignored: list, **extra: Any
+):
+    """torch-pruning's BasePruner with the settings every family shares (ratio cap, round_to)."""
+    return tp.pruner.BasePruner(
+        model,
+        example,
+        importance=imp,
+        pruning_ratio=ratio,
+        max_pruning_ratio=MAX_CHANNEL_RATIO,
+        ignored_layers=ignored,
+        round_to=config.round_to,
+        **extra,
+    )

@@ -45,8 +45,6 @@ REQUIRED_KEYS: tuple[str, ...] = (
 #   paired_speedup: [...]            per-round MainNet time / this row's time, timed interleaved
 #   versions: {"torch": ..., "torchvision": ..., "transformers": ..., "sidenet-bench": ...}
 
-SCHEMA_TAG = "sidenet-bench/1"
-
 
 def load_results(path: str | Path) -> dict[str, Any]:
     """Read a pytest-benchmark JSON and check it holds sidenet-bench rows; one-line error otherwise."""
