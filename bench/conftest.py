@@ -49,7 +49,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--bench-chain",
         action="append",
         default=None,
-        help="compressor chain, e.g. 'prune:ratio=0.5+int8' (repeatable; default 'none' = the plain MainNet)",
+        help="compressor chain, e.g. 'prune:ratio=0.5+int8' (repeatable; 'none' = the plain MainNet; "
+        "default: each task's default chains, see `sidenet-bench list`)",
     )
     g.addoption(
         "--bench-batch-size", action="append", type=int, default=None, help="batch size (repeatable; default 1 and 64)"
@@ -132,7 +133,7 @@ def _settings(config: pytest.Config) -> BenchSettings:
         out=Path(config.getoption("bench_out")),
         name=config.getoption("bench_name"),
         command=" ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
-        chains=tuple(config.getoption("bench_chain") or ("none",)),
+        chains=tuple(config.getoption("bench_chain") or ()),
         threshold=config.getoption("bench_threshold"),
         force=config.getoption("bench_force"),
         quiet=config.getoption("bench_quiet") or quiet_from_env(),
@@ -159,7 +160,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "cell" not in metafunc.fixturenames:
         return
     s = metafunc.config.stash[_CTX].settings
-    cells = [Cell(t, c, e, b) for t in s.tasks for c in s.chains for b in s.batch_sizes for e in s.exits]
+    cells = [Cell(*cell) for cell in s.cells()]
     metafunc.parametrize("cell", cells, ids=str)
 
 

@@ -19,6 +19,8 @@ that every step of a chain receives (a step ignores the ones it does not need):
 * ``finetune`` — ``Callable[[nn.Module], None]`` that trains the model for one epoch in place (pruning
   calls it ``finetune_epochs`` times).
 * ``train_batches`` — ``Callable[[], Iterable[(inputs, labels)]]``, called once per epoch (distillation).
+* ``train_precision`` — ``fp32`` (default), ``bf16`` or ``auto``: autocast for training done inside a
+  compressor (distillation). The caller knows whether bf16 is safe for its model (see sidenet.precision).
 
 Compressors keep the MainNet splittable by :func:`sidenet.split.split_model` (same attribute layout)
 and leave the classifier head alone unless their config says otherwise. What each step did is appended
@@ -156,6 +158,7 @@ class CompressContext:
     calibration: Sequence[Inputs] | None = None
     finetune: Finetune | None = None
     train_batches: TrainBatches | None = None
+    train_precision: str = "fp32"  # autocast for training inside a compressor (distil): fp32 or bf16
 
     def example(self, what: str) -> Inputs:
         """One batch of inputs: ``example_inputs``, else the first calibration / training batch."""
@@ -217,9 +220,10 @@ def compress_(
     calibration: Iterable[Inputs] | None = None,
     finetune: Finetune | None = None,
     train_batches: TrainBatches | None = None,
+    train_precision: str = "fp32",
 ) -> nn.Module:
     """Apply one compressor; returns the compressed model (may be a new object: always use the return)."""
-    ctx = _context(example_inputs, calibration, finetune, train_batches)
+    ctx = _context(example_inputs, calibration, finetune, train_batches, train_precision)
     return _apply(model, config, ctx)
 
 
@@ -231,11 +235,12 @@ def compose_(
     calibration: Iterable[Inputs] | None = None,
     finetune: Finetune | None = None,
     train_batches: TrainBatches | None = None,
+    train_precision: str = "fp32",
 ) -> nn.Module:
     """Apply ``configs`` in order (e.g. prune → distil → int8); every step gets the same data kwargs."""
     if isinstance(configs, CompressorConfig):
         configs = [configs]
-    ctx = _context(example_inputs, calibration, finetune, train_batches)
+    ctx = _context(example_inputs, calibration, finetune, train_batches, train_precision)
     for config in configs:
         model = _apply(model, config, ctx)
     return model
@@ -246,6 +251,7 @@ def _context(
     calibration: Iterable[Inputs] | None,
     finetune: Finetune | None,
     train_batches: TrainBatches | None,
+    train_precision: str = "fp32",
 ) -> CompressContext:
     if calibration is not None:
         if isinstance(calibration, torch.Tensor | dict):
@@ -257,7 +263,9 @@ def _context(
         raise UserError("finetune must be a callable that trains the model for one epoch: finetune(model)")
     if train_batches is not None and not callable(train_batches):
         raise UserError("train_batches must be a callable returning an iterable of (inputs, labels) batches")
-    return CompressContext(example_inputs, calibration, finetune, train_batches)
+    from sidenet.precision import resolve
+
+    return CompressContext(example_inputs, calibration, finetune, train_batches, resolve(train_precision))
 
 
 def _apply(model: nn.Module, config: CompressorConfig, ctx: CompressContext) -> nn.Module:

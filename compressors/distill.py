@@ -38,6 +38,7 @@ from compressors.base import (
     register_compressor,
 )
 from sidenet.errors import UserError
+from sidenet.precision import autocast
 
 _DEFAULT_LR = {"resnet": 1e-3, "bert": 5e-5}
 
@@ -122,6 +123,16 @@ def _bert_student(teacher: nn.Module, config: DistilConfig) -> nn.Module:
     return student
 
 
+def build_student(teacher: nn.Module, config: DistilConfig, example: Any) -> nn.Module:
+    """The untrained student for ``teacher`` (its architecture only): used to rebuild a cached student
+    before loading its trained weights. Parameters are trainable even if the teacher's are frozen."""
+    family = model_family(teacher, "distil")
+    student = _resnet_student(teacher, config, example) if family == "resnet" else _bert_student(teacher, config)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return student
+
+
 @register_compressor("distil", DistilConfig, "knowledge distillation into a smaller ResNet / fewer BERT layers")
 def _apply_distil(teacher: nn.Module, config: DistilConfig, ctx: CompressContext) -> nn.Module:
     family = model_family(teacher, "distil")
@@ -131,11 +142,10 @@ def _apply_distil(teacher: nn.Module, config: DistilConfig, ctx: CompressContext
         )
     if is_quantized(teacher) or any(p.dtype != torch.float32 for p in teacher.parameters()):
         raise UserError("distil needs an fp32 teacher; put distil before int8/fp16/bf16 in the chain")
+    student = build_student(teacher, config, ctx.example("distil") if family == "resnet" else None)
     if family == "resnet":
-        student = _resnet_student(teacher, config, ctx.example("distil"))
         kept: Any = f"{config.student_arch}@{config.student_width}"
     else:
-        student = _bert_student(teacher, config)
         n, k = len(teacher.bert.encoder.layer), config.student_layers
         kept = [(i + 1) * n // k - 1 for i in range(k)]
     teacher_params, student_params = _n_params(teacher), _n_params(student)
@@ -180,9 +190,11 @@ def _train(
                 sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(total))
             total_loss, steps = 0.0, 0
             for inputs, labels in batches:
-                with torch.no_grad():
-                    teacher_logits = logits_of(teacher, inputs)
-                loss = kd_loss(logits_of(student, inputs), teacher_logits, labels, config.temperature, config.alpha)
+                with autocast(ctx.train_precision):
+                    with torch.no_grad():
+                        teacher_logits = logits_of(teacher, inputs)
+                    student_logits = logits_of(student, inputs)
+                loss = kd_loss(student_logits, teacher_logits, labels, config.temperature, config.alpha)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)

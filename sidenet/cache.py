@@ -87,3 +87,37 @@ def store(module: nn.Module, key: str, meta: dict[str, Any]) -> None:
         raise UserError(f"cache dir {str(weights.parent)!r} is not writable ({exc}); set SIDENET_BENCH_CACHE") from None
     atomic.write_with(weights, lambda p: save_model(module, str(p)))
     atomic.write_json(meta_path, {**meta, "key": key, "versions": library_versions()})
+
+
+def load_tensors(key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Cached tensors + metadata stored by :func:`store_tensors`, or None if absent/unusable."""
+    from safetensors.torch import load_file
+
+    weights, meta_path = _paths(key)
+    if not weights.exists() or not meta_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") != key:
+            raise ValueError("metadata key mismatch")
+        tensors = load_file(str(weights))
+    except Exception as exc:  # corrupted/partial/foreign file: recompute rather than trust it
+        log.warning("cache entry %s is unusable (%s); it will be recomputed", key, exc)
+        for p in (weights, meta_path):
+            p.unlink(missing_ok=True)
+        return None
+    return tensors, meta
+
+
+def store_tensors(key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Save named tensors (safetensors), then metadata; same atomicity as :func:`store`."""
+    from safetensors.torch import save_file
+
+    weights, meta_path = _paths(key)
+    try:
+        weights.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cache dir {str(weights.parent)!r} is not writable ({exc}); set SIDENET_BENCH_CACHE") from None
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic.write_with(weights, lambda p: save_file(tensors, str(p)))
+    atomic.write_json(meta_path, {**meta, "key": key, "versions": library_versions()})

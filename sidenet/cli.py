@@ -158,7 +158,7 @@ def _run_settings(args: argparse.Namespace) -> Any:
 
     return BenchSettings.from_options(
         tasks=tuple(args.task or default_tasks()),
-        chains=tuple(args.chain or ("none",)),
+        chains=tuple(args.chain or ()),
         exits=tuple(args.exit or EXIT_SYSTEMS),
         batch_sizes=tuple(args.batch_size or DEFAULT_BATCH_SIZES),
         threads=(os.cpu_count() or 1) if args.threads is None else args.threads,
@@ -214,8 +214,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     quiet = bool(args.quiet or quiet_from_env())
     if not quiet:
         print(
-            f"{PROG}: {settings.n_cells()} cell(s): {len(settings.tasks)} task(s) × {len(settings.chains)} chain(s) "
-            f"× {len(settings.exits)} exit system(s) × {len(settings.batch_sizes)} batch size(s) → {settings.out}",
+            f"{PROG}: {settings.n_cells()} cell(s) over {len(settings.tasks)} task(s), chains "
+            f"{'; '.join(f'{t}: ' + ', '.join(settings.chains_for(t)) for t in settings.tasks)} → {settings.out}",
             flush=True,
         )
     # 2. measure through the bench suite itself (same code, same outputs as `pytest bench/`)
@@ -256,7 +256,7 @@ def _add_run_parser(sub: Any) -> None:
         action="append",
         metavar="SPEC",
         help="compressor chain, names joined by '+', each with optional ':key=value[,key=value]', e.g. "
-        "'prune:ratio=0.5+int8'; 'none' = the plain MainNet (repeatable; default none)",
+        "'prune:ratio=0.5+int8'; 'none' = the plain MainNet (repeatable; default: each task's default chains)",
     )
     p.add_argument(
         "--exit", action="append", metavar="NAME", help="exit system: none, sidenet, sidenet-noexit (repeatable)"

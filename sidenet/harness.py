@@ -36,6 +36,7 @@ from sidenet import atomic
 from sidenet.cache import library_versions
 from sidenet.chain import EXIT_SYSTEM_DESCRIPTIONS, EXIT_SYSTEMS, NONE, canonical_chain
 from sidenet.errors import UserError
+from sidenet.compressed import chain_configs
 from sidenet.pipeline import Prepared, mainnet_forward, prepare, run_eval, timing_rows
 from sidenet.tasks import TASKS
 from sidenet.thresholds import NEVER_EXIT, outcome_at
@@ -76,7 +77,7 @@ class BenchSettings:
     out: Path
     name: str | None
     command: str
-    chains: tuple[str, ...] = (NONE,)  # canonical chain specs (sidenet.chain)
+    chains: tuple[str, ...] = ()  # canonical chain specs (sidenet.chain); empty: each task's default_chains
     threshold: float | None = None  # fixed exit threshold instead of selection on validation
     force: bool = False  # re-measure cells already stored in the results JSON
     quiet: bool = False  # no progress bars
@@ -91,11 +92,12 @@ class BenchSettings:
             raise UserError("no task given; pass --bench-task NAME (see `sidenet-bench list`)")
         for t in self.tasks:
             TASKS.get(t)
-        if not self.chains:
-            raise UserError("no compressor chain given; pass 'none' for the plain MainNet")
         chains = _unique(canonical_chain(c) for c in self.chains)
-        if any(c != NONE for c in chains):  # until run_cell applies chains (compressors.compose_, issue #3)
-            raise UserError(f"compressor chains cannot be benchmarked yet (issue #3); got {list(chains)}, use 'none'")
+        for t in self.tasks:  # the defaults must parse too (a task registered from outside may bring its own)
+            for c in TASKS.get(t).default_chains:
+                canonical_chain(c)
+        for c in chains or ():  # bad parameters (prune:ratio=2) fail now, not after the first cells ran
+            chain_configs(c)
         for e in self.exits:
             if e not in EXIT_SYSTEMS:
                 close = difflib.get_close_matches(e, EXIT_SYSTEMS, n=1)
@@ -129,8 +131,25 @@ class BenchSettings:
         object.__setattr__(self, "exits", _unique(self.exits))
         object.__setattr__(self, "batch_sizes", _unique(self.batch_sizes))
 
+    def chains_for(self, task: str) -> tuple[str, ...]:
+        """The chains given, else the task's ``default_chains``; ``none`` always first (it is the baseline)."""
+        chains = self.chains or _unique(canonical_chain(c) for c in TASKS.get(task).default_chains)
+        return tuple(sorted(chains, key=lambda c: c != NONE))
+
+    def cells(self) -> list[tuple[str, str, str, int]]:
+        """(task, chain, exit, batch size) of every cell. ``sidenet-noexit`` (the SideNet's pure overhead) is
+        measured on the plain MainNet only: on a compressed one it would repeat the same question."""
+        return [
+            (t, c, e, b)
+            for t in self.tasks
+            for c in self.chains_for(t)
+            for b in self.batch_sizes
+            for e in self.exits
+            if not (e == "sidenet-noexit" and c != NONE)
+        ]
+
     def n_cells(self) -> int:
-        return len(self.tasks) * len(self.chains) * len(self.exits) * len(self.batch_sizes)
+        return len(self.cells())
 
 
 def check_out_dir(out: Path, create: bool) -> None:
@@ -192,9 +211,9 @@ class BenchContext:
 
     def __init__(self, settings: BenchSettings) -> None:
         self.settings = settings
-        self._prepared: dict[str, Prepared] = {}
-        self._failed: dict[str, UserError] = {}
-        self._fixed: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
+        self._prepared: dict[tuple[str, str], Prepared] = {}
+        self._failed: dict[tuple[str, str], UserError] = {}
+        self._fixed: dict[tuple[str, str], tuple[dict[str, float], dict[str, float]]] = {}
         self._timing: dict[tuple[str, int], list[Any]] = {}
         self._stored: set[str] | None = None
         self.device = torch.device(settings.device)
@@ -230,32 +249,41 @@ class BenchContext:
             self._stored = stored_cell_keys(results_path)
         return results_path if self.cell_key(task, chain, exit_system, batch_size) in self._stored else None
 
-    def prepared(self, task: str) -> Prepared:
-        if task in self._failed:  # the same one-line error for every cell of a task that cannot be prepared
-            raise self._failed[task]
-        if task not in self._prepared:
+    def prepared(self, task: str, chain: str = NONE) -> Prepared:
+        key = (task, chain)
+        if key in self._failed:  # the same one-line error for every cell that cannot be prepared
+            raise self._failed[key]
+        if key not in self._prepared:
             s = self.settings
             try:
-                p = prepare(task, target_loss_pt=s.target_loss_pt, progress=not s.quiet)
+                p = prepare(task, chain=chain, target_loss_pt=s.target_loss_pt, progress=not s.quiet)
+                if self.device.type != "cpu" and p.dtype == "int8":
+                    raise UserError(f"chain {chain!r} is int8 (torch.ao / ONNX Runtime: CPU only); use --device cpu")
             except UserError as exc:
-                self._failed[task] = exc
+                self._failed[key] = exc
                 raise
             if s.threshold is not None:  # measured before the models move to the timing device
-                self._fixed[task] = fixed_threshold_eval(p, s.threshold)
+                self._fixed[key] = fixed_threshold_eval(p, s.threshold)
             p.mainnet.to(self.device)
+            p.baseline.to(self.device)
             p.side.to(self.device)
-            self._prepared[task] = p
-        return self._prepared[task]
+            for other in self._prepared.values():  # one fp32 MainNet in memory per task, shared as baseline
+                if other.task.name == task:
+                    p.baseline = other.baseline
+                    break
+            self._prepared[key] = p
+        return self._prepared[key]
 
-    def fixed_threshold(self, task: str) -> tuple[dict[str, float], dict[str, float]]:
+    def fixed_threshold(self, task: str, chain: str = NONE) -> tuple[dict[str, float], dict[str, float]]:
         """(test eval, validation selection stats) of the cascade at the fixed threshold."""
-        self.prepared(task)
-        return self._fixed[task]
+        self.prepared(task, chain)
+        return self._fixed[(task, chain)]
 
-    def timing_batches(self, task: str, batch_size: int) -> list[Any]:
+    def timing_batches(self, task: str, batch_size: int, chain: str = NONE) -> list[Any]:
+        """The same inputs for every chain of a task (rows drawn from the test split, which chains share)."""
         key = (task, batch_size)
         if key not in self._timing:
-            p = self.prepared(task)
+            p = self.prepared(task, chain)
             n = max(self.settings.timing_samples, batch_size)
             rows = timing_rows(p, n)
             # shuffle once (fixed seed) so bs>1 batches mix classes and lengths as in serving
@@ -398,12 +426,11 @@ def run_cell(
     one selected on validation (``threshold_source`` records which).
     """
     s = ctx.settings
-    if chain != NONE:  # BenchSettings rejects these until chains are applied here (issue #3)
-        raise UserError(f"compressor chain {chain!r} cannot be benchmarked yet (issue #3)")
-    p = ctx.prepared(task)
-    batches = ctx.timing_batches(task, batch_size)
+    p = ctx.prepared(task, chain)
+    batches = ctx.timing_batches(task, batch_size, chain)
     n_samples = sum(_rows(b) for b in batches)
     run_main = _runner(lambda b: mainnet_forward(p.mainnet, b), batches, ctx.sync)
+    run_baseline = _runner(lambda b: mainnet_forward(p.baseline, b), batches, ctx.sync)
     benchmark.group = f"{task} bs{batch_size}"
     info = benchmark.extra_info
     info.update(
@@ -417,7 +444,12 @@ def run_cell(
             "timing_samples": n_samples,
             "tap": p.split.tap,
             "policy": p.policy,
-            "mainnet_test_accuracy": p.mainnet_eval["accuracy"],
+            "mainnet_test_accuracy": p.baseline_eval["accuracy"],  # the fp32, uncompressed MainNet
+            "mainnet_flops_per_sample": p.baseline_eval["flops_per_sample"],
+            "chain_test_accuracy": p.mainnet_eval["accuracy"],  # the (compressed) MainNet alone
+            "chain_flops_per_sample": p.mainnet_eval["flops_per_sample"],
+            "dtype": p.dtype,
+            "compression": p.compression,
             "target_loss_pt": None if s.threshold is not None else p.target_loss_pt,
             "data_source": p.source,
             "versions": {**library_versions(), "sidenet-bench": _version()},
@@ -436,14 +468,17 @@ def run_cell(
             }
         )
         run_main()  # warm-up outside the timed region (plus pedantic's warm-up round)
-        pause_for_tests("timing")
-        benchmark.pedantic(run_main, rounds=s.rounds, warmup_rounds=1, iterations=1)
+        if chain == NONE:  # the baseline itself
+            pause_for_tests("timing")
+            benchmark.pedantic(run_main, rounds=s.rounds, warmup_rounds=1, iterations=1)
+            return
+        _timed_paired(benchmark, run_main, run_baseline, s.rounds, info)
         return
 
     selection: dict[str, float] = dict(p.selection)
     if exit_system == "sidenet" and s.threshold is not None:
         threshold, source = s.threshold, "fixed"
-        ev, selection = ctx.fixed_threshold(task)
+        ev, selection = ctx.fixed_threshold(task, chain)
     elif exit_system == "sidenet":
         threshold, source, ev = p.threshold, "validation", p.cascade_eval
     else:  # nothing exits: the SideNet's pure overhead
@@ -469,20 +504,26 @@ def run_cell(
     run_cascade = _runner(cascade.run, batches, ctx.sync)
     info["component_latency_s"] = _component_latency(p, batches, ctx, n_samples)
     run_cascade()
-    run_main()
+    _timed_paired(benchmark, run_cascade, run_baseline, s.rounds, info)
+
+
+def _timed_paired(
+    benchmark: Any, run: Callable[[], None], run_baseline: Callable[[], None], rounds: int, info: dict[str, Any]
+) -> None:
+    """Time ``run`` with pedantic; its untimed ``setup`` times one fp32-MainNet round right before each round.
+
+    ``paired_speedup`` = per-round (baseline time / this time): robust to drift and background load.
+    """
+    run_baseline()
     pause_for_tests("timing")
-    main_times: list[float] = []
+    base_times: list[float] = []
     benchmark.pedantic(
-        run_cascade,
-        setup=lambda: main_times.append(_time_once(run_main)),
-        rounds=s.rounds,
-        warmup_rounds=1,
-        iterations=1,
+        run, setup=lambda: base_times.append(_time_once(run_baseline)), rounds=rounds, warmup_rounds=1, iterations=1
     )
     data = getattr(getattr(benchmark, "stats", None), "stats", None)
-    cascade_times = list(getattr(data, "data", []) or [])
-    paired = main_times[-len(cascade_times) :] if cascade_times else []
-    info["paired_speedup"] = [m / c for m, c in zip(paired, cascade_times, strict=True) if c > 0]
+    times = list(getattr(data, "data", []) or [])
+    paired = base_times[-len(times) :] if times else []
+    info["paired_speedup"] = [m / c for m, c in zip(paired, times, strict=True) if c > 0]
     info["paired_mainnet_median_s"] = statistics.median(paired) if paired else None
 
 

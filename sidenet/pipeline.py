@@ -1,9 +1,14 @@
 """One task from data to a measured cascade: the path every benchmark cell shares.
 
-data → MainNet (trained once, cached) → split at the tap → SideNet (trained once on frozen features,
-cached) → per-row outputs on val/test → threshold chosen on val → real cascade run on test under
+data → MainNet (trained once, cached) → compressor chain (:mod:`sidenet.compressed`, trained steps
+cached) → split at the tap → SideNet (trained once on the compressed MainNet's frozen features, cached)
+→ per-row outputs on val/test → threshold chosen on val → real cascade run on test under
 FlopCounterMode (accuracy, exit rate, FLOPs of what executed). Timing is the harness's job; this
 module only provides the callables it times.
+
+The measured evaluations (per-row outputs, and the test-set runs of MainNet, cascade and no-exit
+cascade) are cached too, keyed by the SideNet's cache key (which includes the compressed MainNet's
+weight digest): a warm run re-measures latency only.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from tqdm.auto import tqdm
 
 from sidenet import cache
 from sidenet.calibration import expected_calibration_error, reliability
+from sidenet.chain import NONE
+from sidenet.compressed import Compressed, compress_mainnet, tap_for
 from sidenet.data import stratified_split
 from sidenet.early_exit import EarlyExit
 from sidenet.fit import fit_sidenet
@@ -52,6 +59,20 @@ class RowOutputs:
     labels: torch.Tensor
     head_flops: np.ndarray  # head + pooling + SideNet, per row
     rest_flops: np.ndarray  # rest of the MainNet, per row
+
+    def to_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {
+            f"{prefix}.side_logits": self.side_logits,
+            f"{prefix}.main_logits": self.main_logits,
+            f"{prefix}.labels": self.labels,
+            f"{prefix}.head_flops": torch.from_numpy(self.head_flops),
+            f"{prefix}.rest_flops": torch.from_numpy(self.rest_flops),
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> RowOutputs:
+        t = {k.removeprefix(f"{prefix}."): v for k, v in tensors.items() if k.startswith(f"{prefix}.")}
+        return cls(t["side_logits"], t["main_logits"], t["labels"], t["head_flops"].numpy(), t["rest_flops"].numpy())
 
     def confidence(self, policy: str) -> np.ndarray:
         return POLICIES.get(policy).confidence(self.side_logits).numpy()
@@ -110,7 +131,12 @@ class Prepared:
     task: Task
     data: dict[str, Encoded]
     source: str
-    mainnet: nn.Module
+    mainnet: nn.Module  # the MainNet the cascade is built on: compressed by ``chain`` (fp32 MainNet for none)
+    baseline: nn.Module  # the task's fp32, uncompressed MainNet: every speedup is measured against it
+    chain: str
+    dtype: str
+    compression: list[dict[str, Any]]
+    baseline_eval: dict[str, float]  # the fp32 MainNet on test
     split: Split
     side: SideNet
     policy: str
@@ -155,16 +181,37 @@ def load_or_train_mainnet(
 
 
 def weights_digest(module: nn.Module) -> str:
+    """Digest of everything in the state_dict: float, bf16 and quantised tensors, packed int8 params."""
     h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
+    for name, value in sorted(module.state_dict().items()):
         h.update(name.encode())
-        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+        _digest_value(h, value)
     return h.hexdigest()[:16]
+
+
+def _digest_value(h: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        if t.is_quantized:
+            if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                _digest_value(h, t.q_per_channel_scales())
+                _digest_value(h, t.q_per_channel_zero_points())
+            else:
+                h.update(repr((t.q_scale(), t.q_zero_point())).encode())
+            t = t.int_repr()
+        h.update(str(t.dtype).encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, tuple | list):
+        for v in value:
+            _digest_value(h, v)
+    else:
+        h.update(repr(value).encode())
 
 
 def load_or_train_sidenet(
     task: Task, split: Split, data: dict[str, Encoded], num_classes: int, mainnet_key: str, progress: bool
 ) -> tuple[SideNet, dict[str, Any]]:
+    """``mainnet_key``: cache key of the (compressed) MainNet the split cuts."""
     example = task.batches(data["val"], 2)[0][0]
     side = SideNet(split.feature_dim(example), num_classes, task.sidenet.hidden, task.sidenet.dropout)
     # Keyed by the MainNet's actual weights, not only its recipe: a rebuilt MainNet that differs by a bit
@@ -202,15 +249,76 @@ def run_eval(task: Task, fn: Any, data: Encoded) -> dict[str, float]:
     return {"accuracy": correct / n, "exit_rate": exited / n, "flops_per_sample": total_flops / n}
 
 
+def _digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()[:16]
+
+
+def measure(
+    task: Task,
+    data: dict[str, Encoded],
+    comp: Compressed,
+    baseline: nn.Module,
+    split: Split,
+    side: SideNet,
+    policy: str,
+    target: float,
+    margin_se: float,
+    side_key: str,
+) -> dict[str, Any]:
+    """Per-row outputs on val/test, the selected threshold and the test runs; cached under the SideNet's key."""
+    key = cache.artifact_key(
+        "evals",
+        {
+            "sidenet": side_key,
+            "policy": policy,
+            "target_loss_pt": target,
+            "margin_se": margin_se,
+            "val": _digest(data["val"].labels),
+            "test": _digest(data["test"].labels),
+        },
+    )
+    hit = cache.load_tensors(key)
+    if hit is not None:
+        tensors, meta = hit
+        val, test = RowOutputs.from_tensors(tensors, "val"), RowOutputs.from_tensors(tensors, "test")
+        return {"val": val, "test": test, **meta["evals"], "cached": True}
+    val = collect_rows(task, split, side, data["val"])
+    test = collect_rows(task, split, side, data["test"])
+    threshold, _, _ = _select(val, policy, target, margin_se)
+    evals = {
+        "threshold": threshold,
+        "mainnet_eval": run_eval(task, lambda x: mainnet_forward(comp.model, x), data["test"]),
+        "cascade_eval": run_eval(task, EarlyExit(split, side, threshold, policy).run, data["test"]),
+        "noexit_eval": run_eval(task, EarlyExit(split, side, NEVER_EXIT, policy).run, data["test"]),
+    }
+    if comp.chain == NONE:
+        evals["baseline_eval"] = evals["mainnet_eval"]
+    else:
+        evals["baseline_eval"] = run_eval(task, lambda x: mainnet_forward(baseline, x), data["test"])
+    cache.store_tensors(key, {**val.to_tensors("val"), **test.to_tensors("test")}, {"evals": evals})
+    return {"val": val, "test": test, **evals, "cached": False}
+
+
+def _select(val: RowOutputs, policy: str, target: float, margin_se: float) -> tuple[float, int, Any]:
+    sw_val = sweep(val.confidence(policy), val.side_correct, val.main_correct)
+    threshold, i_sel = select_threshold(sw_val, target, margin_se)
+    return threshold, i_sel, sw_val
+
+
 def prepare(
     task_name: str,
     *,
+    chain: str = NONE,
     target_loss_pt: float | None = None,
     policy: str = "softmax",
     margin_se: float | None = None,
     progress: bool = True,
 ) -> Prepared:
-    """Build (or load) everything for one task and measure accuracy/FLOPs of MainNet and cascade."""
+    """Build (or load) everything for one task × compressor chain and measure accuracy/FLOPs.
+
+    The threshold is selected on validation against the *compressed* MainNet's accuracy (the SideNet's
+    own cost on top of the chain); Δ accuracy vs the fp32 MainNet is reported separately.
+    """
     task = TASKS.get(task_name)
     POLICIES.get(policy)
     target = task.default_target_loss_pt if target_loss_pt is None else float(target_loss_pt)
@@ -218,14 +326,14 @@ def prepare(
     splits = task.load_data()
     data = {name: task.encode(x, y) for name, (x, y) in splits.parts()}
     mainnet, main_meta = load_or_train_mainnet(task, data, splits.num_classes, progress)
-    split = split_model(mainnet, task.tap)
-    side, side_meta = load_or_train_sidenet(task, split, data, splits.num_classes, main_meta["key"], progress)
+    comp = compress_mainnet(task, mainnet, main_meta["key"], data, chain, progress)
+    split = split_model(comp.model, tap_for(task, mainnet, comp.model))
+    side, side_meta = load_or_train_sidenet(task, split, data, splits.num_classes, comp.key, progress)
+    m = measure(task, data, comp, mainnet, split, side, policy, target, margin_se, side_meta["key"])
+    val, test, threshold = m["val"], m["test"], m["threshold"]
 
-    val = collect_rows(task, split, side, data["val"])
-    test = collect_rows(task, split, side, data["test"])
-
-    sw_val = sweep(val.confidence(policy), val.side_correct, val.main_correct)
-    threshold, i_sel = select_threshold(sw_val, target, margin_se)
+    threshold_check, i_sel, sw_val = _select(val, policy, target, margin_se)
+    assert threshold_check == threshold, "cached evaluations belong to another threshold"
     selection = {
         "val_accuracy": float(sw_val.accuracy[i_sel]),
         "val_mainnet_accuracy": float(val.main_correct.mean()),
@@ -234,11 +342,7 @@ def prepare(
         "val_loss_se_pt": float(100 * sw_val.loss_se[i_sel]),
         "margin_se": margin_se,
     }
-
-    mainnet_eval = run_eval(task, lambda x: mainnet_forward(mainnet, x), data["test"])
-    cascade = EarlyExit(split, side, threshold, policy)
-    cascade_eval = run_eval(task, cascade.run, data["test"])
-    noexit_eval = run_eval(task, EarlyExit(split, side, NEVER_EXIT, policy).run, data["test"])
+    cascade_eval = dict(m["cascade_eval"])
     predicted = outcome_at(
         threshold, test.confidence(policy), test.side_correct, test.main_correct, test.head_flops, test.rest_flops
     )
@@ -264,14 +368,21 @@ def prepare(
         },
     }
     params = {
-        "mainnet": sum(p.numel() for p in mainnet.parameters()),
+        "mainnet": _packed_params(comp.model)
+        if comp.dtype == "int8"
+        else sum(p.numel() for p in comp.model.parameters()),
         "sidenet": sum(p.numel() for p in side.parameters()),
     }
     return Prepared(
         task=task,
         data=data,
         source=splits.source,
-        mainnet=mainnet,
+        mainnet=comp.model,
+        baseline=mainnet,
+        chain=comp.chain,
+        dtype=comp.dtype,
+        compression=comp.steps,
+        baseline_eval=m["baseline_eval"],
         split=split,
         side=side,
         policy=policy,
@@ -279,15 +390,30 @@ def prepare(
         target_loss_pt=target,
         val=val,
         test=test,
-        mainnet_eval=mainnet_eval,
+        mainnet_eval=m["mainnet_eval"],
         cascade_eval=cascade_eval,
-        noexit_eval=noexit_eval,
+        noexit_eval=m["noexit_eval"],
         selection=selection,
         sweep=sweep_table,
         calibration=calibration,
         params=params,
-        logs={"mainnet": main_meta, "sidenet": side_meta},
+        logs={
+            "mainnet": main_meta,
+            "sidenet": side_meta,
+            "compression_seconds": comp.seconds,
+            "evals_cached": m["cached"],
+        },
     )
+
+
+def _packed_params(model: nn.Module) -> int:
+    """Weights held outside ``parameters()`` (quantised modules keep them packed): count state_dict elements."""
+    total = 0
+    for value in model.state_dict().values():
+        for t in value if isinstance(value, tuple | list) else (value,):
+            if isinstance(t, torch.Tensor) and t.dtype != torch.int64 and t.dim() > 0:
+                total += t.numel()
+    return total
 
 
 def timing_rows(prepared: Prepared, n_samples: int, seed: int = 0) -> torch.Tensor:

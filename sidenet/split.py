@@ -256,7 +256,14 @@ class CallableSplit(Split):
 
 
 def split_model(model: nn.Module, tap: int | str) -> Split:
-    """Pick the adapter for a known MainNet family; raise a one-line error otherwise."""
+    """Pick the adapter for a known MainNet family; raise a one-line error otherwise.
+
+    A model that is not a plain torch module graph (e.g. an ONNX Runtime wrapper made by a compressor)
+    provides its own split through a ``sidenet_split(tap) -> Split`` method, which takes precedence.
+    """
+    own = getattr(model, "sidenet_split", None)
+    if callable(own):
+        return own(tap)
     if hasattr(model, "bert") and hasattr(model, "classifier"):
         return BertSplit(model, tap)
     if all(hasattr(model, s) for s in RESNET_STAGES):

@@ -49,7 +49,8 @@ def _settings(**kw):
         ({"exits": ()}, "no exit system given"),
         ({"batch_sizes": ()}, "batch sizes must be positive"),
         ({"chains": ("a++b",)}, "malformed chain 'a++b'"),
-        ({"chains": ()}, "no compressor chain given"),
+        ({"chains": ("prune:ratio=2",)}, "prune ratio is the FLOP fraction to keep"),
+        ({"chains": ("int8:nosuch=1",)}, "unknown parameter(s) nosuch for compressor 'int8'"),
         ({"threshold": 1.5}, "threshold must be in [0, 1]"),
         ({"threshold": float("nan")}, "threshold must be in [0, 1]"),
         ({"threshold": 0.5, "target_loss_pt": 1.0}, "not both"),
@@ -86,8 +87,17 @@ def test_merge_results_tolerates_missing_or_corrupt_previous_file(tmp_path):
 
 def test_settings_drop_duplicates_and_canonicalise_chains():
     s = _settings(tasks=("tiny-resnet", "tiny-resnet"), batch_sizes=(1, 1, 4), exits=("none", "none"))
-    assert (s.tasks, s.batch_sizes, s.exits, s.chains) == (("tiny-resnet",), (1, 4), ("none",), ("none",))
+    assert (s.tasks, s.batch_sizes, s.exits, s.chains) == (("tiny-resnet",), (1, 4), ("none",), ())
+    assert s.chains_for("tiny-resnet") == ("none",)  # no chains given: the task's default_chains
     assert s.n_cells() == 2
+
+
+def test_cells_put_the_baseline_chain_first_and_measure_noexit_on_it_only():
+    s = _settings(chains=("int8", "prune:ratio=0.50", "none"), exits=("none", "sidenet", "sidenet-noexit"))
+    assert s.chains_for("tiny-resnet") == ("none", "int8", "prune:ratio=0.50")
+    cells = s.cells()
+    assert [c for c in cells if c[2] == "sidenet-noexit"] == [("tiny-resnet", "none", "sidenet-noexit", 1)]
+    assert len(cells) == 3 + 2 + 2
 
 
 def test_cell_key_changes_with_what_changes_the_numbers():

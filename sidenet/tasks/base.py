@@ -47,6 +47,8 @@ class Task(abc.ABC):
     default_target_loss_pt: float = 0.5
     # Threshold selection requires val loss + margin·SE ≤ target (sidenet.thresholds.select_threshold).
     selection_margin_se: float = 1.0
+    # Compressor chains a bench runs for this task when none are given (sidenet.chain grammar).
+    default_chains: tuple[str, ...] = ("none",)
 
     @abc.abstractmethod
     def recipe(self) -> dict[str, Any]:
@@ -73,8 +75,26 @@ class Task(abc.ABC):
         """A fresh (untrained or pretrained-backbone) MainNet, deterministic for the recipe's seed."""
 
     @abc.abstractmethod
-    def train_mainnet(self, model: nn.Module, train: Encoded, progress: bool = True) -> dict[str, Any]:
-        """Train in place; return a small log (epochs, final loss, seconds)."""
+    def train_mainnet(
+        self, model: nn.Module, train: Encoded, progress: bool = True, **overrides: Any
+    ) -> dict[str, Any]:
+        """Train in place; return a small log (epochs, final loss, seconds).
+
+        ``overrides`` replace recipe fields for this call (e.g. ``epochs=1, lr=...`` to fine-tune a pruned
+        model, see :meth:`finetune_overrides`).
+        """
+
+    def finetune_overrides(self) -> dict[str, Any]:
+        """Recipe overrides for one epoch of recovery fine-tuning after a compressor changed the MainNet."""
+        return {"epochs": 1}
+
+    def training_precision(self) -> str:
+        """Resolved precision (fp32/bf16) for training this task's models, incl. inside compressors."""
+        return "fp32"
+
+    def epoch_batches(self, train: Encoded, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+        """Row indices of one shuffled training epoch, in batches (text tasks group similar lengths)."""
+        return list(torch.randperm(len(train), generator=gen).split(batch_size))
 
 
 def check_finite(model: nn.Module, task: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -49,6 +49,7 @@ class ImageTaskConfig:
     target_loss_pt: float = 0.5
     selection_margin_se: float = 1.0  # see Task.selection_margin_se
     sidenet: SideNetConfig = field(default_factory=SideNetConfig)
+    default_chains: tuple[str, ...] = ("none",)  # compressor chains a bench runs when none are given
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -105,6 +106,7 @@ class ImageTask(Task):
         self.sidenet = config.sidenet
         self.default_target_loss_pt = config.target_loss_pt
         self.selection_margin_se = config.selection_margin_se
+        self.default_chains = config.default_chains
         self._norm: tuple[float, float] | None = None
 
     def recipe(self) -> dict[str, Any]:
@@ -115,6 +117,7 @@ class ImageTask(Task):
             "sidenet",
             "target_loss_pt",
             "selection_margin_se",
+            "default_chains",
         ):  # do not change the MainNet
             cfg.pop(k)
         cfg["train_precision"] = self.precision()  # "auto" differs per CPU
@@ -127,6 +130,9 @@ class ImageTask(Task):
         if resolved == "bf16" and self.config.pad_to <= 16:
             return "fp32"
         return resolved
+
+    def training_precision(self) -> str:
+        return self.precision()
 
     def load_data(self) -> Splits:
         splits = DATASETS.get(self.config.dataset)()
@@ -158,8 +164,14 @@ class ImageTask(Task):
         c = self.config
         return build_resnet(c.arch, c.width, c.in_channels, num_classes)
 
-    def train_mainnet(self, model: nn.Module, train: Encoded, progress: bool = True) -> dict[str, Any]:
-        c = self.config
+    def finetune_overrides(self) -> dict[str, Any]:
+        """One short epoch at a fifth of the learning rate: recovers accuracy after pruning."""
+        return {"epochs": 1, "lr": self.config.lr / 5}
+
+    def train_mainnet(
+        self, model: nn.Module, train: Encoded, progress: bool = True, **overrides: Any
+    ) -> dict[str, Any]:
+        c = replace(self.config, **overrides)
         gen = torch.Generator().manual_seed(c.seed)
         opt = torch.optim.SGD(
             model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=True

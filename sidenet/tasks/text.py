@@ -6,7 +6,7 @@ import math
 import os
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class TextTaskConfig:
     target_loss_pt: float = 1.0
     selection_margin_se: float = 1.0  # see Task.selection_margin_se
     sidenet: SideNetConfig = field(default_factory=SideNetConfig)
+    default_chains: tuple[str, ...] = ("none",)  # compressor chains a bench runs when none are given
     tiny_vocab: tuple[str, ...] = ()  # for model == tiny-bert
 
     def __post_init__(self) -> None:
@@ -80,14 +81,18 @@ class TextTask(Task):
         self.sidenet = config.sidenet
         self.default_target_loss_pt = config.target_loss_pt
         self.selection_margin_se = config.selection_margin_se
+        self.default_chains = config.default_chains
         self._tokenizer: Any = None
 
     def recipe(self) -> dict[str, Any]:
         cfg = asdict(self.config)
-        for k in ("description", "tap", "sidenet", "target_loss_pt", "selection_margin_se"):
+        for k in ("description", "tap", "sidenet", "target_loss_pt", "selection_margin_se", "default_chains"):
             cfg.pop(k)
         cfg["train_precision"] = resolve(self.config.train_precision)  # "auto" differs per CPU
         return {"type": "text", **cfg}
+
+    def training_precision(self) -> str:
+        return resolve(self.config.train_precision)
 
     # -- model + tokenizer -------------------------------------------------------------
     def _source(self) -> str:
@@ -170,12 +175,28 @@ class TextTask(Task):
         return [(self._collate([data.rows[i] for i in g.tolist()]), g) for g in groups]
 
     # -- training ----------------------------------------------------------------------
-    def train_mainnet(self, model: nn.Module, train: Encoded, progress: bool = True) -> dict[str, Any]:
+    def finetune_overrides(self) -> dict[str, Any]:
+        """One epoch at 40% of the fine-tuning learning rate: recovers accuracy after pruning."""
+        return {"epochs": 1, "lr": self.config.lr * 0.4}
+
+    def epoch_batches(self, train: Encoded, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+        """Shuffle, then sort within chunks of 50 batches by length: similar lengths share a batch."""
+        lengths = torch.tensor([len(r) for r in train.rows])
+        perm = torch.randperm(len(train), generator=gen)
+        batches: list[torch.Tensor] = []
+        for ch in perm.split(batch_size * 50):
+            ch = ch[torch.argsort(lengths[ch], stable=True)]
+            batches.extend(ch.split(batch_size))
+        order = torch.randperm(len(batches), generator=gen).tolist()
+        return [batches[b] for b in order]
+
+    def train_mainnet(
+        self, model: nn.Module, train: Encoded, progress: bool = True, **overrides: Any
+    ) -> dict[str, Any]:
         """AdamW with linear warm-up and decay; batches of similar length (shuffled) to skip padding work."""
-        c = self.config
+        c = replace(self.config, **overrides)
         gen = torch.Generator().manual_seed(c.seed)
         n = len(train)
-        lengths = torch.tensor([len(r) for r in train.rows])
         steps_per_epoch = math.ceil(n / c.batch_size)
         total = steps_per_epoch * c.epochs
         warmup = max(1, int(c.warmup_frac * total))
@@ -195,16 +216,7 @@ class TextTask(Task):
         start, loss_val = time.perf_counter(), float("nan")
         bar = tqdm(total=total, desc=f"fine-tune {self.name} MainNet", unit="step", disable=not progress, leave=False)
         for _ in range(c.epochs):
-            # shuffle, then sort within chunks of 50 batches by length: similar lengths share a batch
-            perm = torch.randperm(n, generator=gen)
-            chunks = perm.split(c.batch_size * 50)
-            batches = []
-            for ch in chunks:
-                ch = ch[torch.argsort(lengths[ch], stable=True)]
-                batches.extend(ch.split(c.batch_size))
-            order = torch.randperm(len(batches), generator=gen).tolist()
-            for b in order:
-                i = batches[b]
+            for i in self.epoch_batches(train, c.batch_size, gen):
                 inputs = self._collate([train.rows[j] for j in i.tolist()])
                 with autocast(c.train_precision):
                     logits = model(**inputs).logits

@@ -1,0 +1,204 @@
+"""A task's MainNet after a compressor chain (``prune+int8`` …), with the trained steps cached.
+
+Why a module of its own: compressors change a model's *shape* (pruning removes channels, distillation
+builds a smaller student), so a compressed model cannot be loaded as a state_dict into the original
+MainNet. Each trained step is cached as its own artifact and, on a warm run, **rebuilt from config**:
+
+* ``prune`` — the pruning itself is deterministic (magnitude importance on the cached parent), so the
+  pruned structure is recreated by pruning again with ``finetune_epochs=0``; then the fine-tuned weights
+  are loaded with ``strict=True`` (a shape mismatch rebuilds the entry rather than loading it).
+* ``distil`` — the student's architecture comes from the config (:func:`compressors.distill.build_student`);
+  its trained weights are loaded on top.
+* ``int8`` / ``fp16`` / ``bf16`` are cheap and deterministic: applied afresh every run, never cached.
+
+The cache key of a step chains the parent's key, so ``prune → distil`` and ``distil`` alone differ.
+The task supplies the data every step may need: example inputs, calibration batches (static int8),
+one-epoch fine-tuning (pruning) and training batches (distillation).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from sidenet import cache
+from sidenet.chain import NONE, format_chain, parse_chain
+from sidenet.errors import UserError
+from sidenet.tasks import Encoded, Task
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_BATCHES = 16
+CALIBRATION_BATCH_SIZE = 64
+
+
+@dataclass
+class Compressed:
+    """The MainNet a cascade is built on: the fp32 MainNet itself for chain ``none``."""
+
+    model: nn.Module
+    chain: str  # canonical chain spec
+    key: str  # identity of these weights (chains the parent MainNet's cache key)
+    dtype: str  # compute precision: fp32 | int8 | fp16 | bf16
+    steps: list[dict[str, Any]]  # compressors.compression_log: what every step did (measured facts)
+    seconds: float  # wall time spent compressing in this run (0 when everything came from the cache)
+
+
+def compute_dtype(model: nn.Module) -> str:
+    """``int8`` for a quantised model, else the dtype of its floating-point weights."""
+    from compressors.base import is_quantized
+
+    if is_quantized(model):
+        return "int8"
+    for p in model.parameters():
+        if p.is_floating_point():
+            return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(p.dtype, "fp32")
+    return "fp32"
+
+
+def chain_configs(chain: str) -> list[Any]:
+    """Compressor configs of a chain spec, in order (one-line UserError for a bad spec or parameter)."""
+    from compressors import config_from_step
+
+    return [config_from_step(step.name, dict(step.params)) for step in parse_chain(chain)]
+
+
+def _trains(config: Any) -> bool:
+    return config.name == "distil" or (config.name == "prune" and config.finetune_epochs > 0)
+
+
+class _TaskData:
+    """The keyword data compressors take (``compressors.compose_``), built from a task's splits."""
+
+    def __init__(self, task: Task, data: dict[str, Encoded], progress: bool) -> None:
+        self.task, self.data, self.progress = task, data, progress
+        self._epoch = 0
+
+    def kwargs(self) -> dict[str, Any]:
+        task, train = self.task, self.data["train"]
+        gen = torch.Generator().manual_seed(1234)
+        rows = torch.randperm(len(train), generator=gen)[: CALIBRATION_BATCHES * CALIBRATION_BATCH_SIZE]
+        calibration = [b for b, _ in task.batches(train, CALIBRATION_BATCH_SIZE, idx=rows)]
+        return {
+            "example_inputs": task.batches(self.data["val"], 8)[0][0],
+            "calibration": calibration,
+            "finetune": self.finetune,
+            "train_batches": self.train_batches,
+            "train_precision": task.training_precision(),
+        }
+
+    def finetune(self, model: nn.Module) -> None:
+        """One epoch of the task's own recipe (at its fine-tuning learning rate), in place."""
+        self.task.train_mainnet(model, self.data["train"], self.progress, **self.task.finetune_overrides())
+
+    def train_batches(self) -> list[tuple[Any, torch.Tensor]]:
+        """One shuffled epoch of (inputs, labels) at the task's batch size; a new order every call."""
+        self._epoch += 1
+        task, train = self.task, self.data["train"]
+        batch_size = getattr(getattr(task, "config", None), "batch_size", 64)
+        gen = torch.Generator().manual_seed(10_000 + self._epoch)
+        out = []
+        for idx in task.epoch_batches(train, batch_size, gen):
+            inputs, _ = task.batches(train, len(idx), idx=idx)[0]
+            out.append((inputs, train.labels[idx]))
+        return out
+
+
+def _unfreeze(model: nn.Module) -> nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _rebuild(parent: nn.Module, config: Any, kwargs: dict[str, Any]) -> nn.Module:
+    """The architecture a trained step produces, without training it (weights are loaded afterwards)."""
+    from compressors import compress_
+    from compressors.distill import build_student
+
+    if config.name == "prune":
+        return compress_(parent, dataclasses.replace(config, finetune_epochs=0), **kwargs)
+    return build_student(parent, config, kwargs["example_inputs"])
+
+
+def _set_log(model: nn.Module, steps: list[dict[str, Any]]) -> None:
+    from compressors.base import _LOG_ATTR
+
+    setattr(model, _LOG_ATTR, steps)
+
+
+def compress_mainnet(
+    task: Task, mainnet: nn.Module, mainnet_key: str, data: dict[str, Encoded], chain: str, progress: bool
+) -> Compressed:
+    """Apply ``chain`` to a copy of the (frozen, cached) MainNet; trained steps come from the cache if present."""
+    if parse_chain(chain) == ():
+        return Compressed(mainnet, NONE, mainnet_key, compute_dtype(mainnet), [], 0.0)
+    import compressors  # registers the compressors and the int8 FLOP formulas
+
+    configs = chain_configs(chain)
+    task_data = _TaskData(task, data, progress)
+    kwargs = task_data.kwargs()
+    model = _unfreeze(copy.deepcopy(mainnet))
+    key, start = mainnet_key, time.perf_counter()
+    for config in configs:
+        key = cache.artifact_key("compressed", {"parent": key, "step": config.to_dict()})
+        if not _trains(config):
+            model = compressors.compress_(model, config, **kwargs)
+            continue
+        steps_before = compressors.compression_log(model)
+        rebuilt = _rebuild(model, config, kwargs)
+        meta = cache.load_into(rebuilt, key)
+        if meta is not None:
+            log.info("%s: %s step %s loaded from cache (%s)", task.name, chain, config.name, key)
+            model = rebuilt
+            _set_log(model, [*steps_before, meta["step_log"]])
+        else:
+            log.info("%s: %s step %s: training (cache key %s)", task.name, chain, config.name, key)
+            step_start = time.perf_counter()
+            model = compressors.compress_(model, config, **kwargs)
+            step_log = {**compressors.compression_log(model)[-1], "seconds": time.perf_counter() - step_start}
+            _set_log(model, [*steps_before, step_log])
+            cache.store(model, key, {"task": task.name, "chain": chain, "step_log": step_log})
+        _unfreeze(model)  # the next trained step (if any) trains this model or copies it
+    model = _freeze(model)
+    steps = compressors.compression_log(model)
+    if not steps:
+        raise UserError(f"chain {chain!r} applied no compressor")
+    return Compressed(
+        model, format_chain(parse_chain(chain)), key, compute_dtype(model), steps, time.perf_counter() - start
+    )
+
+
+def tap_for(task: Task, mainnet: nn.Module, model: nn.Module) -> str:
+    """The task's tap, moved proportionally when distillation changed the number of BERT layers.
+
+    A 6-layer MainNet tapped after layer 3 exits halfway; its 3-layer student is tapped after layer 2
+    (round(3 · 3/6)), clamped to 1 … L−1 so a rest always remains.
+    """
+    teacher_layers = _bert_layers(mainnet)
+    student_layers = _bert_layers(model)
+    if teacher_layers is None or student_layers is None or teacher_layers == student_layers:
+        return task.tap
+    k = round(int(task.tap) * student_layers / teacher_layers)
+    return str(min(max(k, 1), student_layers - 1))
+
+
+def _bert_layers(model: nn.Module) -> int | None:
+    layers = getattr(getattr(getattr(model, "bert", None), "encoder", None), "layer", None)
+    if layers is None:
+        layers = getattr(model, "num_encoder_layers", None)  # non-torch wrappers may say so directly
+        return int(layers) if layers is not None else None
+    return len(layers)
