@@ -43,6 +43,7 @@ register_task(
             # set: at every threshold the test loss ran ~0.3 pt above the validation loss (seed 0). A 2-SE
             # bound absorbs that shift; 1 SE let the test loss reach 0.68 pt for a 0.5 pt target.
             selection_margin_se=2.0,
+            default_chains=("none", "int8", "prune:ratio=0.5", "distil", "prune:ratio=0.5+int8", "distil+int8"),
         )
     )
 )
