@@ -35,8 +35,8 @@ import torch
 from sidenet import atomic
 from sidenet.cache import library_versions
 from sidenet.chain import EXIT_SYSTEM_DESCRIPTIONS, EXIT_SYSTEMS, NONE, canonical_chain
-from sidenet.errors import UserError
 from sidenet.compressed import chain_configs
+from sidenet.errors import UserError
 from sidenet.pipeline import Prepared, mainnet_forward, prepare, run_eval, timing_rows
 from sidenet.tasks import TASKS
 from sidenet.thresholds import NEVER_EXIT, outcome_at

@@ -205,7 +205,9 @@ def tables(section: str) -> list[list[dict[str, str]]]:
 
 
 def main_rows(md: str, task: str) -> dict[tuple[str, str], dict[str, str]]:
-    return {(r["chain"], r["exit"]): r for r in tables(task_section(md, task))[0]}
+    """The table of every row (the first with chain and exit columns; a complementarity headline may precede it)."""
+    main = next(t for t in tables(task_section(md, task)) if t and {"chain", "exit"} <= t[0].keys())
+    return {(r["chain"], r["exit"]): r for r in main}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -256,9 +258,16 @@ def test_noisy_row_is_flagged_and_kept() -> None:
 def test_missing_optional_keys_render_dash() -> None:
     md = render_markdown(make_results(), None)
     sst2 = task_section(md, "sst2")
+    # A compressed chain without its own MainNet row still compares to the fp32 MainNet (chain none, exit none).
     orphan = main_rows(md, "sst2")[("int8", "sidenet")]
-    assert orphan["Δ acc (pt)"] == "—" and orphan["speedup bs 1"] == "—"
+    assert orphan["Δ acc (pt)"] == "-2.00" and orphan["speedup bs 1"] == "2.50×"  # 2.00 ms / 0.800 ms
+    assert orphan["dtype"] == "—"  # no dtype recorded, and chain int8 is not known to be fp32
     assert orphan["p50 latency/sample bs 64 (IQR)"] == "—" and orphan["speedup bs 64"] == "—"
+    assert "bs 1: — (no `int8` alone row)" in sst2
+    # No fp32 MainNet row and no copy of its accuracy: nothing to compare to.
+    alone = render_markdown({"benchmarks": sst2_rows()[-1:]}, None)
+    lone = main_rows(alone, "sst2")[("int8", "sidenet")]
+    assert lone["Δ acc (pt)"] == "—" and lone["speedup bs 1"] == "—" and lone["FLOP speedup"] == "—"
     assert "Calibration (ECE, 15 bins, test): MainNet — · SideNet —" in sst2
     assert "Threshold sweep: — (not recorded)" in sst2
     cifar = task_section(md, "cifar10")
@@ -308,6 +317,7 @@ def test_write_report_writes_markdown_and_valid_pngs(tmp_path: Path) -> None:
         "cifar10_accuracy_vs_latency.png",
         "cifar10_reliability.png",
         "sst2_accuracy_vs_latency.png",  # sst2 has no sweep or reliability: those plots are skipped
+        "sst2_pareto.png",  # sst2 has a compressed chain (int8): the Pareto plot joins the headline
     ]
     for png in pngs:
         assert png.read_bytes()[:8] == PNG_MAGIC
@@ -319,7 +329,10 @@ def test_write_report_drops_plots_it_no_longer_links(tmp_path: Path) -> None:
     out = tmp_path / "r.md"
     write_report(make_results(), out)
     write_report({**make_results(), "benchmarks": sst2_rows()}, out)
-    assert [p.name for p in (tmp_path / "r_plots").iterdir()] == ["sst2_accuracy_vs_latency.png"]
+    assert sorted(p.name for p in (tmp_path / "r_plots").iterdir()) == [
+        "sst2_accuracy_vs_latency.png",
+        "sst2_pareto.png",
+    ]
     assert "cifar10" not in out.read_text(encoding="utf-8")
 
 
@@ -506,3 +519,271 @@ def test_cli_argparse_exit_codes(argv: list[str], code: int, capsys: pytest.Capt
     assert info.value.code == code
     captured = capsys.readouterr()
     assert (captured.out if code == 0 else captured.err).startswith("usage: sidenet-bench")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Compressor chains: the complementarity headline and the Pareto plot
+# ---------------------------------------------------------------------------------------------------
+
+PRUNE = "prune:ratio=0.5"
+
+
+def five(median: float, step: float) -> list[float]:
+    """Five per-round ratios with this median and q1/q3 = median ∓ step (numpy's linear percentiles)."""
+    return [median - 2 * step, median - step, median, median + step, median + 2 * step]
+
+
+def chain_rows() -> list[dict[str, Any]]:
+    """chains none / int8 / prune × exits none / sidenet × bs 1, 64, with hand-chosen paired speedups.
+
+    Speedups vs the fp32 MainNet (median, q1–q3), bs 1:  int8 2.0 (1.9–2.1) · SideNet 1.5 (1.45–1.55) ·
+    int8+S 2.7 (2.6–2.8) · prune 3.0 · prune+S 2.88.  bs 64: int8 1.6 · S 1.2 · int8+S 1.536 (noisy row);
+    prune and prune+S carry no paired ratios at bs 64 (older JSON): 0.200/0.100 = 2.0 and 0.200/0.075 ≈ 2.667.
+    Every non-baseline bs 1 round median is 0.005 s (ratio of medians 2.0 everywhere) so a report that
+    ignored the paired ratios would give different numbers.
+    """
+    comp = {"head_side": 0.0002, "rest": 0.0006}
+    sweep = {
+        "threshold": [0.5, 0.9, 1.0],
+        "test_accuracy": [0.85, 0.91, 0.92],
+        "exit_rate": [0.9, 0.6, 0.0],
+        "flops_per_sample": [0.3e9, 0.6e9, 1.2e9],
+    }
+
+    def side(**extra: Any) -> dict[str, Any]:
+        return {"threshold": 0.9, "exit_rate": 0.6, "mainnet_test_accuracy": 0.92, "sweep": sweep, **extra}
+
+    int8 = {"dtype": "int8", "compression": [{"compressor": "int8", "config": {}, "dtype": "qint8"}]}
+    prune = {
+        "dtype": "fp32",
+        "compression": [{"compressor": "prune", "config": {"ratio": "0.5"}, "flops_ratio": 0.49, "convs": {"a": 1}}],
+    }
+    fp32 = {"test_accuracy": 0.92, "flops_per_sample": 1.2e9, "mainnet_test_accuracy": 0.92, "dtype": "fp32"}
+    t = "mnist"
+    return [
+        row(t, "none", "none", 1, 0.010, 0.0005, timing_samples=10, **fp32),
+        row(t, "none", "none", 64, 0.128, 0.0064, timing_samples=640, **fp32),
+        row(t, "none", "sidenet", 1, 0.005, 0.00025, timing_samples=10, test_accuracy=0.915, flops_per_sample=0.6e9,
+            paired_speedup=five(1.5, 0.05), component_latency_s=comp, dtype="fp32", **side()),
+        row(t, "none", "sidenet", 64, 0.1067, 0.005, timing_samples=640, test_accuracy=0.915, flops_per_sample=0.6e9,
+            paired_speedup=five(1.2, 0.05), dtype="fp32", **side()),
+        row(t, "int8", "none", 1, 0.005, 0.00025, timing_samples=10, test_accuracy=0.918, flops_per_sample=1.2e9,
+            paired_speedup=five(2.0, 0.1), chain_test_accuracy=0.918, mainnet_test_accuracy=0.92, **int8),
+        row(t, "int8", "none", 64, 0.08, 0.004, timing_samples=640, test_accuracy=0.918, flops_per_sample=1.2e9,
+            paired_speedup=five(1.6, 0.05), chain_test_accuracy=0.918, mainnet_test_accuracy=0.92, **int8),
+        row(t, "int8", "sidenet", 1, 0.005, 0.00025, timing_samples=10, test_accuracy=0.912, flops_per_sample=0.6e9,
+            paired_speedup=five(2.7, 0.1), component_latency_s={"head_side": 0.0001, "rest": 0.0003},
+            chain_test_accuracy=0.918, **side(), **int8),
+        row(t, "int8", "sidenet", 64, 0.0833, 0.0125, timing_samples=640, test_accuracy=0.912, flops_per_sample=0.6e9,
+            paired_speedup=five(1.536, 0.05), chain_test_accuracy=0.918, **side(), **int8),  # IQR 15%: noisy
+        row(t, PRUNE, "none", 1, 0.005, 0.00025, timing_samples=10, test_accuracy=0.914, flops_per_sample=0.6e9,
+            paired_speedup=five(3.0, 0.1), **prune),
+        row(t, PRUNE, "none", 64, 0.064, 0.0032, timing_samples=640, test_accuracy=0.914, flops_per_sample=0.6e9,
+            **prune),
+        row(t, PRUNE, "sidenet", 1, 0.005, 0.00025, timing_samples=10, test_accuracy=0.911, flops_per_sample=0.36e9,
+            paired_speedup=five(2.88, 0.1), component_latency_s={"head_side": 0.00008, "rest": 0.0002},
+            chain_test_accuracy=0.914, **side(), **prune),
+        row(t, PRUNE, "sidenet", 64, 0.048, 0.0024, timing_samples=640, test_accuracy=0.911, flops_per_sample=0.36e9,
+            chain_test_accuracy=0.914, **side(), **prune),
+    ]  # fmt: skip
+
+
+def chain_results(rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {**make_results(), "benchmarks": rows if rows is not None else chain_rows()}
+
+
+def complementarity_tables(md: str, task: str = "mnist") -> dict[str, dict[str, dict[str, str]]]:
+    """The headline tables of ``task``: {chain heading: {system: row}} in report order."""
+    section = task_section(md, task)
+    headline = section[: section.index("### All rows")]
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for block in headline.split("\n#### ")[1:]:
+        title = block.splitlines()[0]
+        out[title] = {r["system"]: r for r in tables(block)[0]}
+    return out
+
+
+def test_complementarity_numbers_are_computed_from_paired_speedups() -> None:
+    md = render_markdown(chain_results(), None)
+    blocks = complementarity_tables(md)
+    int8 = blocks["`int8` + SideNet"]
+    assert list(int8) == ["MainNet (fp32)", "`int8` alone", "SideNet alone", "`int8` + SideNet"]
+    main, alone, side, both = int8.values()
+    assert main["Δ acc (pt)"] == "ref" and main["speedup bs 1"] == "ref" and main["complementarity bs 1"] == ""
+    assert alone["speedup bs 1"] == "2.00× (1.90–2.10)†" and side["speedup bs 1"] == "1.50× (1.45–1.55)†"
+    assert both["speedup bs 1"] == "2.70× (2.60–2.80)†"
+    # 2.7 / (2.0 · 1.5) = 0.90; spread 2.6 / (2.1 · 1.55) = 0.80 … 2.8 / (1.9 · 1.45) = 1.02
+    assert both["complementarity bs 1"] == "0.90 (0.80–1.02)"
+    # bs 64: 1.536 / (1.6 · 1.2) = 0.80, spread 1.486 / (1.65 · 1.25) = 0.72 … 1.586 / (1.55 · 1.15) = 0.89; noisy row
+    assert both["complementarity bs 64"] == "0.80 (0.72–0.89) ⚠"
+    # FLOPs: int8 counts like fp32 (1.0×), the SideNet halves them (2.0×), int8+S too: 2.0 / (1.0 · 2.0)
+    assert alone["FLOP speedup"] == "1.00×" and both["FLOP speedup"] == "2.00×"
+    assert both["FLOP complementarity"] == "1.00"
+    assert [r["complementarity bs 1"] for r in (main, alone, side)] == ["", "", ""]
+
+
+def test_complementarity_falls_back_to_unpaired_medians() -> None:
+    prune = complementarity_tables(render_markdown(chain_results(), None))[f"`{PRUNE}` + SideNet — best at ≤1 pt"]
+    alone, both = prune[f"`{PRUNE}` alone"], prune[f"`{PRUNE}` + SideNet"]
+    assert alone["speedup bs 64"] == "2.00×‡"  # 0.200 ms / 0.100 ms, no paired ratios recorded
+    assert both["speedup bs 64"] == "2.67×‡"  # 0.200 ms / 0.075 ms
+    assert both["complementarity bs 1"] == "0.64 (0.58–0.71)"  # 2.88/(3.0·1.5); 2.78/(3.1·1.55) … 2.98/(2.9·1.45)
+    assert both["complementarity bs 64"] == "1.11‡"  # 2.667 / (2.0 · 1.2): no spread with an unpaired factor
+    assert both["FLOP complementarity"] == "0.83"  # (1.2/0.36) / ((1.2/0.6) · (1.2/0.6))
+
+
+def test_verdicts_best_chain_and_order() -> None:
+    md = render_markdown(chain_results(), None)
+    section = task_section(md, "mnist")
+    # prune+S is fastest at bs 1 (2.88×) within 1 pt (-0.90): first, and named in the sentence.
+    assert list(complementarity_tables(md)) == [f"`{PRUNE}` + SideNet — best at ≤1 pt", "`int8` + SideNet"]
+    assert (
+        f"Best chain + SideNet at ≤1 pt: `{PRUNE}`, 2.88× at bs 1 (Δ -0.90 pt vs the fp32 MainNet; "
+        f"SideNet alone 1.50×, `{PRUNE}` alone 3.00×)." in section
+    )
+    verdicts = [line for line in section.splitlines() if line.startswith("**Verdict:**")]
+    assert verdicts == [
+        "**Verdict:** bs 1: overlapping (0.64): the SideNet's exit saves less on the compressed MainNet · "
+        "bs 64: super-additive (1.11 > 1.1): the SideNet saves more on the compressed MainNet",
+        "**Verdict:** bs 1: complementary (0.90 ≥ 0.9) · bs 64: partly complementary (0.80) ⚠ noisy",
+    ]
+    assert "Compression steps: `prune` (flops_ratio=0.49)." in section  # dicts (convs) and config left out
+    assert "Compression steps: `int8` (dtype=qint8)." in section
+
+
+def test_best_chain_respects_the_accuracy_budget() -> None:
+    rows = chain_rows()
+    for r in rows:
+        if r["extra_info"]["chain"] == PRUNE and r["extra_info"]["exit"] == "sidenet":
+            r["extra_info"]["test_accuracy"] = 0.905  # -1.50 pt: out of budget, though still the fastest
+    md = render_markdown(chain_results(rows), None)
+    assert next(iter(complementarity_tables(md))) == "`int8` + SideNet — best at ≤1 pt"
+    assert "Best chain + SideNet at ≤1 pt: `int8`, 2.70× at bs 1 (Δ -0.80 pt" in md
+    for r in rows:
+        if r["extra_info"]["exit"] == "sidenet" and r["extra_info"]["chain"] == "int8":
+            r["extra_info"]["test_accuracy"] = 0.91  # exactly -1.00 pt: still within "≤ 1 pt"
+    assert "at ≤1 pt: `int8`, 2.70× at bs 1 (Δ -1.00 pt" in render_markdown(chain_results(rows), None)
+    for r in rows:
+        if r["extra_info"]["exit"] == "sidenet" and r["extra_info"]["chain"] == "int8":
+            r["extra_info"]["test_accuracy"] = 0.9  # -2.00 pt
+    md = render_markdown(chain_results(rows), None)
+    assert "No chain + SideNet stays within 1 pt of the fp32 MainNet's test accuracy with a measured bs 1" in md
+    assert "best at" not in md
+
+
+def test_accuracy_delta_and_dtype_columns_with_chains() -> None:
+    md = render_markdown(chain_results(), None)
+    int8 = complementarity_tables(md)["`int8` + SideNet"]
+    assert [r["dtype"] for r in int8.values()] == ["fp32", "int8", "fp32", "int8"]
+    assert [r["test acc (%)"] for r in int8.values()] == ["92.00", "91.80", "91.50", "91.20"]
+    assert [r["Δ acc (pt)"] for r in int8.values()] == ["ref", "-0.20", "-0.50", "-0.80"]
+    assert int8["`int8` + SideNet"]["exit rate (%)"] == "60.0" and int8["`int8` alone"]["exit rate (%)"] == "0.0"
+    rows = main_rows(md, "mnist")
+    assert list(rows) == [
+        ("none", "none"),
+        ("none", "sidenet"),
+        ("int8", "none"),
+        ("int8", "sidenet"),
+        (PRUNE, "none"),
+        (PRUNE, "sidenet"),
+    ]
+    assert rows[("int8", "none")]["dtype"] == "int8" and rows[(PRUNE, "sidenet")]["dtype"] == "fp32"
+    # A compressed chain's MainNet is no longer its own reference: Δ and speedup vs the fp32 MainNet.
+    assert rows[("int8", "none")]["Δ acc (pt)"] == "-0.20" and rows[("int8", "none")]["speedup bs 1"].startswith(
+        "2.00×"
+    )
+    assert rows[("none", "none")]["speedup bs 1"] == "ref"
+
+
+def test_complementarity_uses_chain_test_accuracy_without_the_alone_row() -> None:
+    rows = [r for r in chain_rows() if not (r["extra_info"]["chain"] == "int8" and r["extra_info"]["exit"] == "none")]
+    md = render_markdown(chain_results(rows), None)
+    alone = complementarity_tables(md)["`int8` + SideNet"]["`int8` alone"]
+    assert alone["test acc (%)"] == "91.80" and alone["Δ acc (pt)"] == "-0.20" and alone["dtype"] == "int8"
+    assert alone["speedup bs 1"] == "—" and alone["exit rate (%)"] == "—"
+    assert "bs 1: — (no `int8` alone row) · bs 64: — (no `int8` alone row)" in md
+
+
+def test_complementarity_formula_and_verdict_thresholds() -> None:
+    from sidenet.report.tables import Complementarity, Speedup, complementarity_from, verdict
+
+    c = complementarity_from(Speedup(2.0, 1.9, 2.1, True), Speedup(1.5, 1.45, 1.55, True), Speedup(2.7, 2.6, 2.8, True))
+    assert c is not None and c.value == pytest.approx(0.9)
+    assert c.lo == pytest.approx(2.6 / (2.1 * 1.55)) and c.hi == pytest.approx(2.8 / (1.9 * 1.45))
+    mixed = complementarity_from(Speedup(2.0), Speedup(1.5, 1.4, 1.6, True), Speedup(3.0, 2.9, 3.1, True))
+    assert mixed is not None and mixed.value == pytest.approx(1.0) and mixed.lo is None and not mixed.paired
+    assert complementarity_from(None, Speedup(1.5), Speedup(3.0)) is None
+    assert verdict(Complementarity(0.97)) == "complementary (0.97 ≥ 0.9)"
+    assert verdict(Complementarity(0.89)) == "partly complementary (0.89)"
+    assert verdict(Complementarity(0.55)).startswith("overlapping (0.55): the SideNet's exit saves less")
+    assert verdict(Complementarity(1.10)) == "complementary (1.10 ≥ 0.9)"
+    assert verdict(Complementarity(1.2)).startswith("super-additive (1.20 > 1.1)")
+    assert verdict(None) == "— (a speedup is missing)"
+
+
+def test_pareto_front_is_the_upper_left_envelope() -> None:
+    from sidenet.report.tables import ParetoPoint, group_by_task, pareto_front, pareto_points
+
+    pts = [ParetoPoint("a", "estimate", lat, acc) for lat, acc in [(3, 0.9), (1, 0.8), (2, 0.7), (1, 0.75), (4, 0.9)]]
+    assert [(p.latency_s, p.accuracy) for p in pareto_front(pts)] == [(1, 0.8), (3, 0.9)]
+    points = pareto_points(group_by_task(chain_results())["mnist"], 1)
+    assert {(p.chain, p.kind) for p in points if p.kind != "estimate"} == {
+        (c, k) for c in ("none", "int8", PRUNE) for k in ("mainnet", "measured")
+    }
+    estimates = [p for p in points if p.kind == "estimate" and p.chain == "int8"]
+    # head_side + (1 − exit_rate) · rest = 0.1 ms + (1 − 0.9) · 0.3 ms at t = 0.5
+    assert estimates[0].latency_s == pytest.approx(0.00013) and estimates[0].threshold == 0.5
+
+
+def test_chains_write_a_pareto_plot(tmp_path: Path) -> None:
+    out = write_report(chain_results(), tmp_path / "c.md")
+    md = out.read_text(encoding="utf-8")
+    pareto = tmp_path / "c_plots" / "mnist_pareto.png"
+    assert pareto.read_bytes()[:8] == PNG_MAGIC
+    section = task_section(md, "mnist")
+    # the Pareto plot sits in the headline, before the table of every row; the other plots still follow
+    assert section.index("](c_plots/mnist_pareto.png)") < section.index("### All rows")
+    assert "](c_plots/mnist_accuracy_vs_latency.png)" in section
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_chainless_results_render_as_before() -> None:
+    md = render_markdown({**make_results(), "benchmarks": cifar_rows()}, "plots")
+    lines = md.splitlines()
+    skeleton = [
+        line
+        for line, nxt in zip(lines, [*lines[1:], ""], strict=True)
+        if line.startswith(("#", "![")) or nxt.startswith("|-")  # headings, images, table header rows
+    ]
+    # Headings, table headers and image links as rendered before compressor chains existed.
+    assert [" ".join(line.split()) for line in skeleton] == [
+        "# sidenet-bench report",
+        "## Environment",
+        "## Task `cifar10`",
+        "| chain | exit | threshold | test acc (%) | Δ acc (pt) | exit rate (%) | FLOPs/sample | FLOP speedup | params "
+        "| p50 latency/sample bs 1 (IQR) | speedup bs 1 | p50 latency/sample bs 64 (IQR) | speedup bs 64 |",
+        "### Operating points",
+        "| threshold | test acc (%) | Δ acc (pt) | exit rate (%) | FLOPs/sample | FLOPs vs MainNet (%) | |",
+        "![accuracy vs FLOPs/sample across the threshold sweep](plots/cifar10_accuracy_vs_flops.png)",
+        "![accuracy vs latency/sample](plots/cifar10_accuracy_vs_latency.png)",
+        "![reliability diagram (test)](plots/cifar10_reliability.png)",
+        "## Notes",
+    ]
+    assert "Complementarity" not in md and "dtype" not in md.split("## Notes")[0]
+
+
+def test_chains_on_two_devices_get_one_headline_and_pareto_plot_each() -> None:
+    from sidenet.report.plots import plan_plots
+
+    gpu = json.loads(json.dumps(chain_rows()))
+    for r in gpu:
+        r["extra_info"]["device"] = "cuda"
+    results = chain_results([*chain_rows(), *gpu])
+    md = render_markdown(results, "p")
+    section = task_section(md, "mnist")
+    assert section.index("#### Device `cpu`") < section.index("#### Device `cuda`") < section.index("### All rows")
+    assert section.count("Best chain + SideNet at ≤1 pt: `prune:ratio=0.5`, 2.88× at bs 1") == 2
+    assert [s.filename for s in plan_plots(results) if s.kind == "pareto"] == [
+        "mnist_cpu_pareto.png",
+        "mnist_cuda_pareto.png",
+    ]

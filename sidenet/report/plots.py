@@ -1,4 +1,5 @@
-"""Per-task figures for the report: accuracy vs FLOPs, accuracy vs latency, reliability diagram.
+"""Per-task figures for the report: accuracy vs FLOPs, accuracy vs latency, reliability diagram, and (with
+compressor chains) the accuracy-vs-latency Pareto plot over every chain × threshold.
 
 Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot): no global backend or figure
 state, so reports can be rendered from tests, threads or a headless box. Which plots exist is decided
@@ -19,15 +20,22 @@ from matplotlib.ticker import NullFormatter
 
 from sidenet import atomic
 from sidenet.report.tables import (
+    NONE,
     Variant,
     as_float,
     batch_sizes,
+    best_batch_size,
+    compressed_chains,
+    devices,
     group_by_task,
     latency_per_sample,
+    pareto_front,
+    pareto_points,
 )
 
 DPI = 110
 FIGSIZE = (6.4, 4.4)
+KINDS = ("pareto", "flops", "latency", "reliability")
 
 
 @dataclass(frozen=True)
@@ -152,11 +160,84 @@ def draw_accuracy_vs_latency(ax: Axes, variants: Sequence[Variant]) -> None:
                 label=None if estimated else f"bs {bs}: estimated from component timings",
             )
             estimated = True
-    positive = [x for x in latencies if x > 0]
-    if positive and max(positive) / min(positive) > 20:
+    _log_x_if_wide(ax, latencies, ratio=20)
+    ax.set_xlabel("latency/sample (ms)")
+    ax.set_ylabel("test accuracy (%)")
+
+
+def _chain_name(chain: str) -> str:
+    return "fp32" if chain == NONE else chain
+
+
+def _log_x_if_wide(ax: Axes, xs: Sequence[float], ratio: float) -> None:
+    positive = [x for x in xs if x > 0]
+    if positive and max(positive) / min(positive) > ratio:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on log axes
-    ax.set_xlabel("latency/sample (ms)")
+
+
+def draw_pareto(ax: Axes, variants: Sequence[Variant]) -> None:
+    """Accuracy vs latency/sample at bs 1 (else the smallest) for every chain × threshold, plus the Pareto front.
+
+    Per chain: the sweep estimated from component timings (line), the MainNet alone (star, measured)
+    and the selected threshold (ring, measured). The front is the upper-left envelope of all points.
+    """
+    bs = best_batch_size(batch_sizes(variants))
+    if bs is None:
+        return
+    points = pareto_points(variants, bs)
+    chains = list(dict.fromkeys(p.chain for p in points))
+    for i, chain in enumerate(chains):
+        color = f"C{i % 10}"
+        mine = [p for p in points if p.chain == chain]
+        est = sorted((p.latency_s * 1e3, 100 * p.accuracy) for p in mine if p.kind == "estimate")
+        if est:
+            ax.plot(
+                [x for x, _ in est],
+                [y for _, y in est],
+                ".-",
+                ms=4,
+                color=color,
+                alpha=0.8,
+                label=f"{_chain_name(chain)} + SideNet (sweep, estimated)",
+            )
+        for p in mine:
+            if p.kind == "mainnet":
+                ax.plot(
+                    p.latency_s * 1e3,
+                    100 * p.accuracy,
+                    "*",
+                    ms=13,
+                    color=color,
+                    zorder=3,
+                    label=f"{_chain_name(chain)} MainNet (measured)",
+                )
+            elif p.kind == "measured":
+                ax.plot(
+                    p.latency_s * 1e3,
+                    100 * p.accuracy,
+                    "o",
+                    ms=9,
+                    mfc="none",
+                    mew=2,
+                    color=color,
+                    zorder=4,
+                    label=f"{_chain_name(chain)} + SideNet (chosen, measured)",
+                )
+    front = pareto_front(points)
+    if len(front) > 1:
+        ax.step(
+            [p.latency_s * 1e3 for p in front],
+            [100 * p.accuracy for p in front],
+            where="post",
+            color="black",
+            ls=":",
+            lw=1.2,
+            zorder=2,
+            label="Pareto front",
+        )
+    _log_x_if_wide(ax, [p.latency_s * 1e3 for p in points], ratio=5)
+    ax.set_xlabel(f"latency/sample at bs {bs} (ms)")
     ax.set_ylabel("test accuracy (%)")
 
 
@@ -222,6 +303,24 @@ def plan_plots(results: dict[str, Any]) -> list[PlotSpec]:
             slug += "_"
         used.add(slug)
         vs = tuple(variants)
+        if compressed_chains(vs):  # the Pareto plot belongs to the complementarity headline
+            several = len(devices(vs)) > 1
+            for device in devices(vs):
+                mine = tuple(v for v in vs if v.device == device)
+                if not compressed_chains(mine):
+                    continue
+                suffix = f"_{_slug(device)}" if several else ""
+                specs.append(
+                    PlotSpec(
+                        task,
+                        "pareto",
+                        f"{slug}{suffix}_pareto.png",
+                        "accuracy vs latency, every chain × threshold, Pareto front"
+                        + (f" ({device})" if several else ""),
+                        draw_pareto,
+                        mine,
+                    )
+                )
         if any(not v.is_mainnet and _sweep(v) is not None for v in vs):
             specs.append(
                 PlotSpec(

@@ -17,17 +17,30 @@ from tabulate import tabulate
 from sidenet import atomic
 from sidenet.report import plots
 from sidenet.report.tables import (
+    BEST_MAX_LOSS_PT,
     DASH,
     NOISY_REL_IQR,
+    Quad,
     Table,
     Variant,
     as_float,
     baseline_for,
+    batch_sizes,
+    best_batch_size,
+    best_quad,
+    best_sentence,
     calibration_line,
+    complementarity,
+    complementarity_missing,
+    complementarity_quads,
+    complementarity_table,
+    compression_line,
+    devices,
     group_by_task,
     main_table,
     md_escape,
     sweep_table,
+    verdict,
 )
 
 NOTES = f"""\
@@ -38,16 +51,17 @@ matmul, convolution and attention only; embeddings, norms, activations and pooli
 FLOPs/sample of an early-exit row is the average over the test set at the chosen threshold.
 - **Threshold** is chosen on the validation split for the accuracy-loss target `target_loss_pt`; \
 test accuracy, exit rate and FLOPs are then measured on the test split (never tuned on it).
-- **Δ acc** is in percentage points vs the MainNet (exit `none`) of the same task and chain.
+- **Δ acc** is in percentage points vs the fp32 uncompressed MainNet (chain `none`, exit `none`) of the \
+same task and device; a compressed chain's MainNet row shows its own accuracy cost.
 - **Latency/sample** = median round time / samples per round (`timing_samples`; one batch when not \
 recorded). ±x% is the IQR of the round times relative to their median; rows with IQR/median > \
 {NOISY_REL_IQR:.2f} are marked ⚠ and kept (a speedup is marked ⚠ when either timing it divides is).
-- **Speedup** = MainNet latency / row latency at the same batch size and chain (ratio of medians); \
-† marks a paired speedup: the median (q1–q3) of per-round ratios from rounds timed interleaved, \
-which cancels drift that a ratio of medians would not.
-- **FLOP speedup** = MainNet FLOPs/sample ÷ row FLOPs/sample: what FLOPs alone predict. Measured speedup ÷ \
+- **Speedup** = fp32 MainNet latency / row latency at the same batch size (ratio of medians); \
+† marks a paired speedup: the median (q1–q3) of per-round ratios from rounds timed interleaved with an \
+fp32 MainNet round, which cancels drift that a ratio of medians would not.
+- **FLOP speedup** = fp32 MainNet FLOPs/sample ÷ row FLOPs/sample: what FLOPs alone predict. Measured speedup ÷ \
 FLOP speedup below 1 means the skipped layers cost less time than their FLOP share (or overheads dominate); \
-above 1, more.
+above 1, more. FLOPs ignore precision: an int8 or fp16 multiply-add counts like an fp32 one (see **dtype**).
 - **sidenet-noexit** is the cascade with a threshold above 1 (nothing exits): the SideNet's pure overhead.
 """
 
@@ -160,22 +174,72 @@ def _operating_points(variants: list[Variant]) -> list[str]:
     return lines
 
 
-def _images(task: str, specs: list[plots.PlotSpec], plot_dir_rel: str | None) -> list[str]:
+def _images(
+    task: str, specs: list[plots.PlotSpec], plot_dir_rel: str | None, kinds: tuple[str, ...] | None = None
+) -> list[str]:
+    """Image links for ``task``'s figures (of ``kinds`` only, when given)."""
     if plot_dir_rel is None:
         return []
-    mine = [s for s in specs if s.task == task]
+    mine = [s for s in specs if s.task == task and (kinds is None or s.kind in kinds)]
     return [line for s in mine for line in (f"![{s.caption}]({quote(f'{plot_dir_rel}/{s.filename}')})", "")]
 
 
+def _verdict_line(quad: Quad, sizes: list[int]) -> str:
+    parts = [f"bs {bs}: {verdict(complementarity(quad, bs), complementarity_missing(quad, bs))}" for bs in sizes]
+    return "**Verdict:** " + (" · ".join(parts) if parts else DASH)
+
+
+def _complementarity(variants: list[Variant]) -> list[str]:
+    """The headline per device: best chain sentence, then per chain a verdict and its four-row table."""
+    quads = complementarity_quads(variants)
+    if not quads:
+        return []
+    lines = ["### Complementarity: compressor chain × SideNet", ""]
+    show_device = len(devices(variants)) > 1
+    for device in devices(variants):
+        mine = [q for q in quads if q.device == device]
+        if not mine:
+            continue
+        sizes = batch_sizes([v for v in variants if v.device == device])
+        if show_device:
+            lines += [f"#### Device {_code(device)}", ""]
+        bs = best_batch_size(sizes)
+        lines += [best_sentence(mine, bs), ""]
+        best = best_quad(mine, bs)
+        ordered = [best.quad, *(q for q in mine if q is not best.quad)] if best is not None else mine
+        notes: list[str] = []
+        for quad in ordered:
+            mark = f" — best at ≤{BEST_MAX_LOSS_PT:g} pt" if best is not None and quad is best.quad else ""
+            lines += [f"{'#####' if show_device else '####'} {_code(quad.chain)} + SideNet{mark}", ""]
+            lines += [_verdict_line(quad, sizes), ""]
+            steps = compression_line(quad)
+            if steps:
+                lines += [steps, ""]
+            table = complementarity_table(quad, sizes)
+            lines += _table(Table(table.headers, table.rows, []))
+            notes += [n for n in table.footnotes if n not in notes]
+        lines += [*(f"- {note}" for note in notes), ""]
+    return lines
+
+
 def render_markdown(results: dict[str, Any], plot_dir_rel: str | None) -> str:
-    """The whole report as Markdown; plot links point into ``plot_dir_rel`` (None: no plots)."""
+    """The whole report as Markdown; plot links point into ``plot_dir_rel`` (None: no plots).
+
+    Per task: the complementarity headline and the Pareto plot (only when the task has compressed
+    chains), the table of every row, the operating points, then the other figures.
+    """
     specs = plots.plan_plots(results) if plot_dir_rel is not None else []
     lines = [*_header(results), *_environment(results)]
     for task, variants in group_by_task(results).items():
         lines += [f"## Task {_code(task)}", ""]
+        headline = _complementarity(variants)
+        if headline:
+            lines += headline
+            lines += _images(task, specs, plot_dir_rel, kinds=("pareto",))
+            lines += ["### All rows", ""]
         lines += _table(main_table(variants))
         lines += _operating_points(variants)
-        lines += _images(task, specs, plot_dir_rel)
+        lines += _images(task, specs, plot_dir_rel, kinds=tuple(k for k in plots.KINDS if k != "pareto"))
     lines.append(NOTES)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -17,6 +17,9 @@ DASH = "—"
 NOISY_REL_IQR = 0.10  # IQR/median above this flags a latency as noisy (kept, never dropped)
 PAIRED_MARK = "†"
 NOISY_MARK = "⚠"
+UNPAIRED_MARK = "‡"
+NONE = "none"  # the empty chain / the exit system "MainNet alone"
+SIDENET = "sidenet"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -72,12 +75,40 @@ def batch_sizes(variants: Sequence[Variant]) -> list[int]:
     return sorted({bs for v in variants for bs in v.rows})
 
 
-def baseline_for(variant: Variant, variants: Sequence[Variant]) -> Variant | None:
-    """The MainNet row (exit "none") of the same task, chain and device — what Δ and speedup compare to."""
+def find_variant(variants: Sequence[Variant], chain: str, exit_: str, device: str) -> Variant | None:
     for v in variants:
-        if v.is_mainnet and v.chain == variant.chain and v.device == variant.device:
+        if v.chain == chain and v.exit == exit_ and v.device == device:
             return v
     return None
+
+
+def baseline_for(variant: Variant, variants: Sequence[Variant]) -> Variant | None:
+    """The fp32 uncompressed MainNet (chain "none", exit "none") on the same device: what Δ and speedup compare to.
+
+    Every row of every chain compares to this one row, as the harness's paired timings do (each round
+    of a row is paired with a round of the fp32 MainNet), so a compressed chain's MainNet shows its own
+    speedup and accuracy cost instead of being a reference itself.
+    """
+    return find_variant(variants, NONE, NONE, variant.device)
+
+
+def devices(variants: Sequence[Variant]) -> list[str]:
+    return list(dict.fromkeys(v.device for v in variants))
+
+
+def compressed_chains(variants: Sequence[Variant]) -> list[str]:
+    """Chains other than "none", in report order."""
+    return list(dict.fromkeys(v.chain for v in sorted(variants, key=_variant_order) if v.chain != NONE))
+
+
+def dtype_of(variant: Variant | None) -> str | None:
+    """Compute precision of the row's MainNet; chain "none" is fp32 when the row predates the ``dtype`` key."""
+    if variant is None:
+        return None
+    dtype = variant.get("dtype")
+    if isinstance(dtype, str) and dtype:
+        return dtype
+    return "fp32" if variant.chain == NONE else None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -247,6 +278,10 @@ def fmt_speedup(s: Speedup | None, noisy: bool = False) -> str:
     return text
 
 
+def fmt_text(x: Any) -> str:
+    return DASH if x in (None, "") else md_escape(str(x))
+
+
 def md_escape(text: str) -> str:
     """Keep table cells intact: a literal ``|`` would split a Markdown table column."""
     return text.replace("|", "\\|")
@@ -265,11 +300,17 @@ class Table:
 
 
 def main_table(variants: Sequence[Variant]) -> Table:
-    """One row per (chain, exit[, device]); latency and speedup columns for each batch size present."""
+    """One row per (chain, exit[, device]); latency and speedup columns for each batch size present.
+
+    Δ acc, FLOP speedup and speedup compare every row to the fp32 uncompressed MainNet (:func:`baseline_for`).
+    A ``dtype`` column appears once the task has compressed chains (int8 FLOPs are counted like fp32 ones).
+    """
     sizes = batch_sizes(variants)
     show_device = len({v.device for v in variants}) > 1
+    show_dtype = show_dtype_column(variants)
     headers = ["chain", "exit", *(["device"] if show_device else [])]
-    headers += ["threshold", "test acc (%)", "Δ acc (pt)", "exit rate (%)", "FLOPs/sample", "FLOP speedup", "params"]
+    headers += ["threshold", "test acc (%)", "Δ acc (pt)", "exit rate (%)", "FLOPs/sample"]
+    headers += [*(["dtype"] if show_dtype else []), "FLOP speedup", "params"]
     for bs in sizes:
         headers += [f"p50 latency/sample bs {bs} (IQR)", f"speedup bs {bs}"]
     rows: list[list[str]] = []
@@ -285,6 +326,7 @@ def main_table(variants: Sequence[Variant]) -> Table:
             "ref" if is_ref else fmt_pt(delta_acc_pt(v, base)),
             fmt_pct(v.get("exit_rate"), decimals=1),
             fmt_flops(v.get("flops_per_sample")),
+            *([fmt_text(dtype_of(v))] if show_dtype else []),
             "ref" if is_ref else fmt_ratio(flop_speedup(v, base)),
             fmt_params(v.get("params")),
         ]
@@ -308,10 +350,15 @@ def main_table(variants: Sequence[Variant]) -> Table:
     footnotes = list(noisy_notes)
     if any_paired:
         footnotes.append(
-            f"{PAIRED_MARK} paired speedup: median (q1–q3) of per-round MainNet/this-row time ratios, rounds "
+            f"{PAIRED_MARK} paired speedup: median (q1–q3) of per-round fp32-MainNet/this-row time ratios, rounds "
             "timed interleaved; unmarked speedups are ratios of median latencies."
         )
     return Table(headers, rows, footnotes)
+
+
+def show_dtype_column(variants: Sequence[Variant]) -> bool:
+    """A dtype column only when precision can differ: compressed chains, or a row that records a non-fp32 dtype."""
+    return bool(compressed_chains(variants)) or any(dtype_of(v) not in (None, "fp32") for v in variants)
 
 
 def sweep_table(variant: Variant, base: Variant | None) -> Table | None:
@@ -379,3 +426,385 @@ def calibration_line(variant: Variant) -> str:
         return DASH if v is None else f"{v:.3f}"
 
     return f"Calibration (ECE, 15 bins, test): MainNet {ece('main_ece')} · SideNet {ece('side_ece')}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Complementarity: does the SideNet still pay off on a compressed MainNet?
+# ---------------------------------------------------------------------------------------------------
+
+COMPLEMENTARY_AT = 0.9  # the project's goal: speedup(C+S) keeps ≥ 90% of speedup(C) · speedup(S)
+PARTLY_AT = 0.7
+SUPER_ADDITIVE_ABOVE = 1.1
+BEST_MAX_LOSS_PT = 1.0
+
+
+@dataclass(frozen=True)
+class Quad:
+    """The four systems one complementarity table compares, for chain ``chain`` on ``device``.
+
+    ``mainnet``: fp32 MainNet (chain none, exit none); ``alone``: the compressed MainNet (chain C, exit
+    none); ``side``: fp32 MainNet + SideNet (chain none, exit sidenet); ``both``: chain C + SideNet.
+    Any of them may be missing from the results.
+    """
+
+    chain: str
+    device: str
+    mainnet: Variant | None
+    alone: Variant | None
+    side: Variant | None
+    both: Variant | None
+
+
+def complementarity_quads(variants: Sequence[Variant]) -> list[Quad]:
+    """One :class:`Quad` per (device, compressed chain), devices in first-seen order, chains in report order."""
+    quads = []
+    for device in devices(variants):
+        mine = [v for v in variants if v.device == device]
+        for chain in compressed_chains(mine):
+            quads.append(
+                Quad(
+                    chain,
+                    device,
+                    mainnet=find_variant(mine, NONE, NONE, device),
+                    alone=find_variant(mine, chain, NONE, device),
+                    side=find_variant(mine, NONE, SIDENET, device),
+                    both=find_variant(mine, chain, SIDENET, device),
+                )
+            )
+    return quads
+
+
+def fp32_accuracy(quad: Quad) -> float | None:
+    """The fp32 MainNet's test accuracy: its own row, else the copy every row carries."""
+    if quad.mainnet is not None and as_float(quad.mainnet.get("test_accuracy")) is not None:
+        return as_float(quad.mainnet.get("test_accuracy"))
+    for v in (quad.alone, quad.side, quad.both):
+        if v is not None and as_float(v.get("mainnet_test_accuracy")) is not None:
+            return as_float(v.get("mainnet_test_accuracy"))
+    return None
+
+
+def alone_accuracy(quad: Quad) -> float | None:
+    """The compressed MainNet's test accuracy: its own row, else ``chain_test_accuracy`` of the C + SideNet row."""
+    if quad.alone is not None and as_float(quad.alone.get("test_accuracy")) is not None:
+        return as_float(quad.alone.get("test_accuracy"))
+    return as_float(quad.both.get("chain_test_accuracy")) if quad.both is not None else None
+
+
+def _delta_pt(acc: float | None, ref: float | None) -> float | None:
+    return None if acc is None or ref is None else 100.0 * (acc - ref)
+
+
+def _involved_noisy(quad: Quad, bs: int, members: Sequence[Variant | None]) -> bool:
+    """Any timing a speedup at ``bs`` rests on is noisy (the fp32 MainNet's too, when a ratio is unpaired)."""
+    rows = [v.rows.get(bs) for v in members if v is not None]
+    noisy = any(r is not None and is_noisy(r) for r in rows)
+    base_row = quad.mainnet.rows.get(bs) if quad.mainnet is not None else None
+    unpaired = any((s := speedup(v, quad.mainnet, bs)) is not None and not s.paired for v in members if v is not None)
+    return noisy or (unpaired and base_row is not None and is_noisy(base_row))
+
+
+@dataclass(frozen=True)
+class Complementarity:
+    """speedup(C+S) / (speedup(C) · speedup(S)) at one batch size; 1.0 = the two savings multiply."""
+
+    value: float
+    lo: float | None = None
+    hi: float | None = None
+    paired: bool = False  # all three speedups are medians of paired per-round ratios
+    noisy: bool = False
+
+
+def complementarity_from(s_c: Speedup | None, s_s: Speedup | None, s_cs: Speedup | None) -> Complementarity | None:
+    """Complementarity from the three speedups vs the fp32 MainNet (medians), with a spread when all are paired.
+
+    The spread combines each speedup's q1–q3 at its extremes (interval arithmetic):
+    lo = q1(C+S) / (q3(C) · q3(S)), hi = q3(C+S) / (q1(C) · q1(S)). It is deliberately conservative: the
+    three rows are timed in separate benchmarks, so their rounds are not paired with each other, and
+    multiplying per-round ratios index by index would pair rounds arbitrarily.
+    """
+    if s_c is None or s_s is None or s_cs is None or s_c.value <= 0 or s_s.value <= 0:
+        return None
+    value = s_cs.value / (s_c.value * s_s.value)
+    paired = s_c.paired and s_s.paired and s_cs.paired
+    c_q1, c_q3, s_q1, s_q3, cs_q1, cs_q3 = s_c.q1, s_c.q3, s_s.q1, s_s.q3, s_cs.q1, s_cs.q3
+    if not paired or c_q1 is None or c_q3 is None or s_q1 is None or s_q3 is None or cs_q1 is None or cs_q3 is None:
+        return Complementarity(value, paired=paired)
+    if min(c_q1, s_q1) <= 0:
+        return Complementarity(value, paired=True)
+    return Complementarity(value, cs_q1 / (c_q3 * s_q3), cs_q3 / (c_q1 * s_q1), paired=True)
+
+
+def complementarity(quad: Quad, bs: int) -> Complementarity | None:
+    """Measured complementarity of ``quad.chain`` and the SideNet at batch size ``bs``."""
+    if quad.alone is None or quad.side is None or quad.both is None:
+        return None
+    c = complementarity_from(*(speedup(v, quad.mainnet, bs) for v in (quad.alone, quad.side, quad.both)))
+    if c is None:
+        return None
+    noisy = _involved_noisy(quad, bs, [quad.alone, quad.side, quad.both])
+    return Complementarity(c.value, c.lo, c.hi, c.paired, noisy)
+
+
+def flop_complementarity(quad: Quad) -> float | None:
+    """The same formula with FLOP speedups (precision ignored: int8 FLOPs count like fp32 ones)."""
+    if quad.mainnet is None:
+        return None
+    alone, side, both = (
+        flop_speedup(v, quad.mainnet) if v is not None else None for v in (quad.alone, quad.side, quad.both)
+    )
+    if alone is None or side is None or both is None or alone <= 0 or side <= 0:
+        return None
+    return both / (alone * side)
+
+
+def complementarity_missing(quad: Quad, bs: int) -> list[str]:
+    """What a complementarity at ``bs`` lacks: absent rows, or rows without a timing at that batch size."""
+    missing = []
+    chain = f"`{md_escape(quad.chain)}`"
+    for label, v in ((f"{chain} alone", quad.alone), ("SideNet alone", quad.side), (f"{chain} + SideNet", quad.both)):
+        if v is None:
+            missing.append(f"no {label} row")
+        elif speedup(v, quad.mainnet, bs) is None:
+            missing.append(f"no {label} speedup at bs {bs}")
+    return missing
+
+
+def verdict(c: Complementarity | None, missing: Sequence[str] = ()) -> str:
+    """One phrase from the measured number (compared as displayed, two decimals); ⚠ when its timings are noisy."""
+    if c is None:
+        return f"{DASH} ({', '.join(missing)})" if missing else f"{DASH} (a speedup is missing)"
+    v = round(c.value, 2)
+    if v > SUPER_ADDITIVE_ABOVE:
+        text = f"super-additive ({v:.2f} > {SUPER_ADDITIVE_ABOVE:g}): the SideNet saves more on the compressed MainNet"
+    elif v >= COMPLEMENTARY_AT:
+        text = f"complementary ({v:.2f} ≥ {COMPLEMENTARY_AT:g})"
+    elif v >= PARTLY_AT:
+        text = f"partly complementary ({v:.2f})"
+    else:
+        text = f"overlapping ({v:.2f}): the SideNet's exit saves less on the compressed MainNet"
+    return text + (f" {NOISY_MARK} noisy" if c.noisy else "")
+
+
+def best_batch_size(sizes: Sequence[int]) -> int | None:
+    """The batch size the headline speedup is quoted at: 1 when measured, else the smallest."""
+    return 1 if 1 in sizes else (min(sizes) if sizes else None)
+
+
+@dataclass(frozen=True)
+class Best:
+    quad: Quad
+    bs: int
+    speedup: Speedup
+    delta_pt: float
+
+
+def best_quad(quads: Sequence[Quad], bs: int | None, max_loss_pt: float = BEST_MAX_LOSS_PT) -> Best | None:
+    """The C + SideNet system with the highest speedup at ``bs`` among those within ``max_loss_pt`` of fp32."""
+    best: Best | None = None
+    if bs is None:
+        return None
+    for q in quads:
+        if q.both is None:
+            continue
+        delta = _delta_pt(as_float(q.both.get("test_accuracy")), fp32_accuracy(q))
+        s = speedup(q.both, q.mainnet, bs)
+        if delta is None or s is None or round(delta, 2) < -max_loss_pt:
+            continue
+        if best is None or s.value > best.speedup.value:
+            best = Best(q, bs, s, delta)
+    return best
+
+
+def best_sentence(quads: Sequence[Quad], bs: int | None, max_loss_pt: float = BEST_MAX_LOSS_PT) -> str:
+    best = best_quad(quads, bs, max_loss_pt)
+    if best is None:
+        where = f" with a measured bs {bs} speedup" if bs is not None else ""
+        return f"No chain + SideNet stays within {max_loss_pt:g} pt of the fp32 MainNet's test accuracy{where}."
+    q = best.quad
+    text = (
+        f"Best chain + SideNet at ≤{max_loss_pt:g} pt: `{md_escape(q.chain)}`, {best.speedup.value:.2f}× at bs "
+        f"{best.bs} (Δ {best.delta_pt:+.2f} pt vs the fp32 MainNet"
+    )
+    side = speedup(q.side, q.mainnet, best.bs) if q.side is not None else None
+    alone = speedup(q.alone, q.mainnet, best.bs) if q.alone is not None else None
+    if side is not None:
+        text += f"; SideNet alone {side.value:.2f}×"
+    if alone is not None:
+        text += f", `{md_escape(q.chain)}` alone {alone.value:.2f}×"
+    return text + ")."
+
+
+def fmt_complementarity(c: Complementarity | None) -> str:
+    if c is None:
+        return DASH
+    text = f"{c.value:.2f}"
+    if c.lo is not None and c.hi is not None:
+        text += f" ({c.lo:.2f}–{c.hi:.2f})"
+    if not c.paired:
+        text += UNPAIRED_MARK
+    return text + (f" {NOISY_MARK}" if c.noisy else "")
+
+
+def _fmt_speedup_marked(s: Speedup | None, noisy: bool) -> str:
+    """Like :func:`fmt_speedup`, with unpaired ratios of medians marked ‡ (the table mixes both kinds)."""
+    if s is None or s.paired:
+        return fmt_speedup(s)
+    return f"{s.value:.2f}×{UNPAIRED_MARK}" + (f" {NOISY_MARK}" if noisy else "")
+
+
+def compression_line(quad: Quad) -> str | None:
+    """What each chain step recorded (scalar facts only), e.g. ``prune`` flops_ratio=0.49; None when not recorded."""
+    source = next(
+        (v.get("compression") for v in (quad.alone, quad.both) if v is not None and v.get("compression")), None
+    )
+    if not isinstance(source, list):
+        return None
+    parts = []
+    for step in source:
+        if not isinstance(step, dict):
+            continue
+        name = md_escape(str(step.get("compressor", "?")))
+        facts = [
+            f"{md_escape(str(k))}={float(val):.3g}" if isinstance(val, float) else f"{md_escape(str(k))}={val}"
+            for k, val in step.items()
+            if k not in ("compressor", "config") and isinstance(val, (str, int, float)) and not isinstance(val, bool)
+        ]
+        parts.append(f"`{name}`" + (f" ({', '.join(facts)})" if facts else ""))
+    return "Compression steps: " + "; ".join(parts) + "." if parts else None
+
+
+def complementarity_table(quad: Quad, sizes: Sequence[int]) -> Table:
+    """MainNet (fp32) | C alone | SideNet alone | C + SideNet, every number vs the fp32 MainNet."""
+    chain = f"`{md_escape(quad.chain)}`"
+    ref_acc = fp32_accuracy(quad)
+    headers = ["system", "dtype", "test acc (%)", "Δ acc (pt)", "exit rate (%)", "FLOPs/sample", "FLOP speedup"]
+    for bs in sizes:
+        headers += [f"p50 latency/sample bs {bs} (IQR)", f"speedup bs {bs}"]
+    headers += [*(f"complementarity bs {bs}" for bs in sizes), "FLOP complementarity"]
+    members: list[tuple[str, Variant | None, float | None, str | None]] = [
+        ("MainNet (fp32)", quad.mainnet, ref_acc, dtype_of(quad.mainnet) or "fp32"),
+        (f"{chain} alone", quad.alone, alone_accuracy(quad), dtype_of(quad.alone) or dtype_of(quad.both)),
+        (
+            "SideNet alone",
+            quad.side,
+            as_float(quad.side.get("test_accuracy")) if quad.side else None,
+            dtype_of(quad.side) or "fp32",
+        ),
+        (
+            f"{chain} + SideNet",
+            quad.both,
+            as_float(quad.both.get("test_accuracy")) if quad.both else None,
+            dtype_of(quad.both) or dtype_of(quad.alone),
+        ),
+    ]
+    rows: list[list[str]] = []
+    marks: set[str] = set()
+    for i, (label, v, acc, dtype) in enumerate(members):
+        is_ref = i == 0
+        cells = [
+            label,
+            fmt_text(dtype),
+            fmt_pct(acc),
+            "ref" if is_ref else fmt_pt(_delta_pt(acc, ref_acc)),
+            fmt_pct(v.get("exit_rate"), decimals=1) if v is not None else DASH,
+            fmt_flops(v.get("flops_per_sample")) if v is not None else DASH,
+            "ref" if is_ref else fmt_ratio(flop_speedup(v, quad.mainnet) if v is not None else None),
+        ]
+        for bs in sizes:
+            row = v.rows.get(bs) if v is not None else None
+            cells.append(fmt_latency(row))
+            if is_ref:
+                cells.append("ref" if row is not None else DASH)
+                continue
+            s = speedup(v, quad.mainnet, bs) if v is not None else None
+            if s is not None:
+                marks.add(PAIRED_MARK if s.paired else UNPAIRED_MARK)
+            cells.append(_fmt_speedup_marked(s, noisy=v is not None and _involved_noisy(quad, bs, [v])))
+        if i == 3:
+            for bs in sizes:
+                c = complementarity(quad, bs)
+                if c is not None and c.noisy:
+                    marks.add(NOISY_MARK)
+                cells.append(fmt_complementarity(c))
+            fc = flop_complementarity(quad)
+            cells.append(DASH if fc is None else f"{fc:.2f}")
+        else:
+            cells += [""] * (len(sizes) + 1)
+        rows.append(cells)
+    notes = [
+        "complementarity = speedup(C + SideNet) / (speedup(C) · speedup(SideNet)), each speedup vs the fp32 "
+        f"MainNet at the same batch size, from medians: 1.0 = the savings multiply, ≥ {COMPLEMENTARY_AT:g} "
+        "counts as complementary. In parentheses: a conservative spread, the speedups' q1–q3 combined at "
+        "their extremes (the three rows are timed in separate benchmarks, so their rounds are not paired "
+        "with each other and per-round products would pair rounds arbitrarily).",
+        "FLOP complementarity: the same formula with FLOP speedups; FLOPs ignore precision (an int8 "
+        "multiply-add counts like an fp32 one), so it only tells whether the exit skips the same share of work.",
+    ]
+    if PAIRED_MARK in marks:
+        notes.append(
+            f"{PAIRED_MARK} paired speedup: median (q1–q3) of per-round fp32-MainNet/this-row time ratios, "
+            "rounds timed interleaved."
+        )
+    if UNPAIRED_MARK in marks:
+        notes.append(
+            f"{UNPAIRED_MARK} unpaired: ratio of per-sample median latencies vs the fp32 MainNet row (the row "
+            "records no paired_speedup); no spread is given for a complementarity that uses one."
+        )
+    if NOISY_MARK in marks:
+        notes.append(
+            f"{NOISY_MARK} rests on a timing with IQR/median > {NOISY_REL_IQR:.2f} (kept; see the table below)."
+        )
+    return Table(headers, rows, notes)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pareto front: accuracy vs latency over every chain × threshold
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    chain: str
+    kind: str  # "mainnet" (chain C alone, measured), "measured" (selected threshold), "estimate" (sweep)
+    latency_s: float  # per sample
+    accuracy: float
+    threshold: float | None = None
+
+
+def pareto_points(variants: Sequence[Variant], bs: int) -> list[ParetoPoint]:
+    """Every chain's MainNet alone and SideNet operating points at ``bs`` (one device's variants).
+
+    Sweep points are estimated as head_side + (1 − exit_rate(t)) · rest from the row's component timings,
+    as the accuracy-vs-latency plot does; the selected threshold is also shown as measured.
+    """
+    points: list[ParetoPoint] = []
+    for v in sorted(variants, key=_variant_order):
+        row = v.rows.get(bs)
+        acc = as_float(v.get("test_accuracy"))
+        if v.exit not in (NONE, SIDENET) or row is None:
+            continue
+        if acc is not None and latency_per_sample(row) > 0:
+            kind = "mainnet" if v.is_mainnet else "measured"
+            points.append(ParetoPoint(v.chain, kind, latency_per_sample(row), acc, as_float(v.get("threshold"))))
+        comp, sweep = row["extra_info"].get("component_latency_s"), v.get("sweep")
+        if v.is_mainnet or not isinstance(comp, dict) or not isinstance(sweep, dict):
+            continue
+        head_side, rest = as_float(comp.get("head_side")), as_float(comp.get("rest"))
+        if head_side is None or rest is None:
+            continue
+        columns = [sweep.get(k) or [] for k in ("threshold", "exit_rate", "test_accuracy")]
+        for thr, rate, a in zip(*columns, strict=False):
+            rate_v, acc_v = as_float(rate), as_float(a)
+            if rate_v is not None and acc_v is not None:
+                points.append(ParetoPoint(v.chain, "estimate", head_side + (1.0 - rate_v) * rest, acc_v, as_float(thr)))
+    return points
+
+
+def pareto_front(points: Sequence[ParetoPoint]) -> list[ParetoPoint]:
+    """The upper-left envelope: points no other point beats on both latency (≤) and accuracy (≥), fastest first."""
+    front: list[ParetoPoint] = []
+    for p in sorted(points, key=lambda p: (p.latency_s, -p.accuracy)):
+        if not front or p.accuracy > front[-1].accuracy:
+            front.append(p)
+    return front
