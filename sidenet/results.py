@@ -33,7 +33,12 @@ REQUIRED_KEYS: tuple[str, ...] = (
 
 # Keys the harness also writes (optional for readers; the report degrades gracefully without them):
 #   timing_samples: int              inputs per timed round (latency per sample = round time / this)
-#   mainnet_test_accuracy: float     the same task's MainNet (same chain) test accuracy
+#   mainnet_test_accuracy: float     the task's fp32, uncompressed MainNet: the reference of every Δ and speedup
+#   mainnet_flops_per_sample: float  the same fp32 MainNet's FLOPs per sample
+#   chain_test_accuracy: float       the MainNet after this row's chain, alone (no exit)
+#   chain_flops_per_sample: float    its FLOPs per sample (int8 counted like fp32: see dtype)
+#   dtype: str                       compute precision after the chain: fp32 | int8 | fp16 | bf16
+#   compression: [{"compressor", "config", <measured facts>, ...}]   one entry per chain step
 #   target_loss_pt: float            accuracy-loss target the threshold was chosen for, on validation
 #   tap: str                         where the SideNet is attached ("layer1", "3", ...)
 #   val_accuracy, val_exit_rate      the cascade on validation at the chosen threshold
@@ -42,7 +47,8 @@ REQUIRED_KEYS: tuple[str, ...] = (
 #   sweep: {"threshold": [...], "test_accuracy": [...], "exit_rate": [...], "flops_per_sample": [...]}
 #   component_latency_s: {"head_side": s, "rest": s}     per sample, measured at this batch size
 #   flops_breakdown: {"head": f, "side": f, "rest": f}   per sample, each part on all rows
-#   paired_speedup: [...]            per-round MainNet time / this row's time, timed interleaved
+#   paired_speedup: [...]            per-round fp32-MainNet time / this row's time, timed interleaved (every row
+#                                    except the fp32 MainNet's own); its median is the row's speedup
 #   versions: {"torch": ..., "torchvision": ..., "transformers": ..., "sidenet-bench": ...}
 
 
