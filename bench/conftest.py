@@ -74,7 +74,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fixed exit threshold in [0, 1] for the sidenet cells instead of selection on validation",
     )
     g.addoption(
-        "--bench-timing-samples", type=int, default=320, help="inputs per timed round (a fixed stratified test subset)"
+        "--bench-timing-samples", type=int, default=192, help="inputs per timed round (a fixed stratified test subset)"
     )
     g.addoption("--bench-rounds", type=int, default=7, help="timed rounds per benchmark (plus one warm-up round)")
     g.addoption("--bench-device", default="cpu", choices=("cpu", "cuda"), help="device to time on")

@@ -86,6 +86,12 @@ def _description(item: Any) -> str:
     return lines[0].strip() if lines else ""
 
 
+def _chains(item: Any) -> str:
+    """A task's default compressor chains (what `run` measures when no --chain is given)."""
+    chains = tuple(getattr(item, "default_chains", ()) or ())
+    return f" [default chains: {', '.join(chains)}]" if chains and chains != ("none",) else ""
+
+
 def _listing(module: str, attr: str) -> list[str]:
     """Lines for one registry; a module that cannot be imported yet is reported, not fatal."""
     try:
@@ -95,7 +101,7 @@ def _listing(module: str, attr: str) -> list[str]:
     if isinstance(registry, dict):  # a plain name → description table (e.g. the harness's exit systems)
         entries = [(str(name), str(text)) for name, text in registry.items()]
     else:
-        entries = [(name, _description(registry.get(name))) for name in registry.names()]
+        entries = [(name, _description(registry.get(name)) + _chains(registry.get(name))) for name in registry.names()]
     if not entries:
         return ["(none yet)"]
     width = max(len(n) for n, _ in entries)
@@ -274,7 +280,7 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--batch-size", action="append", type=int, metavar="N", help="batch size (repeatable; 1 and 64)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device to time on (default cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads, pinned (default: all cores)")
-    p.add_argument("--timing-samples", type=int, default=320, metavar="N", help="inputs per timed round (320)")
+    p.add_argument("--timing-samples", type=int, default=192, metavar="N", help="inputs per timed round (192)")
     p.add_argument("--rounds", type=int, default=7, metavar="N", help="timed rounds per cell (7, plus a warm-up)")
     p.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports)")
     p.add_argument("--name", metavar="NAME", help="report name (default: from device, CPU and threads)")

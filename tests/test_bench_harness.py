@@ -231,14 +231,27 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
         "--bench-task", "tiny-resnet", "--bench-task", "tiny-bert", "--bench-batch-size", "1",
         "--bench-batch-size", "8", "--bench-rounds", "2", "--bench-timing-samples", "16", "--bench-threads", "1",
         "--bench-out", str(out), "--bench-name", "ci", f"--benchmark-json={tmp_path / 'pb.json'}",
+        "--bench-chain", "none", "--bench-chain", "int8",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = load_results(out / "results" / "ci.json")
     rows = results["benchmarks"]
-    cells = {(b["extra_info"]["task"], b["extra_info"]["exit"], b["extra_info"]["batch_size"]) for b in rows}
-    assert cells == {(t, e, bs) for t in ("tiny-resnet", "tiny-bert") for e in ("none", "sidenet", "sidenet-noexit")
-                     for bs in (1, 8)}  # fmt: skip
+    key = ("task", "chain", "exit", "batch_size")
+    cells = {tuple(b["extra_info"][k] for k in key) for b in rows}
+    assert cells == {(t, "none", e, bs) for t in ("tiny-resnet", "tiny-bert")
+                     for e in ("none", "sidenet", "sidenet-noexit") for bs in (1, 8)} | {
+        (t, "int8", e, bs) for t in ("tiny-resnet", "tiny-bert") for e in ("none", "sidenet") for bs in (1, 8)
+    }  # fmt: skip
+    for b in rows:
+        info = b["extra_info"]
+        assert info["dtype"] == ("int8" if info["chain"] == "int8" else "fp32")
+        if info["chain"] == "int8":  # int8 FLOPs are counted like fp32 ones; the chain is paired with fp32 too
+            assert [s["compressor"] for s in info["compression"]] == ["int8"]
+            assert len(info["paired_speedup"]) == 2
+            if info["exit"] == "none":
+                assert info["flops_per_sample"] == pytest.approx(info["mainnet_flops_per_sample"], rel=1e-6)
+    rows = [b for b in rows if b["extra_info"]["chain"] == "none"]
     for b in rows:
         info = b["extra_info"]
         assert all(k in info for k in REQUIRED_KEYS)
@@ -260,6 +273,7 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
     assert load_results(tmp_path / "pb.json")["benchmarks"]
     report = (out / "ci.md").read_text()
     assert "## Task `tiny-resnet`" in report and "## Task `tiny-bert`" in report
+    assert report.count("`int8` + SideNet") >= 2  # the complementarity table of each task
     assert not list(out.rglob("*.partial"))
 
 
