@@ -9,7 +9,8 @@ Each compressor is a frozen config dataclass registered in ``COMPRESSORS`` by na
 ``config_from_step("prune", {"ratio": "0.5"})`` builds a config from a chain step's string parameters.
 Compressed models keep the torchvision ResNet / BERT attribute layout, so ``sidenet.split_model`` and a
 SideNet attach after compression. Importing this package registers FlopCounterMode formulas for the
-quantised ops (``compressors.flops``).
+quantised ops (``compressors.flops``) and for the ONNX Runtime graphs of ``Int8Config(backend="ort")``
+(``compressors.ort``).
 """
 
 from compressors.base import (
@@ -25,6 +26,7 @@ from compressors.base import (
 )
 from compressors.distill import DistilConfig
 from compressors.flops import register_quantized_formulas
+from compressors.ort import OrtBertClassifier, OrtBertSplit
 from compressors.prune import PruneConfig
 from compressors.quantize import Bf16Config, Fp16Config, Int8Config
 
@@ -39,6 +41,8 @@ __all__ = [
     "DistilConfig",
     "Fp16Config",
     "Int8Config",
+    "OrtBertClassifier",
+    "OrtBertSplit",
     "PruneConfig",
     "compose_",
     "compress_",

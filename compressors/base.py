@@ -382,9 +382,11 @@ def logits_of(model: nn.Module, inputs: Inputs) -> torch.Tensor:
 
 
 def is_quantized(model: nn.Module) -> bool:
-    """True when ``model`` holds torch.ao quantised modules (static or dynamic int8)."""
+    """True when ``model`` holds torch.ao quantised modules (static or dynamic int8), or is a module that
+    says it runs int8 elsewhere (``sidenet_int8 = True``, e.g. the ONNX Runtime wrapper of compressors.ort)."""
     return any(
-        type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))
+        getattr(m, "sidenet_int8", False) is True
+        or type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))
         for m in model.modules()
     )
 

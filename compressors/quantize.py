@@ -17,6 +17,10 @@ tie the compressed model to one tap. ``avgpool`` and the classifier ``fc`` stay 
 torch.qint8)``) of each ``bert.encoder.layer[i]`` in place; embeddings stay fp32 and the pooler +
 classifier too unless ``include_head=True``.
 
+**int8, BERT — ``backend="ort"``**: ONNX Runtime dynamic int8 through optimum instead of torch.ao
+(:mod:`compressors.ort`): returns an :class:`~compressors.ort.OrtBertClassifier` wrapper (HF call
+convention, its own head/rest graphs per tap via ``sidenet_split``); CPU only, BERT only.
+
 The quantised engine is process-global in PyTorch: applying ``int8`` sets
 ``torch.backends.quantized.engine = config.backend`` (default ``x86``; ``qnnpack`` is accepted only when
 asked for — FINDINGS: 2.6× slower than fp32 on this CPU kind).
@@ -49,7 +53,8 @@ from compressors.base import (
 from compressors.flops import register_quantized_formulas
 from sidenet.errors import UserError
 
-BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
+BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")  # torch.ao quantised engines
+ORT_BACKEND = "ort"  # ONNX Runtime dynamic int8 through optimum (BERT only): compressors/ort.py
 
 
 @contextmanager
@@ -78,14 +83,15 @@ class Int8Config(CompressorConfig):
 
     name: ClassVar[str] = "int8"
 
-    backend: str = "x86"
+    backend: str = "x86"  # a torch.ao engine (BACKENDS), or "ort" for ONNX Runtime (BERT only)
     calibration_batches: int = 16  # at most this many batches of ``calibration`` are used
     include_head: bool = False  # also quantise the classifier (ResNet fc; BERT pooler + classifier)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.backend not in BACKENDS:
-            raise UserError(f"int8 backend {self.backend!r} is not one of {', '.join(BACKENDS)} (use x86 on x86 CPUs)")
+        if self.backend not in (*BACKENDS, ORT_BACKEND):
+            valid = ", ".join((*BACKENDS, ORT_BACKEND))
+            raise UserError(f"int8 backend {self.backend!r} is not one of {valid} (use x86 on x86 CPUs)")
         if self.calibration_batches < 1:
             raise UserError(f"int8 calibration_batches must be >= 1, got {self.calibration_batches}")
 
@@ -97,7 +103,11 @@ def _set_engine(backend: str) -> None:
     torch.backends.quantized.engine = backend
 
 
-@register_compressor("int8", Int8Config, "int8 (CPU): static FX PTQ per ResNet stage, dynamic int8 BERT encoder")
+@register_compressor(
+    "int8",
+    Int8Config,
+    "int8 (CPU): static FX PTQ per ResNet stage, dynamic int8 BERT encoder (backend=ort: ONNX Runtime)",
+)
 def _apply_int8(model: nn.Module, config: Int8Config, ctx: CompressContext) -> nn.Module:
     family = model_family(model, "int8")
     if is_quantized(model):
@@ -106,6 +116,8 @@ def _apply_int8(model: nn.Module, config: Int8Config, ctx: CompressContext) -> n
         raise UserError("int8 needs an fp32 model; do not combine it with fp16/bf16")
     if any(p.is_cuda for p in model.parameters()):
         raise UserError("int8 (torch.ao) runs on CPU only; move the model to CPU first")
+    if config.backend == ORT_BACKEND:
+        return _apply_int8_ort(model, family, config)
     register_quantized_formulas()
     _set_engine(config.backend)
     model.eval()
@@ -124,6 +136,16 @@ def _apply_int8(model: nn.Module, config: Int8Config, ctx: CompressContext) -> n
             _quantize_bert_dynamic(model, config)
         record(model, method="dynamic", backend=config.backend)
     return model
+
+
+def _apply_int8_ort(model: nn.Module, family: str, config: Int8Config) -> nn.Module:
+    if family != "bert":
+        raise UserError("int8 backend ort supports BERT sequence classifiers only; use backend x86 for ResNets")
+    from compressors.ort import compress_ort
+
+    wrapper = compress_ort(model, include_head=config.include_head)
+    record(wrapper, method="dynamic", backend=ORT_BACKEND, threads=wrapper.threads, int8_matmuls=wrapper.int8_matmuls)
+    return wrapper
 
 
 def _quantize_resnet_static(model: nn.Module, batches: list[torch.Tensor], config: Int8Config) -> None:
