@@ -193,15 +193,17 @@ def _quantize_resnet_static(model: nn.Module, batches: list[torch.Tensor], confi
 
 
 def _quantize_bert_dynamic(model: nn.Module, config: Int8Config) -> None:
-    from torch.ao.quantization import quantize_dynamic
+    """Per-channel weight scales: per-tensor int8 cost MiniLM-L6 0.9 pt on Rotten Tomatoes (goal ≤ 0.5)."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+    spec = {nn.Linear: per_channel_dynamic_qconfig}
     layers = model.bert.encoder.layer
     for i in range(len(layers)):
-        quantize_dynamic(layers[i], {nn.Linear}, dtype=torch.qint8, inplace=True)
+        quantize_dynamic(layers[i], spec, dtype=torch.qint8, inplace=True)
     if config.include_head:
         if model.bert.pooler is not None:
-            quantize_dynamic(model.bert.pooler, {nn.Linear}, dtype=torch.qint8, inplace=True)
-        wrapped = quantize_dynamic(nn.Sequential(model.classifier), {nn.Linear}, dtype=torch.qint8, inplace=True)
+            quantize_dynamic(model.bert.pooler, spec, dtype=torch.qint8, inplace=True)
+        wrapped = quantize_dynamic(nn.Sequential(model.classifier), spec, dtype=torch.qint8, inplace=True)
         model.classifier = wrapped[0]
 
 

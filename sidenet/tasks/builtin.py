@@ -80,6 +80,14 @@ register_task(
             # (seed 0): [CLS] head 83.9% (3 ep, 5e-5) / 83.0% (4 ep, 1e-4); mean head 83.9% in bf16 and fp32.
             pooling="mean",
             tap="3",
+            default_chains=(
+                "none",
+                "int8",
+                "int8:backend=ort",
+                "prune:ratio=0.5",
+                "distil",
+                "prune:ratio=0.5+int8:backend=ort",
+            ),
         )
     )
 )
