@@ -12,11 +12,12 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from sidenet import atomic
@@ -60,8 +61,8 @@ def _paths(key: str) -> tuple[Path, Path]:
     return root / f"{key}.safetensors", root / f"{key}.json"
 
 
-def load_into(module: nn.Module, key: str) -> dict[str, Any] | None:
-    """Load cached weights into ``module``; return the stored metadata, or None if absent/unusable."""
+def _load(key: str, read: Callable[[Path], Any]) -> tuple[Any, dict[str, Any]] | None:
+    """``(read(weights_file), metadata)`` of a complete entry; an unusable entry is deleted and None returned."""
     weights, meta_path = _paths(key)
     if not weights.exists() or not meta_path.exists():
         return None
@@ -69,55 +70,43 @@ def load_into(module: nn.Module, key: str) -> dict[str, Any] | None:
         meta = json.loads(meta_path.read_text())
         if meta.get("key") != key:
             raise ValueError("metadata key mismatch")
-        load_model(module, str(weights), strict=True)
+        payload = read(weights)
     except Exception as exc:  # corrupted/partial/foreign file: rebuild rather than trust it
         log.warning("cache entry %s is unusable (%s); it will be rebuilt", key, exc)
         for p in (weights, meta_path):
             p.unlink(missing_ok=True)
         return None
-    return meta
+    return payload, meta
 
 
-def store(module: nn.Module, key: str, meta: dict[str, Any]) -> None:
-    """Save weights, then metadata (the metadata's presence marks a complete entry)."""
+def _store(key: str, write: Callable[[Path], None], meta: dict[str, Any]) -> None:
+    """``write(temp_file)`` the weights, then the metadata (its presence marks a complete entry)."""
     weights, meta_path = _paths(key)
     try:
         weights.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cache dir {str(weights.parent)!r} is not writable ({exc}); set SIDENET_BENCH_CACHE") from None
-    atomic.write_with(weights, lambda p: save_model(module, str(p)))
+    atomic.write_with(weights, write)
     atomic.write_json(meta_path, {**meta, "key": key, "versions": library_versions()})
+
+
+def load_into(module: nn.Module, key: str) -> dict[str, Any] | None:
+    """Load cached weights into ``module`` (strict: a shape mismatch rebuilds); return the metadata, or None."""
+    hit = _load(key, lambda path: load_model(module, str(path), strict=True))
+    return None if hit is None else hit[1]
+
+
+def store(module: nn.Module, key: str, meta: dict[str, Any]) -> None:
+    """Save a module's weights, then metadata."""
+    _store(key, lambda path: save_model(module, str(path)), meta)
 
 
 def load_tensors(key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """Cached tensors + metadata stored by :func:`store_tensors`, or None if absent/unusable."""
-    from safetensors.torch import load_file
-
-    weights, meta_path = _paths(key)
-    if not weights.exists() or not meta_path.exists():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") != key:
-            raise ValueError("metadata key mismatch")
-        tensors = load_file(str(weights))
-    except Exception as exc:  # corrupted/partial/foreign file: recompute rather than trust it
-        log.warning("cache entry %s is unusable (%s); it will be recomputed", key, exc)
-        for p in (weights, meta_path):
-            p.unlink(missing_ok=True)
-        return None
-    return tensors, meta
+    return _load(key, lambda path: load_file(str(path)))
 
 
 def store_tensors(key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Save named tensors (safetensors), then metadata; same atomicity as :func:`store`."""
-    from safetensors.torch import save_file
-
-    weights, meta_path = _paths(key)
-    try:
-        weights.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cache dir {str(weights.parent)!r} is not writable ({exc}); set SIDENET_BENCH_CACHE") from None
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic.write_with(weights, lambda p: save_file(tensors, str(p)))
-    atomic.write_json(meta_path, {**meta, "key": key, "versions": library_versions()})
+    _store(key, lambda path: save_file(tensors, str(path)), meta)
