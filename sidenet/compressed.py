@@ -154,7 +154,10 @@ def compress_mainnet(
     model = _unfreeze(copy.deepcopy(mainnet))
     key, start = mainnet_key, time.perf_counter()
     for config in configs:
-        key = cache.artifact_key("compressed", {"parent": key, "step": config.to_dict()})
+        recipe: dict[str, Any] = {"parent": key, "step": config.to_dict()}
+        if config.name == "prune" and config.finetune_epochs > 0:  # the task's fine-tuning recipe shapes the weights
+            recipe["finetune"] = task.finetune_overrides()
+        key = cache.artifact_key("compressed", recipe)
         if not _trains(config):
             model = compressors.compress_(model, config, **kwargs)
             continue

@@ -122,3 +122,13 @@ def test_bad_chain_parameters_are_one_line_errors():
     with pytest.raises(UserError, match="prune ratio is the FLOP fraction to keep") as exc:
         prepare("tiny-resnet", chain="prune:ratio=1.5", progress=False)
     assert "\n" not in str(exc.value)
+
+
+def test_the_fine_tuning_recipe_is_part_of_a_pruned_step_key(monkeypatch, tmp_path):
+    monkeypatch.setenv("SIDENET_BENCH_CACHE", str(tmp_path))
+    task, data, mainnet, key = _task_and_mainnet("tiny-resnet")
+    a = compress_mainnet(task, mainnet, key, data, "prune:ratio=0.5", progress=False)
+    monkeypatch.setattr(type(task), "finetune_overrides", lambda self: {"epochs": 1, "lr": 1e-4})
+    b = compress_mainnet(task, mainnet, key, data, "prune:ratio=0.5", progress=False)
+    c = compress_mainnet(task, mainnet, key, data, "prune:ratio=0.5,finetune_epochs=0", progress=False)
+    assert len({a.key, b.key, c.key}) == 3

@@ -176,8 +176,9 @@ class TextTask(Task):
 
     # -- training ----------------------------------------------------------------------
     def finetune_overrides(self) -> dict[str, Any]:
-        """One epoch at 40% of the fine-tuning learning rate: recovers accuracy after pruning."""
-        return {"epochs": 1, "lr": self.config.lr * 0.4}
+        """One epoch at the fine-tuning learning rate (warm-up + decay within it). At 40% of it, one epoch
+        left MiniLM-L6 pruned to half its FLOPs 5.2 pt below the MainNet on Rotten Tomatoes."""
+        return {"epochs": 1, "lr": self.config.lr}
 
     def epoch_batches(self, train: Encoded, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
         """Shuffle, then sort within chunks of 50 batches by length: similar lengths share a batch."""
