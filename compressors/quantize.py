@@ -51,6 +51,8 @@ from compressors.base import (
     register_compressor,
 )
 from compressors.flops import register_quantized_formulas
+from compressors.torchao_int8 import BACKENDS as TORCHAO_BACKENDS
+from compressors.torchao_int8 import apply_int8_torchao
 from sidenet.errors import UserError
 
 BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")  # torch.ao quantised engines
@@ -83,14 +85,15 @@ class Int8Config(CompressorConfig):
 
     name: ClassVar[str] = "int8"
 
-    backend: str = "x86"  # a torch.ao engine (BACKENDS), or "ort" for ONNX Runtime (BERT only)
+    # a torch.ao engine (BACKENDS), "ort" (ONNX Runtime, BERT), or torchao: "pt2e" (ResNet) / "torchao" (BERT)
+    backend: str = "x86"
     calibration_batches: int = 16  # at most this many batches of ``calibration`` are used
     include_head: bool = False  # also quantise the classifier (ResNet fc; BERT pooler + classifier)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.backend not in (*BACKENDS, ORT_BACKEND):
-            valid = ", ".join((*BACKENDS, ORT_BACKEND))
+        if self.backend not in (*BACKENDS, ORT_BACKEND, *TORCHAO_BACKENDS):
+            valid = ", ".join((*BACKENDS, ORT_BACKEND, *TORCHAO_BACKENDS))
             raise UserError(f"int8 backend {self.backend!r} is not one of {valid} (use x86 on x86 CPUs)")
         if self.calibration_batches < 1:
             raise UserError(f"int8 calibration_batches must be >= 1, got {self.calibration_batches}")
@@ -106,7 +109,8 @@ def _set_engine(backend: str) -> None:
 @register_compressor(
     "int8",
     Int8Config,
-    "int8 (CPU): static FX PTQ per ResNet stage, dynamic int8 BERT encoder (backend=ort: ONNX Runtime)",
+    "int8 (CPU): static FX PTQ per ResNet stage, dynamic int8 BERT encoder (backend=ort: ONNX Runtime; "
+    "pt2e / torchao: torchao + torch.compile)",
 )
 def _apply_int8(model: nn.Module, config: Int8Config, ctx: CompressContext) -> nn.Module:
     family = model_family(model, "int8")
@@ -118,6 +122,8 @@ def _apply_int8(model: nn.Module, config: Int8Config, ctx: CompressContext) -> n
         raise UserError("int8 (torch.ao) runs on CPU only; move the model to CPU first")
     if config.backend == ORT_BACKEND:
         return _apply_int8_ort(model, family, config)
+    if config.backend in TORCHAO_BACKENDS:  # torchao + torch.compile: compressors/torchao_int8.py
+        return apply_int8_torchao(model, config, ctx)
     register_quantized_formulas()
     _set_engine(config.backend)
     model.eval()

@@ -190,7 +190,12 @@ def weights_digest(module: nn.Module) -> str:
 
 
 def _digest_value(h: Any, value: Any) -> None:
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, torch.Tensor) and type(value) is not torch.Tensor and hasattr(value, "__tensor_flatten__"):
+        names, context = value.__tensor_flatten__()  # a wrapper subclass (e.g. torchao's int8 weights)
+        h.update(repr(context).encode())
+        for name in names:
+            _digest_value(h, getattr(value, name))
+    elif isinstance(value, torch.Tensor):
         t = value.detach().cpu()
         if t.is_quantized:
             if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
