@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import make_tiny_bert, make_tiny_resnet
+from tiny_models import agreement, cosine, flops, logits, make_tiny_bert, make_tiny_resnet
 from torch import nn
 
 import compressors
@@ -36,7 +36,6 @@ from compressors.flops import register_quantized_formulas
 from sidenet.early_exit import EarlyExit
 from sidenet.errors import UserError
 from sidenet.fit import fit_sidenet
-from sidenet.flops import count_flops
 from sidenet.sidenet import SideNetConfig
 from sidenet.split import Split, TextState, split_model
 
@@ -66,26 +65,8 @@ def text_task(n: int, gen: torch.Generator, pad_rows: int = 0) -> tuple[dict[str
     return {"input_ids": ids, "attention_mask": mask}, y
 
 
-def logits(model: nn.Module, inputs: Any) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
-    return out.logits if hasattr(out, "logits") else out
-
-
-def flops(model: nn.Module, inputs: Any) -> int:
-    return count_flops(logits, model, inputs)[0]
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
-
-
 def kl(teacher: torch.Tensor, student: torch.Tensor) -> float:
     return float(F.kl_div(student.log_softmax(-1), teacher.log_softmax(-1), log_target=True, reduction="batchmean"))
-
-
-def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.argmax(-1) == b.argmax(-1)).float().mean())
 
 
 def n_params(model: nn.Module) -> int:

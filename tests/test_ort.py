@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
-from tiny_models import make_tiny_bert, make_tiny_resnet, tiny_bert_config
+from tiny_models import agreement, cosine, logits, make_tiny_bert, make_tiny_resnet, tiny_bert_config
 from torch import nn
 
 from compressors import (
@@ -45,19 +44,6 @@ def text_batch(lengths: list[int], seed: int = 0, vocab: int = 50) -> dict[str, 
     ids = torch.randint(5, vocab, (len(lengths), max(lengths)), generator=gen)
     mask = (torch.arange(max(lengths)) < torch.tensor(lengths)[:, None]).long()
     return {"input_ids": ids * mask, "attention_mask": mask}
-
-
-def logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs).logits
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
-
-
-def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.argmax(-1) == b.argmax(-1)).float().mean())
 
 
 def flops_of(fn: Any, *args: Any) -> int:

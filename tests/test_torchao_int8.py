@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import make_tiny_bert, make_tiny_resnet
+from tiny_models import agreement, cosine, flops, logits, make_tiny_bert, make_tiny_resnet
 from torch import nn
 
 import compressors  # noqa: F401  (registers the compressors and the int8 FLOP formulas)
@@ -33,7 +33,6 @@ from compressors.torchao_int8 import (
     quantize_resnet_pt2e,
 )
 from sidenet.errors import UserError
-from sidenet.flops import count_flops
 from sidenet.split import split_model
 
 pytest.importorskip("torchao")
@@ -42,24 +41,6 @@ pytest.importorskip("torchao")
 # ---------------------------------------------------------------------------------------------------
 # tiny trained models and data (module-scoped)
 # ---------------------------------------------------------------------------------------------------
-
-
-def logits(model: nn.Module, inputs: Any) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
-    return out.logits if hasattr(out, "logits") else out
-
-
-def flops(model: nn.Module, inputs: Any) -> int:
-    return count_flops(logits, model, inputs)[0]
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
-
-
-def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.argmax(-1) == b.argmax(-1)).float().mean())
 
 
 def rows(inputs: Any, n: int) -> Any:

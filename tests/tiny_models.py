@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -34,3 +37,26 @@ def make_tiny_bert(vocab_size: int = 50) -> nn.Module:
 
     torch.manual_seed(0)
     return BertForSequenceClassification(tiny_bert_config(vocab_size)).eval()
+
+
+# ---------------------------------------------------------------- comparing a compressed model with its original
+
+
+def logits(model: nn.Module, inputs: Any) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def flops(model: nn.Module, inputs: Any) -> int:
+    from sidenet.flops import count_flops
+
+    return count_flops(logits, model, inputs)[0]
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.argmax(-1) == b.argmax(-1)).float().mean())
