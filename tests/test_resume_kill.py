@@ -138,7 +138,9 @@ def test_a_killed_run_leaves_the_previous_report_intact(
             if point == "write":  # really mid-write: the new JSON sits in a temp file beside the old one
                 assert next(p.name for p in partials(previous)).startswith(f".{NAME}.json.")
             proc.send_signal(sig)
-            assert proc.wait(timeout=120) == code, log.read_text()[-3000:]
+            # generous: in one full-suite CI run on a loaded 2-core machine the interrupted run was still
+            # shutting down after 120 s (not reproduced in isolation); a real hang still fails here
+            assert proc.wait(timeout=360) == code, log.read_text()[-3000:]
         finally:
             if proc.poll() is None:
                 proc.kill()
