@@ -288,6 +288,11 @@ def record(model: nn.Module, **info: Any) -> None:
     setattr(model, _LOG_ATTR + "_pending", info)
 
 
+def set_compression_log(model: nn.Module, steps: list[dict[str, Any]]) -> None:
+    """Replace a model's log, e.g. on a model rebuilt from a cache entry with the log of the run that trained it."""
+    setattr(model, _LOG_ATTR, list(steps))
+
+
 def compression_log(model: nn.Module) -> list[dict[str, Any]]:
     """The steps applied to ``model`` so far: ``[{"compressor", "config", <measured facts>}, ...]``."""
     return list(getattr(model, _LOG_ATTR, []))

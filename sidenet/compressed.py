@@ -134,12 +134,6 @@ def _rebuild(parent: nn.Module, config: Any, kwargs: dict[str, Any]) -> nn.Modul
     return build_student(parent, config, kwargs["example_inputs"])
 
 
-def _set_log(model: nn.Module, steps: list[dict[str, Any]]) -> None:
-    from compressors.base import _LOG_ATTR
-
-    setattr(model, _LOG_ATTR, steps)
-
-
 def compress_mainnet(
     task: Task, mainnet: nn.Module, mainnet_key: str, data: dict[str, Encoded], chain: str, progress: bool
 ) -> Compressed:
@@ -147,6 +141,7 @@ def compress_mainnet(
     if parse_chain(chain) == ():
         return Compressed(mainnet, NONE, mainnet_key, compute_dtype(mainnet), [], 0.0)
     import compressors  # registers the compressors and the int8 FLOP formulas
+    from compressors.base import set_compression_log
 
     configs = chain_configs(chain)
     task_data = _TaskData(task, data, progress)
@@ -167,13 +162,13 @@ def compress_mainnet(
         if meta is not None:
             log.info("%s: %s step %s loaded from cache (%s)", task.name, chain, config.name, key)
             model = rebuilt
-            _set_log(model, [*steps_before, meta["step_log"]])
+            set_compression_log(model, [*steps_before, meta["step_log"]])
         else:
             log.info("%s: %s step %s: training (cache key %s)", task.name, chain, config.name, key)
             step_start = time.perf_counter()
             model = compressors.compress_(model, config, **kwargs)
             step_log = {**compressors.compression_log(model)[-1], "seconds": time.perf_counter() - step_start}
-            _set_log(model, [*steps_before, step_log])
+            set_compression_log(model, [*steps_before, step_log])
             cache.store(model, key, {"task": task.name, "chain": chain, "step_log": step_log})
         _unfreeze(model)  # the next trained step (if any) trains this model or copies it
     model = _freeze(model)

@@ -37,7 +37,7 @@ from sidenet.cache import library_versions
 from sidenet.chain import EXIT_SYSTEM_DESCRIPTIONS, EXIT_SYSTEMS, NONE, canonical_chain
 from sidenet.compressed import chain_configs
 from sidenet.errors import UserError
-from sidenet.pipeline import Prepared, mainnet_forward, prepare, run_eval, timing_rows
+from sidenet.pipeline import Prepared, TaskData, load_task_data, mainnet_forward, prepare, run_eval, timing_rows
 from sidenet.tasks import TASKS
 from sidenet.thresholds import NEVER_EXIT, outcome_at
 
@@ -212,6 +212,7 @@ class BenchContext:
     def __init__(self, settings: BenchSettings) -> None:
         self.settings = settings
         self._prepared: dict[tuple[str, str], Prepared] = {}
+        self._task_data: dict[str, TaskData] = {}  # loaded + encoded once per task, shared by its chains
         self._failed: dict[tuple[str, str], UserError] = {}
         self._fixed: dict[tuple[str, str], tuple[dict[str, float], dict[str, float]]] = {}
         self._timing: dict[tuple[str, int], list[Any]] = {}
@@ -256,7 +257,15 @@ class BenchContext:
         if key not in self._prepared:
             s = self.settings
             try:
-                p = prepare(task, chain=chain, target_loss_pt=s.target_loss_pt, progress=not s.quiet)
+                if task not in self._task_data:
+                    self._task_data[task] = load_task_data(TASKS.get(task))
+                p = prepare(
+                    task,
+                    chain=chain,
+                    task_data=self._task_data[task],
+                    target_loss_pt=s.target_loss_pt,
+                    progress=not s.quiet,
+                )
                 if self.device.type != "cpu" and p.dtype == "int8":
                     raise UserError(f"chain {chain!r} is int8 (torch.ao / ONNX Runtime: CPU only); use --device cpu")
             except UserError as exc:

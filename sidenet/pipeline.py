@@ -310,10 +310,26 @@ def _select(val: RowOutputs, policy: str, target: float, margin_se: float) -> tu
     return threshold, i_sel, sw_val
 
 
+@dataclass
+class TaskData:
+    """A task's splits in model-ready form: loaded and encoded once, shared by every chain of the task."""
+
+    source: str
+    num_classes: int
+    data: dict[str, Encoded]
+
+
+def load_task_data(task: Task) -> TaskData:
+    splits = task.load_data()
+    data = {name: task.encode(x, y) for name, (x, y) in splits.parts()}
+    return TaskData(splits.source, splits.num_classes, data)
+
+
 def prepare(
     task_name: str,
     *,
     chain: str = NONE,
+    task_data: TaskData | None = None,
     target_loss_pt: float | None = None,
     policy: str = "softmax",
     margin_se: float | None = None,
@@ -321,6 +337,7 @@ def prepare(
 ) -> Prepared:
     """Build (or load) everything for one task × compressor chain and measure accuracy/FLOPs.
 
+    ``task_data``: the task's encoded splits (:func:`load_task_data`) when the caller already has them.
     The threshold is selected on validation against the *compressed* MainNet's accuracy (the SideNet's
     own cost on top of the chain); Δ accuracy vs the fp32 MainNet is reported separately.
     """
@@ -328,12 +345,12 @@ def prepare(
     POLICIES.get(policy)
     target = task.default_target_loss_pt if target_loss_pt is None else float(target_loss_pt)
     margin_se = task.selection_margin_se if margin_se is None else float(margin_se)
-    splits = task.load_data()
-    data = {name: task.encode(x, y) for name, (x, y) in splits.parts()}
-    mainnet, main_meta = load_or_train_mainnet(task, data, splits.num_classes, progress)
+    loaded = load_task_data(task) if task_data is None else task_data
+    data = loaded.data
+    mainnet, main_meta = load_or_train_mainnet(task, data, loaded.num_classes, progress)
     comp = compress_mainnet(task, mainnet, main_meta["key"], data, chain, progress)
     split = split_model(comp.model, tap_for(task, mainnet, comp.model))
-    side, side_meta = load_or_train_sidenet(task, split, data, splits.num_classes, comp.key, progress)
+    side, side_meta = load_or_train_sidenet(task, split, data, loaded.num_classes, comp.key, progress)
     m = measure(task, data, comp, mainnet, split, side, policy, target, margin_se, side_meta["key"])
     val, test, threshold = m["val"], m["test"], m["threshold"]
 
@@ -381,7 +398,7 @@ def prepare(
     return Prepared(
         task=task,
         data=data,
-        source=splits.source,
+        source=loaded.source,
         mainnet=comp.model,
         baseline=mainnet,
         chain=comp.chain,
