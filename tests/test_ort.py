@@ -133,6 +133,8 @@ def test_is_int8_logged_and_threads_recorded(ort_models: dict[str, OrtBertClassi
     assert entry["int8_matmuls"]["full"] == 4 * 6  # 4 layers x (q, k, v, out, ffn in, ffn out)
     options = ort.full.session.get_session_options()
     assert options.intra_op_num_threads == torch.get_num_threads() and options.inter_op_num_threads == 1
+    # spinning ORT threads would steal the cores from the torch SideNet between the head and rest sessions
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert config_from_step("int8", {"backend": "ort"}) == ORT
 
 
