@@ -137,6 +137,7 @@ def _settings(config: pytest.Config) -> BenchSettings:
         threshold=config.getoption("bench_threshold"),
         force=config.getoption("bench_force"),
         quiet=config.getoption("bench_quiet") or quiet_from_env(),
+        cuda_missing=_cuda_missing(config),
     )
 
 

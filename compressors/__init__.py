@@ -1,4 +1,5 @@
-"""Compressors (int8 quantisation, fp16/bf16 casts, structured pruning, distillation) and their chains.
+"""Compressors (int8 quantisation, fp16/bf16 casts, GPU weight-only int8/int4, structured pruning, distillation)
+and their chains.
 
 Each compressor is a frozen config dataclass registered in ``COMPRESSORS`` by name::
 
@@ -10,7 +11,13 @@ Each compressor is a frozen config dataclass registered in ``COMPRESSORS`` by na
 Compressed models keep the torchvision ResNet / BERT attribute layout, so ``sidenet.split_model`` and a
 SideNet attach after compression. Importing this package registers FlopCounterMode formulas for the
 quantised ops (``compressors.flops``) and for the ONNX Runtime graphs of ``Int8Config(backend="ort")``
-(``compressors.ort``).
+(``compressors.ort``), and the one for tinygemm's int4 matmul (``compressors.weight_only``).
+
+GPU weight-only quantisation of the BERT encoder's Linear weights through torchao (``compressors.weight_only``):
+``int8wo`` (``Int8WeightOnlyCompressorConfig``: int8 per output channel, fp32 activations) and ``int4wo``
+(``Int4WeightOnlyCompressorConfig(group_size=128)``: int4 per group, tinygemm; casts the encoder to bf16
+first, as torchao's int4 kernel requires). Both need the model on CUDA, refuse ResNets (their only Linear
+is the head) and go last in a chain, on an fp32 model.
 """
 
 from compressors.base import (
@@ -29,8 +36,14 @@ from compressors.flops import register_quantized_formulas
 from compressors.ort import OrtBertClassifier, OrtBertSplit
 from compressors.prune import PruneConfig
 from compressors.quantize import Bf16Config, Fp16Config, Int8Config
+from compressors.weight_only import (
+    Int4WeightOnlyCompressorConfig,
+    Int8WeightOnlyCompressorConfig,
+    register_weight_only_formulas,
+)
 
 register_quantized_formulas()
+register_weight_only_formulas()
 
 __all__ = [
     "COMPRESSORS",
@@ -40,7 +53,9 @@ __all__ = [
     "CompressorEntry",
     "DistilConfig",
     "Fp16Config",
+    "Int4WeightOnlyCompressorConfig",
     "Int8Config",
+    "Int8WeightOnlyCompressorConfig",
     "OrtBertClassifier",
     "OrtBertSplit",
     "PruneConfig",

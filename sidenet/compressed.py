@@ -9,11 +9,19 @@ MainNet. Each trained step is cached as its own artifact and, on a warm run, **r
   are loaded with ``strict=True`` (a shape mismatch rebuilds the entry rather than loading it).
 * ``distil`` — the student's architecture comes from the config (:func:`compressors.distill.build_student`);
   its trained weights are loaded on top.
-* ``int8`` / ``fp16`` / ``bf16`` are cheap and deterministic: applied afresh every run, never cached.
+* ``int8`` / ``fp16`` / ``bf16`` (and the CUDA-only ``int8wo`` / ``int4wo``) are cheap and deterministic:
+  applied afresh every run, never cached.
 
 The cache key of a step chains the parent's key, so ``prune → distil`` and ``distil`` alone differ.
 The task supplies the data every step may need: example inputs, calibration batches (static int8),
 one-epoch fine-tuning (pruning) and training batches (distillation).
+
+**Device.** ``compress_mainnet(..., device=...)`` returns the compressed model on ``device``. Steps run on the
+CPU, as the task's trainers (fine-tuning, distillation) do, so trained steps and their cache entries do not
+depend on the device, until the first step whose config says ``requires_cuda = True`` (``int8wo``, ``int4wo``):
+the model moves to ``device`` right before it, and that step and any after it run there (with the example
+and calibration inputs moved too). A chain with such a step cannot run on the CPU, and an ``int8`` chain
+(torch.ao / ONNX Runtime) runs on the CPU only: both are one-line errors before any step runs.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from torch import nn
 from sidenet import cache
 from sidenet.chain import NONE, format_chain, parse_chain
 from sidenet.errors import UserError
+from sidenet.split import to_device
 from sidenet.tasks import Encoded, Task
 
 log = logging.getLogger(__name__)
@@ -46,20 +55,38 @@ class Compressed:
     model: nn.Module
     chain: str  # canonical chain spec
     key: str  # identity of these weights (chains the parent MainNet's cache key)
-    dtype: str  # compute precision: fp32 | int8 | fp16 | bf16
+    dtype: str  # compute precision: fp32 | int8 | fp16 | bf16 | int8wo | int4wo (GPU weight-only)
     steps: list[dict[str, Any]]  # compressors.compression_log: what every step did (measured facts)
     seconds: float  # wall time spent compressing in this run (0 when everything came from the cache)
 
 
-def compute_dtype(model: nn.Module) -> str:
-    """``int8`` for a quantised model, else the dtype of its floating-point weights."""
-    from compressors.base import is_quantized
+_DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
+
+def compute_dtype(model: nn.Module) -> str:
+    """The compute precision of the compressed stages: ``int8wo`` / ``int4wo`` for torchao weight-only models
+    (CUDA), ``int8`` for other quantised models, ``fp16`` / ``bf16`` for stages cast by those compressors, else
+    the dtype of its floating-point weights.
+
+    Casts are read from the :class:`~compressors.quantize.CastIO` wrappers that ``fp16`` / ``bf16`` put around
+    the stages they cast, not from the first parameter: a cast BERT keeps its embeddings (its first
+    parameters) in fp32.
+    """
+    from compressors.base import is_quantized
+    from compressors.quantize import CastIO
+    from compressors.weight_only import weight_only_kind
+
+    weight_only = weight_only_kind(model)
+    if weight_only is not None:
+        return weight_only
     if is_quantized(model):
         return "int8"
+    for m in model.modules():
+        if isinstance(m, CastIO):
+            return _DTYPE_NAMES.get(getattr(torch, m.dtype_name), "fp32")
     for p in model.parameters():
         if p.is_floating_point():
-            return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(p.dtype, "fp32")
+            return _DTYPE_NAMES.get(p.dtype, "fp32")
     return "fp32"
 
 
@@ -68,6 +95,65 @@ def chain_configs(chain: str) -> list[Any]:
     from compressors import config_from_step
 
     return [config_from_step(step.name, dict(step.params)) for step in parse_chain(chain)]
+
+
+def requires_cuda(config: Any) -> bool:
+    """Whether a compressor config (or config class) runs on CUDA only (``requires_cuda = True``)."""
+    return getattr(config, "requires_cuda", False) is True
+
+
+def cuda_only_steps(chain: str) -> tuple[str, ...]:
+    """Names of the steps of ``chain`` whose compressor runs on CUDA only, from the registered config classes
+    (parameters are not parsed: cheap enough for start-up checks of every chain)."""
+    from compressors import COMPRESSORS
+
+    return tuple(step.name for step in parse_chain(chain) if requires_cuda(COMPRESSORS.get(step.name).config_cls))
+
+
+def cuda_only_message(chain: str, steps: tuple[str, ...] | list[str], device: str) -> str:
+    """The one-line error for a chain with CUDA-only steps on another device (start-up checks and prepare)."""
+    what = ", ".join(dict.fromkeys(steps))
+    return (
+        f"chain {chain!r} needs CUDA ({what} runs on CUDA only) but the device is {device}: use --bench-device cuda "
+        "(sidenet-bench run --device cuda) on a GPU machine, or int8 on CPU"
+    )
+
+
+def _check_device(chain: str, configs: list[Any], device: torch.device) -> None:
+    """Before any step runs: CUDA-only steps cannot run on the CPU, int8 (torch.ao / ONNX Runtime) only there.
+    Other devices (``meta`` in the tests) are left to the compressors' own checks."""
+    if device.type == "cpu":
+        cuda_only = [c.name for c in configs if requires_cuda(c)]
+        if cuda_only:
+            raise UserError(cuda_only_message(chain, cuda_only, str(device)))
+    elif any(c.name == "int8" for c in configs):
+        raise UserError(f"chain {chain!r} is int8 (torch.ao / ONNX Runtime: CPU only); use --device cpu")
+
+
+def _kwargs_on(kwargs: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The compressor data kwargs for a model on ``device``: example and calibration inputs and training batches
+    moved there (``finetune`` is the task's CPU trainer and stays as it is)."""
+    train_batches = kwargs["train_batches"]
+    return {
+        **kwargs,
+        "example_inputs": to_device(kwargs["example_inputs"], device),
+        "calibration": to_device(kwargs["calibration"], device),
+        "train_batches": lambda: to_device(train_batches(), device),
+    }
+
+
+def _move_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` on ``device`` (in place); on the CPU nothing is touched (models are built there)."""
+    return model if device.type == "cpu" else model.to(device)
+
+
+def _step_identity(config: Any) -> dict[str, Any]:
+    """The step's part of a cache key: its config, minus ``prune``'s ``finetune="task"`` — the default of a
+    field added after models were cached under keys without it (they are still valid for it)."""
+    step = config.to_dict()
+    if step.get("name") == "prune" and step.get("finetune") == "task":
+        del step["finetune"]
+    return step
 
 
 def _trains(config: Any) -> bool:
@@ -135,23 +221,37 @@ def _rebuild(parent: nn.Module, config: Any, kwargs: dict[str, Any]) -> nn.Modul
 
 
 def compress_mainnet(
-    task: Task, mainnet: nn.Module, mainnet_key: str, data: dict[str, Encoded], chain: str, progress: bool
+    task: Task,
+    mainnet: nn.Module,
+    mainnet_key: str,
+    data: dict[str, Encoded],
+    chain: str,
+    progress: bool,
+    device: torch.device | str = "cpu",
 ) -> Compressed:
-    """Apply ``chain`` to a copy of the (frozen, cached) MainNet; trained steps come from the cache if present."""
+    """Apply ``chain`` to a copy of the (frozen, cached) MainNet; trained steps come from the cache if present.
+
+    The result is on ``device``; the copy moves there before the first CUDA-only step (module docstring).
+    For chain ``none`` the MainNet itself is returned, moved to ``device``.
+    """
+    device = torch.device(device)
     if parse_chain(chain) == ():
-        return Compressed(mainnet, NONE, mainnet_key, compute_dtype(mainnet), [], 0.0)
+        return Compressed(_move_model(mainnet, device), NONE, mainnet_key, compute_dtype(mainnet), [], 0.0)
     import compressors  # registers the compressors and the int8 FLOP formulas
     from compressors.base import set_compression_log
 
     configs = chain_configs(chain)
+    _check_device(format_chain(parse_chain(chain)), configs, device)
     task_data = _TaskData(task, data, progress)
     kwargs = task_data.kwargs()
     model = _unfreeze(copy.deepcopy(mainnet))
-    key, start = mainnet_key, time.perf_counter()
+    key, start, moved = mainnet_key, time.perf_counter(), device.type == "cpu"
     for config in configs:
-        recipe: dict[str, Any] = {"parent": key, "step": config.to_dict()}
-        if config.name == "prune" and config.finetune_epochs > 0:  # the task's fine-tuning recipe shapes the weights
-            recipe["finetune"] = task.finetune_overrides()
+        if requires_cuda(config) and not moved:  # this step and the ones after it run on the device
+            model, kwargs, moved = model.to(device), _kwargs_on(kwargs, device), True
+        recipe: dict[str, Any] = {"parent": key, "step": _step_identity(config)}
+        if config.name == "prune" and config.finetune_epochs > 0 and config.finetune == "task":
+            recipe["finetune"] = task.finetune_overrides()  # the task's fine-tuning recipe shapes the weights
         key = cache.artifact_key("compressed", recipe)
         if not _trains(config):
             model = compressors.compress_(model, config, **kwargs)
@@ -171,7 +271,7 @@ def compress_mainnet(
             set_compression_log(model, [*steps_before, step_log])
             cache.store(model, key, {"task": task.name, "chain": chain, "step_log": step_log})
         _unfreeze(model)  # the next trained step (if any) trains this model or copies it
-    model = _freeze(model)
+    model = _move_model(_freeze(model), device)
     steps = compressors.compression_log(model)
     if not steps:
         raise UserError(f"chain {chain!r} applied no compressor")

@@ -35,7 +35,7 @@ import torch
 from sidenet import atomic
 from sidenet.cache import library_versions
 from sidenet.chain import EXIT_SYSTEM_DESCRIPTIONS, EXIT_SYSTEMS, NONE, canonical_chain
-from sidenet.compressed import chain_configs
+from sidenet.compressed import chain_configs, cuda_only_message, cuda_only_steps
 from sidenet.errors import UserError
 from sidenet.pipeline import Prepared, TaskData, load_task_data, mainnet_forward, prepare, run_eval, timing_rows
 from sidenet.tasks import TASKS
@@ -81,6 +81,9 @@ class BenchSettings:
     threshold: float | None = None  # fixed exit threshold instead of selection on validation
     force: bool = False  # re-measure cells already stored in the results JSON
     quiet: bool = False  # no progress bars
+    # `--bench-device cuda` on a machine without CUDA: bench/conftest.py skips every cell and runs with device cpu;
+    # CUDA-only chains are then not refused (they would have run on the CUDA that was asked for)
+    cuda_missing: bool = False
 
     @classmethod
     def from_options(cls, **kw: Any) -> BenchSettings:
@@ -124,6 +127,12 @@ class BenchSettings:
             raise UserError(f"unknown device {self.device!r} (valid: cpu, cuda)")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise UserError("device cuda requested but torch.cuda.is_available() is False here; use device cpu")
+        if self.device != "cuda" and not self.cuda_missing:  # int8wo / int4wo: one line now, not per cell later
+            for t in self.tasks:
+                for c in chains or _unique(canonical_chain(d) for d in TASKS.get(t).default_chains):
+                    steps = cuda_only_steps(c)
+                    if steps:
+                        raise UserError(cuda_only_message(c, steps, self.device))
         if self.name is not None and (not self.name.strip() or "/" in self.name or self.name in (".", "..")):
             raise UserError(f"report name {self.name!r} must be a plain file name (no '/')")
         object.__setattr__(self, "tasks", _unique(self.tasks))
@@ -259,23 +268,21 @@ class BenchContext:
             try:
                 if task not in self._task_data:
                     self._task_data[task] = load_task_data(TASKS.get(task))
+                # compressed and measured on the timing device: mainnet, baseline and side come back on it.
+                # An int8 chain off the CPU, or a CUDA-only one on it, is a one-line UserError before any step runs.
                 p = prepare(
                     task,
                     chain=chain,
                     task_data=self._task_data[task],
                     target_loss_pt=s.target_loss_pt,
                     progress=not s.quiet,
+                    device=self.device,
                 )
-                if self.device.type != "cpu" and p.dtype == "int8":
-                    raise UserError(f"chain {chain!r} is int8 (torch.ao / ONNX Runtime: CPU only); use --device cpu")
             except UserError as exc:
                 self._failed[key] = exc
                 raise
-            if s.threshold is not None:  # measured before the models move to the timing device
+            if s.threshold is not None:
                 self._fixed[key] = fixed_threshold_eval(p, s.threshold)
-            p.mainnet.to(self.device)
-            p.baseline.to(self.device)
-            p.side.to(self.device)
             for other in self._prepared.values():  # one fp32 MainNet in memory per task, shared as baseline
                 if other.task.name == task:
                     p.baseline = other.baseline
@@ -362,7 +369,7 @@ def stored_cell_keys(results_path: Path) -> set[str]:
 
 def fixed_threshold_eval(p: Prepared, threshold: float) -> tuple[dict[str, float], dict[str, float]]:
     """The cascade at a user-given threshold: real run on test (accuracy, exit rate, FLOPs) + validation stats."""
-    ev = run_eval(p.task, p.cascade(threshold).run, p.data["test"])
+    ev = run_eval(p.task, p.cascade(threshold).run, p.data["test"], p.device)
     t, v = p.test, p.val
     predicted = outcome_at(
         threshold, t.confidence(p.policy), t.side_correct, t.main_correct, t.head_flops, t.rest_flops

@@ -9,6 +9,13 @@ module only provides the callables it times.
 The measured evaluations (per-row outputs, and the test-set runs of MainNet, cascade and no-exit
 cascade) are cached too, keyed by the SideNet's cache key (which includes the compressed MainNet's
 weight digest): a warm run re-measures latency only.
+
+Device: ``prepare(..., device="cuda")`` compresses onto the device (:func:`sidenet.compressed.compress_mainnet`:
+CUDA-only steps such as ``int8wo`` see the model there) and runs everything measured there too: tap features,
+per-row outputs, the test runs and their FLOP counts, with each batch moved to the device (results come back to
+the CPU). The SideNet is trained on the CPU from those features, then moved. Off the CPU, the SideNet's and
+the evaluations' cache keys carry the device type (GPU kernels give slightly different numbers); on the CPU they
+do not, so CPU keys and numbers are what they were before devices existed here.
 """
 
 from __future__ import annotations
@@ -34,13 +41,21 @@ from sidenet.fit import fit_sidenet
 from sidenet.flops import count_flops
 from sidenet.policies import POLICIES
 from sidenet.sidenet import SideNet
-from sidenet.split import Split, split_model
+from sidenet.split import Split, split_model, to_device
 from sidenet.tasks import TASKS, Encoded, Task
 from sidenet.thresholds import NEVER_EXIT, outcome_at, select_threshold, sweep
 
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 256
+CPU = torch.device("cpu")
+
+
+def _device_fields(device: torch.device | str | None) -> dict[str, str]:
+    """What a cache key gains for the device: nothing on the CPU (keys stay as they were), else its type."""
+    if device is None or torch.device(device).type == "cpu":
+        return {}
+    return {"device": torch.device(device).type}
 
 
 def mainnet_forward(model: nn.Module, inputs: Any) -> torch.Tensor:
@@ -88,32 +103,39 @@ class RowOutputs:
 
 @torch.inference_mode()
 def collect_features(
-    task: Task, split: Split, data: Encoded, progress: bool, desc: str
+    task: Task, split: Split, data: Encoded, progress: bool, desc: str, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled tap features and MainNet logits for every row (SideNet training data)."""
+    """Pooled tap features and MainNet logits for every row (SideNet training data), on the CPU.
+
+    ``device``: where the split's model is; each batch is moved there."""
     feats, logits = [], []
     order = []
     for inputs, idx in tqdm(
         task.batches(data, EVAL_BATCH, by_length=True), desc=desc, disable=not progress, leave=False
     ):
-        state = split.head(inputs)
-        feats.append(split.features(state))
-        logits.append(split.rest(state))
+        state = split.head(to_device(inputs, device))
+        feats.append(split.features(state).cpu())
+        logits.append(split.rest(state).cpu())
         order.append(idx)
     inv = torch.argsort(torch.cat(order))
     return torch.cat(feats)[inv], torch.cat(logits)[inv]
 
 
 @torch.inference_mode()
-def collect_rows(task: Task, split: Split, side: SideNet, data: Encoded) -> RowOutputs:
-    """Run head+SideNet and rest on every row (equal-length batches), counting each part's FLOPs."""
+def collect_rows(
+    task: Task, split: Split, side: SideNet, data: Encoded, device: torch.device | str | None = None
+) -> RowOutputs:
+    """Run head+SideNet and rest on every row (equal-length batches), counting each part's FLOPs.
+
+    ``device``: where the split and the SideNet are; each batch is moved there, the outputs come back to the CPU."""
     n, c = len(data), side.num_classes
     side_logits, main_logits = torch.empty(n, c), torch.empty(n, c)
     head_flops, rest_flops = np.zeros(n), np.zeros(n)
     for inputs, idx in task.batches(data, EVAL_BATCH, by_length=True):
-        f_head, (state, s_logits) = count_flops(lambda x=inputs: _head_side(split, side, x))
+        x = to_device(inputs, device)
+        f_head, (state, s_logits) = count_flops(lambda x=x: _head_side(split, side, x))
         f_rest, m_logits = count_flops(split.rest, state)
-        side_logits[idx], main_logits[idx] = s_logits.float(), m_logits.float()
+        side_logits[idx], main_logits[idx] = s_logits.float().cpu(), m_logits.float().cpu()
         head_flops[idx.numpy()] = f_head / len(idx)
         rest_flops[idx.numpy()] = f_rest / len(idx)
     return RowOutputs(side_logits, main_logits, data.labels, head_flops, rest_flops)
@@ -152,6 +174,7 @@ class Prepared:
     calibration: dict[str, Any]
     params: dict[str, int]
     logs: dict[str, Any] = field(default_factory=dict)
+    device: torch.device = CPU  # where mainnet, baseline, split and side are (and where they were measured)
 
     def cascade(self, threshold: float | None = None) -> EarlyExit:
         return EarlyExit(self.split, self.side, self.threshold if threshold is None else threshold, self.policy)
@@ -214,42 +237,58 @@ def _digest_value(h: Any, value: Any) -> None:
 
 
 def load_or_train_sidenet(
-    task: Task, split: Split, data: dict[str, Encoded], num_classes: int, mainnet_key: str, progress: bool
+    task: Task,
+    split: Split,
+    data: dict[str, Encoded],
+    num_classes: int,
+    mainnet_key: str,
+    progress: bool,
+    device: torch.device | str | None = None,
 ) -> tuple[SideNet, dict[str, Any]]:
-    """``mainnet_key``: cache key of the (compressed) MainNet the split cuts."""
-    example = task.batches(data["val"], 2)[0][0]
+    """``mainnet_key``: cache key of the (compressed) MainNet the split cuts; ``device``: where that MainNet is.
+
+    The tap features are computed there, the SideNet is trained on the CPU and returned on ``device``."""
+    example = to_device(task.batches(data["val"], 2)[0][0], device)
     side = SideNet(split.feature_dim(example), num_classes, task.sidenet.hidden, task.sidenet.dropout)
     # Keyed by the MainNet's actual weights, not only its recipe: a rebuilt MainNet that differs by a bit
     # (e.g. non-deterministic kernels) must not inherit a SideNet trained on the old one's features.
+    # Features computed on a GPU differ by rounding from the CPU's: off the CPU, the device is part of the key.
     recipe = {
         "mainnet": mainnet_key,
         "weights": weights_digest(split),
         "tap": split.tap,
         "sidenet": task.sidenet.to_dict(),
+        **_device_fields(device),
     }
     key = cache.artifact_key("sidenet", recipe)
     meta = cache.load_into(side, key)
     if meta is None:
         start = time.perf_counter()
-        feats, main_logits = collect_features(task, split, data["train"], progress, f"{task.name}: tap features")
+        feats, main_logits = collect_features(
+            task, split, data["train"], progress, f"{task.name}: tap features", device
+        )
         side = fit_sidenet(
             feats, data["train"].labels, main_logits, num_classes, task.sidenet, progress, f"train {task.name} SideNet"
         )
         meta = {"task": task.name, "tap": split.tap, "seconds": time.perf_counter() - start}
         cache.store(side, key, meta)
-    return _freeze(side), {"key": key, **meta}
+    side = _freeze(side)
+    if device is not None and torch.device(device).type != "cpu":
+        side.to(device)
+    return side, {"key": key, **meta}
 
 
 @torch.inference_mode()
-def run_eval(task: Task, fn: Any, data: Encoded) -> dict[str, float]:
-    """Run ``fn(inputs) -> logits`` (or ExitOutput) over the split under FlopCounterMode."""
+def run_eval(task: Task, fn: Any, data: Encoded, device: torch.device | str | None = None) -> dict[str, float]:
+    """Run ``fn(inputs) -> logits`` (or ExitOutput) over the split under FlopCounterMode, each batch moved to
+    ``device`` (where ``fn``'s models are)."""
     correct, total_flops, exited = 0, 0, 0
     for inputs, idx in task.batches(data, EVAL_BATCH, by_length=True):
-        flops, out = count_flops(fn, inputs)
+        flops, out = count_flops(fn, to_device(inputs, device))
         total_flops += flops
         logits = getattr(out, "logits", out)
         exited += int(out.exited.sum()) if hasattr(out, "exited") else 0
-        correct += int((logits.argmax(-1) == data.labels[idx]).sum())
+        correct += int((logits.argmax(-1).cpu() == data.labels[idx]).sum())
     n = len(data)
     return {"accuracy": correct / n, "exit_rate": exited / n, "flops_per_sample": total_flops / n}
 
@@ -269,8 +308,13 @@ def measure(
     target: float,
     margin_se: float,
     side_key: str,
+    device: torch.device | str | None = None,
 ) -> dict[str, Any]:
-    """Per-row outputs on val/test, the selected threshold and the test runs; cached under the SideNet's key."""
+    """Per-row outputs on val/test, the selected threshold and the test runs; cached under the SideNet's key.
+
+    ``device``: where the models are (``comp.model``, ``baseline``, ``split``, ``side``); everything runs there.
+    Off the CPU the key carries the device type: GPU outputs differ from CPU ones by rounding (and the SideNet
+    key has it already; it is repeated so the evaluations never depend on how that key was made)."""
     key = cache.artifact_key(
         "evals",
         {
@@ -280,6 +324,7 @@ def measure(
             "margin_se": margin_se,
             "val": _digest(data["val"].labels),
             "test": _digest(data["test"].labels),
+            **_device_fields(device),
         },
     )
     hit = cache.load_tensors(key)
@@ -287,19 +332,19 @@ def measure(
         tensors, meta = hit
         val, test = RowOutputs.from_tensors(tensors, "val"), RowOutputs.from_tensors(tensors, "test")
         return {"val": val, "test": test, **meta["evals"], "cached": True}
-    val = collect_rows(task, split, side, data["val"])
-    test = collect_rows(task, split, side, data["test"])
+    val = collect_rows(task, split, side, data["val"], device)
+    test = collect_rows(task, split, side, data["test"], device)
     threshold, _, _ = _select(val, policy, target, margin_se)
     evals = {
         "threshold": threshold,
-        "mainnet_eval": run_eval(task, lambda x: mainnet_forward(comp.model, x), data["test"]),
-        "cascade_eval": run_eval(task, EarlyExit(split, side, threshold, policy).run, data["test"]),
-        "noexit_eval": run_eval(task, EarlyExit(split, side, NEVER_EXIT, policy).run, data["test"]),
+        "mainnet_eval": run_eval(task, lambda x: mainnet_forward(comp.model, x), data["test"], device),
+        "cascade_eval": run_eval(task, EarlyExit(split, side, threshold, policy).run, data["test"], device),
+        "noexit_eval": run_eval(task, EarlyExit(split, side, NEVER_EXIT, policy).run, data["test"], device),
     }
     if comp.chain == NONE:
         evals["baseline_eval"] = evals["mainnet_eval"]
     else:
-        evals["baseline_eval"] = run_eval(task, lambda x: mainnet_forward(baseline, x), data["test"])
+        evals["baseline_eval"] = run_eval(task, lambda x: mainnet_forward(baseline, x), data["test"], device)
     cache.store_tensors(key, {**val.to_tensors("val"), **test.to_tensors("test")}, {"evals": evals})
     return {"val": val, "test": test, **evals, "cached": False}
 
@@ -334,12 +379,15 @@ def prepare(
     policy: str = "softmax",
     margin_se: float | None = None,
     progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> Prepared:
     """Build (or load) everything for one task × compressor chain and measure accuracy/FLOPs.
 
     ``task_data``: the task's encoded splits (:func:`load_task_data`) when the caller already has them.
     The threshold is selected on validation against the *compressed* MainNet's accuracy (the SideNet's
     own cost on top of the chain); Δ accuracy vs the fp32 MainNet is reported separately.
+    ``device``: where the chain's CUDA-only steps run and where everything is measured (module docstring);
+    the returned models (compressed MainNet, fp32 baseline, SideNet) are on it. MainNets are trained on the CPU.
     """
     task = TASKS.get(task_name)
     POLICIES.get(policy)
@@ -347,11 +395,14 @@ def prepare(
     margin_se = task.selection_margin_se if margin_se is None else float(margin_se)
     loaded = load_task_data(task) if task_data is None else task_data
     data = loaded.data
+    device = torch.device(device)
     mainnet, main_meta = load_or_train_mainnet(task, data, loaded.num_classes, progress)
-    comp = compress_mainnet(task, mainnet, main_meta["key"], data, chain, progress)
+    comp = compress_mainnet(task, mainnet, main_meta["key"], data, chain, progress, device)
+    if device.type != "cpu":  # the fp32 baseline is evaluated (and timed) on the device too
+        mainnet.to(device)
     split = split_model(comp.model, tap_for(task, mainnet, comp.model))
-    side, side_meta = load_or_train_sidenet(task, split, data, loaded.num_classes, comp.key, progress)
-    m = measure(task, data, comp, mainnet, split, side, policy, target, margin_se, side_meta["key"])
+    side, side_meta = load_or_train_sidenet(task, split, data, loaded.num_classes, comp.key, progress, device)
+    m = measure(task, data, comp, mainnet, split, side, policy, target, margin_se, side_meta["key"], device)
     val, test, threshold = m["val"], m["test"], m["threshold"]
 
     threshold_check, i_sel, sw_val = _select(val, policy, target, margin_se)
@@ -425,6 +476,7 @@ def prepare(
             "compression_seconds": comp.seconds,
             "evals_cached": m["cached"],
         },
+        device=device,
     )
 
 

@@ -37,7 +37,8 @@ REQUIRED_KEYS: tuple[str, ...] = (
 #   mainnet_flops_per_sample: float  the same fp32 MainNet's FLOPs per sample
 #   chain_test_accuracy: float       the MainNet after this row's chain, alone (no exit)
 #   chain_flops_per_sample: float    its FLOPs per sample (int8 counted like fp32: see dtype)
-#   dtype: str                       compute precision after the chain: fp32 | int8 | fp16 | bf16
+#   dtype: str                       compute precision of the chain's compressed stages: fp32 | int8 | fp16 | bf16
+#                                    | int8wo | int4wo (GPU weight-only; sidenet.compressed.compute_dtype)
 #   compression: [{"compressor", "config", <measured facts>, ...}]   one entry per chain step
 #   target_loss_pt: float            accuracy-loss target the threshold was chosen for, on validation
 #   tap: str                         where the SideNet is attached ("layer1", "3", ...)

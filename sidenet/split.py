@@ -41,6 +41,20 @@ def select_rows(obj: Any, idx: torch.Tensor) -> Any:
     raise TypeError(f"cannot select rows of {type(obj).__name__}")
 
 
+def to_device(obj: Any, device: torch.device | str | None) -> Any:
+    """``obj`` (a tensor, or a dict / list / tuple of them) with its tensors on ``device``; for the CPU or None
+    the very same object (inputs are built there), so CPU runs do not change by a bit."""
+    if device is None or torch.device(device).type == "cpu":
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
 def batch_size_of(obj: Any) -> int:
     if isinstance(obj, torch.Tensor):
         return int(obj.shape[0])

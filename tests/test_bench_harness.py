@@ -22,6 +22,7 @@ from sidenet.harness import (
     write_outputs,
 )
 from sidenet.results import REQUIRED_KEYS, load_results
+from sidenet.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +57,8 @@ def _settings(**kw):
         ({"threshold": 0.5, "target_loss_pt": 1.0}, "not both"),
         ({"device": "tpu"}, "unknown device 'tpu'"),
         ({"name": "../x"}, "must be a plain file name"),
+        ({"chains": ("none", "int8wo")}, "chain 'int8wo' needs CUDA (int8wo runs on CUDA only) but the device is cpu"),
+        ({"chains": ("prune:ratio=0.5+int4wo:group_size=32",)}, "needs CUDA (int4wo runs on CUDA only)"),
     ],
 )
 def test_bad_bench_settings_are_one_line_user_errors(kw, needle):
@@ -63,6 +66,19 @@ def test_bad_bench_settings_are_one_line_user_errors(kw, needle):
         _settings(**kw)
     assert needle in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_cuda_only_chains_name_the_fix_and_are_checked_in_default_chains_too(monkeypatch):
+    with pytest.raises(UserError) as exc:
+        _settings(chains=("int8wo",))
+    assert str(exc.value).endswith(
+        "use --bench-device cuda (sidenet-bench run --device cuda) on a GPU machine, or int8 on CPU"
+    )
+    monkeypatch.setattr(TASKS.get("tiny-bert"), "default_chains", ("none", "int4wo:group_size=32"))
+    with pytest.raises(UserError, match="chain 'int4wo:group_size=32' needs CUDA"):
+        _settings(tasks=("tiny-bert",))
+    # `--bench-device cuda` without CUDA: bench/conftest.py runs with device cpu and skips every cell
+    assert _settings(chains=("int8wo",), cuda_missing=True).chains == ("int8wo",)
 
 
 def _row(task, exit_system, bs, median=1.0):
@@ -209,6 +225,16 @@ def test_bench_option_errors_are_one_line_usage_errors(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("chain", ["int8wo", "int4wo:group_size=32"])
+def test_bench_cuda_only_chain_on_cpu_is_a_one_line_usage_error(tmp_path, chain):
+    proc = _bench(tmp_path, "--bench-task", "tiny-bert", "--bench-chain", chain)
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stderr.startswith(f"ERROR: chain {chain!r} needs CUDA (")
+    assert "--bench-device cuda" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_bench_cell_with_missing_data_fails_in_one_line(tmp_path):
     """A UserError while preparing (here: CIFAR-10 is online-only) fails each of its cells, no traceback."""
     env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "SIDENET_BENCH_DOWNLOAD": ""}
@@ -293,6 +319,12 @@ def test_bench_on_cuda_without_cuda_skips_every_cell_cleanly(tmp_path):
         "cuda",
         "--bench-task",
         "tiny-resnet",
+        "--bench-task",
+        "tiny-bert",
+        "--bench-chain",
+        "none",
+        "--bench-chain",
+        "int8wo",  # CUDA-only: valid for the CUDA asked for, so skipped too rather than refused
         "--bench-out",
         str(tmp_path / "out"),
     ]

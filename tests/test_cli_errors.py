@@ -153,6 +153,10 @@ CASES: list[tuple[str, list[str], str, Setup]] = [
     ("chain-none-plus", ["--chain", "none+int8"], "'none' cannot be combined", None),
     ("chain-trailing-comma", ["--chain", "prune:ratio=0.5,"], "lacks '=VALUE'", None),
     ("chain-bad-name", ["--chain=-int8"], "is not a compressor name", None),
+    # CUDA-only compressors on the CPU
+    ("chain-int8wo-on-cpu", ["--chain", "int8wo"], "chain 'int8wo' needs CUDA (int8wo runs on CUDA only)", None),
+    ("chain-int4wo-on-cpu", ["--chain", "int4wo"], "chain 'int4wo' needs CUDA (int4wo runs on CUDA only)", None),
+    ("chain-prune-int4wo-on-cpu", ["--chain", "prune:ratio=0.5+int4wo:group_size=32"], "or int8 on CPU", None),
     # ranges
     ("threshold-negative", ["--threshold", "-0.1"], "threshold must be in [0, 1]", None),
     ("threshold-above-1", ["--threshold", "1.5"], "threshold must be in [0, 1]", None),

@@ -3,11 +3,15 @@ SideNet + real exits on every compressed tiny model, int8 FLOPs, cached evaluati
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import pytest
 import torch
 
+from compressors import CompressorConfig
 from sidenet import pipeline
-from sidenet.compressed import compress_mainnet, tap_for
+from sidenet.compressed import compress_mainnet, compute_dtype, tap_for
 from sidenet.early_exit import EarlyExit
 from sidenet.errors import UserError
 from sidenet.pipeline import load_or_train_mainnet, prepare, weights_digest
@@ -141,3 +145,132 @@ def test_weights_digest_reads_torchao_tensor_subclasses(tiny_bert):
     quantize_bert_torchao(tiny_bert, compile=False)
     after = weights_digest(tiny_bert)  # int8 weights are wrapper tensors: digested through their components
     assert after != before and weights_digest(tiny_bert) == after
+
+
+# ---------------------------------------------------------------------------------------------------
+# dtype of cast chains, and the device plumbing of prepare (CUDA-only steps see the model on the device)
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task_name", ["tiny-resnet", "tiny-bert"])
+@pytest.mark.parametrize(
+    ("chain", "dtype"), [("fp16", "fp16"), ("bf16", "bf16"), ("bf16:include_head=true", "bf16"), ("none", "fp32")]
+)
+def test_dtype_of_a_cast_chain_is_the_dtype_of_its_cast_stages(task_name, chain, dtype):
+    """A cast BERT keeps its embeddings (its first parameters) in fp32: the dtype is read from the cast stages."""
+    task, data, mainnet, key = _task_and_mainnet(task_name)
+    comp = compress_mainnet(task, mainnet, key, data, chain, progress=False)  # casting on CPU: fine for the dtype
+    assert comp.dtype == dtype
+    assert compute_dtype(comp.model) == dtype
+
+
+def _recorded_keys(monkeypatch):
+    """Every (kind, recipe) given to cache.artifact_key from now on."""
+    from sidenet import cache
+
+    seen, original = [], cache.artifact_key
+    monkeypatch.setattr(
+        cache, "artifact_key", lambda kind, recipe: seen.append((kind, recipe)) or original(kind, recipe)
+    )
+    return seen
+
+
+@pytest.mark.parametrize("chain", ["none", "int8"])
+def test_prepare_on_the_cpu_device_is_prepare_as_before(chain, monkeypatch, tmp_path):
+    """device="cpu" (the default) adds nothing to any cache key and changes no number: the second call finds
+    the first one's SideNet in the cache, measures everything again (the evaluations' cache is bypassed) and
+    gets the very same numbers."""
+    from sidenet import cache
+
+    monkeypatch.setenv("SIDENET_BENCH_CACHE", str(tmp_path))
+    keys = _recorded_keys(monkeypatch)
+    default = prepare("tiny-bert", chain=chain, progress=False)
+    default_keys = list(keys)
+    keys.clear()
+    monkeypatch.setattr(cache, "load_tensors", lambda key: None)
+    on_cpu = prepare("tiny-bert", chain=chain, progress=False, device="cpu")
+    assert keys == default_keys
+    assert not any("device" in recipe for _, recipe in keys)
+    assert not on_cpu.logs["evals_cached"] and on_cpu.logs["sidenet"]["key"] == default.logs["sidenet"]["key"]
+    assert on_cpu.device == default.device == torch.device("cpu")
+    assert on_cpu.threshold == default.threshold
+    for name in ("mainnet_eval", "cascade_eval", "noexit_eval", "baseline_eval", "selection", "sweep", "params"):
+        assert getattr(on_cpu, name) == getattr(default, name), name
+    assert torch.equal(on_cpu.test.side_logits, default.test.side_logits)
+    assert torch.equal(on_cpu.val.main_logits, default.val.main_logits)
+    for model in (on_cpu.mainnet, on_cpu.baseline, on_cpu.side):
+        assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+class _StopAfterCompressing(Exception):
+    """Raised by the fake CUDA-only compressor: the test is about what it was given, not what follows."""
+
+
+@dataclass(frozen=True)
+class FakeCpuConfig(CompressorConfig):
+    name: ClassVar[str] = "fakecpu"
+
+
+@dataclass(frozen=True)
+class FakeCudaConfig(CompressorConfig):
+    name: ClassVar[str] = "fakecuda"
+    requires_cuda: ClassVar[bool] = True
+
+
+@pytest.fixture
+def fake_compressors():
+    """Two temporary compressors that record the device of the model they are given: ``fakecpu`` (an ordinary
+    step) and ``fakecuda`` (``requires_cuda = True``; stops the run)."""
+    from compressors import COMPRESSORS
+    from compressors.base import record, register_compressor
+
+    seen: list[tuple[str, torch.device, torch.device]] = []  # (step, model's device, example inputs' device)
+
+    def apply(model, config, ctx):
+        example = ctx.example_inputs["input_ids"] if isinstance(ctx.example_inputs, dict) else ctx.example_inputs
+        seen.append((config.name, next(model.parameters()).device, example.device))
+        if getattr(config, "requires_cuda", False):
+            raise _StopAfterCompressing
+        record(model)
+        return model
+
+    register_compressor("fakecpu", FakeCpuConfig, "test: records the device")(apply)
+    register_compressor("fakecuda", FakeCudaConfig, "test: CUDA-only, records the device")(apply)
+    try:
+        yield seen
+    finally:
+        COMPRESSORS.remove("fakecpu")
+        COMPRESSORS.remove("fakecuda")
+
+
+def test_a_cuda_only_step_gets_the_model_on_the_device_the_steps_before_it_the_cpu(fake_compressors):
+    """``meta`` stands in for CUDA (no GPU here): the copy moves right before the first CUDA-only step, with
+    the example inputs; the steps before it run on the CPU, like the task's trainers."""
+    with pytest.raises(_StopAfterCompressing):
+        prepare("tiny-bert", chain="fakecpu+fakecuda", progress=False, device="meta")
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    assert fake_compressors == [("fakecpu", cpu, cpu), ("fakecuda", meta, meta)]
+
+
+def test_a_cuda_only_step_on_the_cpu_is_refused_before_any_step_runs(fake_compressors):
+    with pytest.raises(UserError, match=r"chain 'fakecpu\+fakecuda' needs CUDA \(fakecuda runs on CUDA only\)") as exc:
+        prepare("tiny-bert", chain="fakecpu+fakecuda", progress=False)
+    assert "\n" not in str(exc.value) and "--bench-device cuda" in str(exc.value)
+    assert fake_compressors == []
+
+
+@pytest.mark.parametrize("chain", ["int8", "prune:ratio=0.5+int8:backend=ort"])
+def test_an_int8_chain_off_the_cpu_is_refused_before_any_step_runs(chain, monkeypatch):
+    import compressors
+
+    calls = []
+    monkeypatch.setattr(compressors, "compress_", lambda *a, **k: calls.append(1))
+    with pytest.raises(UserError, match=r"is int8 \(torch.ao / ONNX Runtime: CPU only\); use --device cpu") as exc:
+        prepare("tiny-bert", chain=chain, progress=False, device="meta")
+    assert "\n" not in str(exc.value) and calls == []
+
+
+def test_off_the_cpu_the_sidenet_and_evaluation_keys_carry_the_device_type():
+    """GPU kernels round differently: a CUDA run must not share a CPU run's SideNet or per-row outputs."""
+    assert pipeline._device_fields(None) == pipeline._device_fields("cpu") == {}
+    assert pipeline._device_fields("cuda") == pipeline._device_fields(torch.device("cuda", 0)) == {"device": "cuda"}
