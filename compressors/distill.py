@@ -166,6 +166,14 @@ def _apply_distil(teacher: nn.Module, config: DistilConfig, ctx: CompressContext
     return student.eval()
 
 
+def distil_into(student: nn.Module, teacher: nn.Module, epochs: int, ctx: CompressContext, family: str) -> list[float]:
+    """Train an existing ``student`` (e.g. a pruned copy of ``teacher``) with the KD loss at the ``distil``
+    defaults for ``epochs`` epochs; per-epoch mean losses. Used by ``prune:finetune=kd``."""
+    if ctx.train_batches is None:
+        raise UserError("KD fine-tuning needs train_batches: pass compress_(..., train_batches=...)")
+    return _train(student, teacher, DistilConfig(epochs=epochs), ctx, family)
+
+
 def _cosine(total: int) -> Callable[[int], float]:
     return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 

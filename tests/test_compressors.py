@@ -414,6 +414,42 @@ def test_prune_needs_finetune_or_zero_epochs(image_data: dict[str, Any]) -> None
         compress_(make_tiny_resnet(), PruneConfig(round_to=2), example_inputs=image_data["x"][:4])
 
 
+def test_prune_kd_finetune_distils_from_the_unpruned_model(
+    trained_resnet: nn.Module,
+    trained_bert: nn.Module,
+    pruned_bert: nn.Module,
+    image_data: dict[str, Any],
+    text_data: dict[str, Any],
+) -> None:
+    never = Epochs()  # finetune=kd must not call the task's label fine-tuning
+    for teacher, data, tap, unfinetuned in (
+        (trained_resnet, image_data, "layer1", None),
+        (trained_bert, text_data, 2, pruned_bert),
+    ):
+        x = data["x"]
+        same_pruning = dict(ratio=0.5, round_to=2, steps=2)
+        if unfinetuned is None:
+            unfinetuned = compress_(teacher, PruneConfig(**same_pruning, finetune_epochs=0), example_inputs=x[:8])
+        kd = compress_(
+            teacher,
+            PruneConfig(**same_pruning, finetune_epochs=3, finetune="kd"),
+            example_inputs=x if isinstance(x, dict) else x[:8],
+            finetune=never,
+            train_batches=lambda d=data: d["train"],
+        )
+        assert never.models == []
+        (entry,) = compression_log(kd)
+        assert entry["config"]["finetune"] == "kd" and entry["last_epoch_kd_loss"] < entry["first_epoch_kd_loss"]
+        assert flops(kd, x) == flops(unfinetuned, x)  # the same structure, other weights
+        target = logits(teacher, x)
+        assert kl(target, logits(kd, x)) < kl(target, logits(unfinetuned, x))
+        assert_split_exact(kd, tap, x)
+    with pytest.raises(UserError, match="train_batches"):
+        compress_(make_tiny_resnet(), PruneConfig(round_to=2, finetune="kd"), example_inputs=image_data["x"][:4])
+    with pytest.raises(UserError, match="finetune must be one of"):
+        PruneConfig(finetune="labels")
+
+
 def test_prune_refuses_an_unreachable_target(image_data: dict[str, Any]) -> None:
     # width-8 stem with round_to=8 leaves nothing to remove in layer1: the FLOP target cannot be met
     with pytest.raises(UserError, match="round_to"):
