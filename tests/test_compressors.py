@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import agreement, cosine, flops, logits, make_tiny_bert, make_tiny_resnet
+from tiny_models import (
+    agreement,
+    cosine,
+    flops,
+    logits,
+    make_tiny_resnet,
+    tiny_text_data,
+    train_tiny_bert,
+)
 from torch import nn
 
 import compressors
@@ -55,16 +63,6 @@ def image_task(n: int, gen: torch.Generator, templates: torch.Tensor) -> tuple[t
     return templates[y] + 0.8 * torch.randn(n, 1, 16, 16, generator=gen), y
 
 
-def text_task(n: int, gen: torch.Generator, pad_rows: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Label 1 iff token 7 or 8 occurs; the first ``pad_rows`` rows are padded after 6 tokens."""
-    ids = torch.randint(5, 50, (n, 12), generator=gen)
-    mask = torch.ones_like(ids)
-    mask[:pad_rows, 6:] = 0
-    ids = ids * mask
-    y = ((ids == 7) | (ids == 8)).any(1).long()
-    return {"input_ids": ids, "attention_mask": mask}, y
-
-
 def kl(teacher: torch.Tensor, student: torch.Tensor) -> float:
     return float(F.kl_div(student.log_softmax(-1), teacher.log_softmax(-1), log_target=True, reduction="batchmean"))
 
@@ -92,10 +90,7 @@ def image_data() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def text_data() -> dict[str, Any]:
-    gen = torch.Generator().manual_seed(2)
-    train = [text_task(32, gen) for _ in range(6)]
-    test_x, test_y = text_task(64, gen, pad_rows=16)
-    return {"train": train, "x": test_x, "y": test_y}
+    return tiny_text_data()
 
 
 @pytest.fixture(scope="module")
@@ -114,15 +109,7 @@ def trained_resnet(image_data: dict[str, Any]) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def trained_bert(text_data: dict[str, Any]) -> nn.Module:
-    model = make_tiny_bert().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(5):
-        for x, y in text_data["train"]:
-            loss = F.cross_entropy(model(**x).logits, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    return train_tiny_bert(text_data["train"])
 
 
 @pytest.fixture(scope="module")

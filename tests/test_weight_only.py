@@ -16,8 +16,16 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
-from tiny_models import agreement, cosine, flops, logits, make_tiny_bert, make_tiny_resnet
+from tiny_models import (
+    agreement,
+    cosine,
+    flops,
+    logits,
+    make_tiny_bert,
+    make_tiny_resnet,
+    tiny_text_data,
+    train_tiny_bert,
+)
 from torch import nn
 
 import compressors
@@ -91,32 +99,12 @@ def plain_fp32(lin: nn.Linear) -> bool:
 
 @pytest.fixture(scope="module")
 def text_data() -> dict[str, Any]:
-    """Label 1 iff token 7 or 8 occurs; 16 of the 64 test rows are padded after 6 tokens."""
-    gen = torch.Generator().manual_seed(2)
-
-    def task(n: int, pad_rows: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        ids = torch.randint(5, 50, (n, 12), generator=gen)
-        mask = torch.ones_like(ids)
-        mask[:pad_rows, 6:] = 0
-        ids = ids * mask
-        return {"input_ids": ids, "attention_mask": mask}, ((ids == 7) | (ids == 8)).any(1).long()
-
-    train_batches = [task(32) for _ in range(6)]
-    x, y = task(64, pad_rows=16)
-    return {"train": train_batches, "x": x, "y": y}
+    return tiny_text_data()
 
 
 @pytest.fixture(scope="module")
 def trained_bert(text_data: dict[str, Any]) -> nn.Module:
-    model = make_tiny_bert().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(5):
-        for x, y in text_data["train"]:
-            loss = F.cross_entropy(model(**x).logits, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    return train_tiny_bert(text_data["train"])
 
 
 def rows(inputs: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:

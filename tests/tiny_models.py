@@ -60,3 +60,34 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.argmax(-1) == b.argmax(-1)).float().mean())
+
+
+def tiny_text_task(n: int, gen: torch.Generator, pad_rows: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Label 1 iff token 7 or 8 occurs; the first ``pad_rows`` rows are padded after 6 tokens."""
+    ids = torch.randint(5, 50, (n, 12), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[:pad_rows, 6:] = 0
+    ids = ids * mask
+    y = ((ids == 7) | (ids == 8)).any(1).long()
+    return {"input_ids": ids, "attention_mask": mask}, y
+
+
+def tiny_text_data() -> dict[str, Any]:
+    """Six training batches of 32 and 64 test rows (16 of them padded) of :func:`tiny_text_task`."""
+    gen = torch.Generator().manual_seed(2)
+    train = [tiny_text_task(32, gen) for _ in range(6)]
+    x, y = tiny_text_task(64, gen, pad_rows=16)
+    return {"train": train, "x": x, "y": y}
+
+
+def train_tiny_bert(batches: list[tuple[dict[str, torch.Tensor], torch.Tensor]], epochs: int = 5) -> nn.Module:
+    """:func:`make_tiny_bert` trained briefly (AdamW 3e-3), so its predictions carry information."""
+    model = make_tiny_bert().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        for x, y in batches:
+            loss = F.cross_entropy(model(**x).logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
