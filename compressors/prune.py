@@ -181,7 +181,9 @@ def _search_round(
     return result
 
 
-@register_compressor("prune", PruneConfig, "structured pruning (torch-pruning) to a FLOP ratio, then fine-tune")
+@register_compressor(
+    "prune", PruneConfig, "structured pruning (torch-pruning) to a FLOP ratio, then fine-tune (labels or finetune=kd)"
+)
 def _apply_prune(model: nn.Module, config: PruneConfig, ctx: CompressContext) -> nn.Module:
     family = model_family(model, "prune")
     if is_quantized(model) or any(p.dtype != torch.float32 for p in model.parameters()):
