@@ -21,8 +21,10 @@ from tiny_models import (
     flops,
     logits,
     make_tiny_resnet,
+    tiny_image_data,
     tiny_text_data,
     train_tiny_bert,
+    train_tiny_resnet,
 )
 from torch import nn
 
@@ -57,12 +59,6 @@ needs_x86 = pytest.mark.skipif(
 # ---------------------------------------------------------------------------------------------------
 
 
-def image_task(n: int, gen: torch.Generator, templates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """4 classes: a fixed random 16×16 template per class plus noise."""
-    y = torch.randint(0, 4, (n,), generator=gen)
-    return templates[y] + 0.8 * torch.randn(n, 1, 16, 16, generator=gen), y
-
-
 def kl(teacher: torch.Tensor, student: torch.Tensor) -> float:
     return float(F.kl_div(student.log_softmax(-1), teacher.log_softmax(-1), log_target=True, reduction="batchmean"))
 
@@ -81,11 +77,7 @@ def assert_split_exact(model: nn.Module, tap: Any, inputs: Any) -> Split:
 
 @pytest.fixture(scope="module")
 def image_data() -> dict[str, Any]:
-    gen = torch.Generator().manual_seed(1)
-    templates = torch.randn(4, 1, 16, 16, generator=gen)
-    train = [image_task(32, gen, templates) for _ in range(6)]
-    test_x, test_y = image_task(64, gen, templates)
-    return {"train": train, "x": test_x, "y": test_y, "calibration": [x for x, _ in train[:4]]}
+    return tiny_image_data()
 
 
 @pytest.fixture(scope="module")
@@ -95,16 +87,7 @@ def text_data() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def trained_resnet(image_data: dict[str, Any]) -> nn.Module:
-    """The tiny ResNet briefly trained on the template task, so its predictions carry information."""
-    model = make_tiny_resnet().train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(4):
-        for x, y in image_data["train"]:
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    return train_tiny_resnet(image_data["train"])
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 from tiny_models import (
     agreement,
     cosine,
@@ -25,7 +24,10 @@ from tiny_models import (
     logits,
     make_tiny_bert,
     make_tiny_resnet,
+    tiny_image_data,
     tiny_text_data,
+    train_tiny_bert,
+    train_tiny_resnet,
 )
 from torch import nn
 
@@ -68,33 +70,9 @@ def assert_splits_exactly(model: nn.Module, tap: Any, inputs: Any) -> None:
         assert torch.allclose(split.rest(state), logits(model, picked), atol=1e-5)
 
 
-def train(model: nn.Module, batches: list[tuple[Any, torch.Tensor]], epochs: int, lr: float) -> nn.Module:
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr) if isinstance(batches[0][0], dict) else None
-    opt = opt or torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    for _ in range(epochs):
-        for x, y in batches:
-            out = model(**x) if isinstance(x, dict) else model(x)
-            loss = F.cross_entropy(out.logits if hasattr(out, "logits") else out, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def image_data() -> dict[str, Any]:
-    """4 classes: a fixed random 16×16 template per class plus noise (1 channel, like Fashion-MNIST)."""
-    gen = torch.Generator().manual_seed(1)
-    templates = torch.randn(4, 1, 16, 16, generator=gen)
-
-    def task(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(0, 4, (n,), generator=gen)
-        return templates[y] + 0.8 * torch.randn(n, 1, 16, 16, generator=gen), y
-
-    train_batches = [task(32) for _ in range(6)]
-    x, y = task(64)
-    return {"train": train_batches, "x": x, "y": y, "calibration": [b for b, _ in train_batches[:4]]}
+    return tiny_image_data()
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +82,12 @@ def text_data() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def trained_resnet(image_data: dict[str, Any]) -> nn.Module:
-    return train(make_tiny_resnet(), image_data["train"], epochs=4, lr=0.05)
+    return train_tiny_resnet(image_data["train"])
 
 
 @pytest.fixture(scope="module")
 def trained_bert(text_data: dict[str, Any]) -> nn.Module:
-    return train(make_tiny_bert(), text_data["train"], epochs=5, lr=3e-3)
+    return train_tiny_bert(text_data["train"])
 
 
 @contextmanager

@@ -91,3 +91,31 @@ def train_tiny_bert(batches: list[tuple[dict[str, torch.Tensor], torch.Tensor]],
             loss.backward()
             opt.step()
     return model.eval()
+
+
+def tiny_image_data() -> dict[str, Any]:
+    """4 classes: a fixed random 16×16 template per class plus noise (1 channel, like Fashion-MNIST); six
+    training batches of 32, 64 test rows, and the first four training batches' images for calibration."""
+    gen = torch.Generator().manual_seed(1)
+    templates = torch.randn(4, 1, 16, 16, generator=gen)
+
+    def task(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, 4, (n,), generator=gen)
+        return templates[y] + 0.8 * torch.randn(n, 1, 16, 16, generator=gen), y
+
+    train = [task(32) for _ in range(6)]
+    x, y = task(64)
+    return {"train": train, "x": x, "y": y, "calibration": [b for b, _ in train[:4]]}
+
+
+def train_tiny_resnet(batches: list[tuple[torch.Tensor, torch.Tensor]], epochs: int = 4) -> nn.Module:
+    """:func:`make_tiny_resnet` trained briefly (SGD 0.05, momentum 0.9), so its predictions carry information."""
+    model = make_tiny_resnet().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(epochs):
+        for x, y in batches:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
