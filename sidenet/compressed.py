@@ -142,20 +142,6 @@ def _kwargs_on(kwargs: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
-def _move_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` on ``device`` (in place); on the CPU nothing is touched (models are built there)."""
-    return model if device.type == "cpu" else model.to(device)
-
-
-def _step_identity(config: Any) -> dict[str, Any]:
-    """The step's part of a cache key: its config, minus ``prune``'s ``finetune="task"`` — the default of a
-    field added after models were cached under keys without it (they are still valid for it)."""
-    step = config.to_dict()
-    if step.get("name") == "prune" and step.get("finetune") == "task":
-        del step["finetune"]
-    return step
-
-
 def _trains(config: Any) -> bool:
     return config.name == "distil" or (config.name == "prune" and config.finetune_epochs > 0)
 
@@ -236,7 +222,7 @@ def compress_mainnet(
     """
     device = torch.device(device)
     if parse_chain(chain) == ():
-        return Compressed(_move_model(mainnet, device), NONE, mainnet_key, compute_dtype(mainnet), [], 0.0)
+        return Compressed(to_device(mainnet, device), NONE, mainnet_key, compute_dtype(mainnet), [], 0.0)
     import compressors  # registers the compressors and the int8 FLOP formulas
     from compressors.base import set_compression_log
 
@@ -249,7 +235,7 @@ def compress_mainnet(
     for config in configs:
         if requires_cuda(config) and not moved:  # this step and the ones after it run on the device
             model, kwargs, moved = model.to(device), _kwargs_on(kwargs, device), True
-        recipe: dict[str, Any] = {"parent": key, "step": _step_identity(config)}
+        recipe: dict[str, Any] = {"parent": key, "step": config.cache_identity()}
         if config.name == "prune" and config.finetune_epochs > 0 and config.finetune == "task":
             recipe["finetune"] = task.finetune_overrides()  # the task's fine-tuning recipe shapes the weights
         key = cache.artifact_key("compressed", recipe)
@@ -271,7 +257,7 @@ def compress_mainnet(
             set_compression_log(model, [*steps_before, step_log])
             cache.store(model, key, {"task": task.name, "chain": chain, "step_log": step_log})
         _unfreeze(model)  # the next trained step (if any) trains this model or copies it
-    model = _move_model(_freeze(model), device)
+    model = to_device(_freeze(model), device)
     steps = compressors.compression_log(model)
     if not steps:
         raise UserError(f"chain {chain!r} applied no compressor")

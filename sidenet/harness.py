@@ -38,6 +38,7 @@ from sidenet.chain import EXIT_SYSTEM_DESCRIPTIONS, EXIT_SYSTEMS, NONE, canonica
 from sidenet.compressed import chain_configs, cuda_only_message, cuda_only_steps
 from sidenet.errors import UserError
 from sidenet.pipeline import Prepared, TaskData, load_task_data, mainnet_forward, prepare, run_eval, timing_rows
+from sidenet.split import to_device
 from sidenet.tasks import TASKS
 from sidenet.thresholds import NEVER_EXIT, outcome_at
 
@@ -305,7 +306,7 @@ class BenchContext:
             # shuffle once (fixed seed) so bs>1 batches mix classes and lengths as in serving
             rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))]
             batches = [b for b, _ in p.task.batches(p.data["test"], batch_size, idx=rows)]
-            self._timing[key] = [_to(b, self.device) for b in batches]
+            self._timing[key] = [to_device(b, self.device) for b in batches]
         return self._timing[key]
 
     def sync(self) -> None:
@@ -407,14 +408,6 @@ def _version() -> str:
     from sidenet import __version__
 
     return __version__
-
-
-def _to(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    return obj
 
 
 def _runner(fn: Callable[[Any], Any], batches: list[Any], sync: Callable[[], None]) -> Callable[[], None]:

@@ -272,10 +272,7 @@ def load_or_train_sidenet(
         )
         meta = {"task": task.name, "tap": split.tap, "seconds": time.perf_counter() - start}
         cache.store(side, key, meta)
-    side = _freeze(side)
-    if device is not None and torch.device(device).type != "cpu":
-        side.to(device)
-    return side, {"key": key, **meta}
+    return to_device(_freeze(side), device), {"key": key, **meta}
 
 
 @torch.inference_mode()
@@ -398,8 +395,7 @@ def prepare(
     device = torch.device(device)
     mainnet, main_meta = load_or_train_mainnet(task, data, loaded.num_classes, progress)
     comp = compress_mainnet(task, mainnet, main_meta["key"], data, chain, progress, device)
-    if device.type != "cpu":  # the fp32 baseline is evaluated (and timed) on the device too
-        mainnet.to(device)
+    to_device(mainnet, device)  # the fp32 baseline is evaluated (and timed) on the device too
     split = split_model(comp.model, tap_for(task, mainnet, comp.model))
     side, side_meta = load_or_train_sidenet(task, split, data, loaded.num_classes, comp.key, progress, device)
     m = measure(task, data, comp, mainnet, split, side, policy, target, margin_se, side_meta["key"], device)

@@ -42,11 +42,12 @@ def select_rows(obj: Any, idx: torch.Tensor) -> Any:
 
 
 def to_device(obj: Any, device: torch.device | str | None) -> Any:
-    """``obj`` (a tensor, or a dict / list / tuple of them) with its tensors on ``device``; for the CPU or None
-    the very same object (inputs are built there), so CPU runs do not change by a bit."""
+    """``obj`` (a tensor, an ``nn.Module`` — moved in place — or a dict / list / tuple of tensors) on ``device``;
+    for the CPU or None the very same object (inputs and models are built there), so CPU runs do not change by
+    a bit."""
     if device is None or torch.device(device).type == "cpu":
         return obj
-    if isinstance(obj, torch.Tensor):
+    if isinstance(obj, torch.Tensor | nn.Module):
         return obj.to(device)
     if isinstance(obj, dict):
         return {k: to_device(v, device) for k, v in obj.items()}
