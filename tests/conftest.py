@@ -5,10 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from tiny_models import make_tiny_bert, make_tiny_resnet
+from tiny_models import (
+    make_tiny_bert,
+    make_tiny_resnet,
+    tiny_image_data,
+    tiny_text_data,
+    train_tiny_bert,
+    train_tiny_resnet,
+)
 from torch import nn
 
 
@@ -73,3 +81,25 @@ def text_batch() -> dict[str, torch.Tensor]:
     batch = padded_text_batch([12, 5, 9, 3, 12, 7])
     assert (batch["attention_mask"] == 0).any()
     return batch
+
+
+# Tiny data and briefly trained tiny MainNets for the compressor tests. Module-scoped: each test module
+# trains its own (the compressors must never see a model another module has changed).
+@pytest.fixture(scope="module")
+def image_data() -> dict[str, Any]:
+    return tiny_image_data()
+
+
+@pytest.fixture(scope="module")
+def text_data() -> dict[str, Any]:
+    return tiny_text_data()
+
+
+@pytest.fixture(scope="module")
+def trained_resnet(image_data: dict[str, Any]) -> nn.Module:
+    return train_tiny_resnet(image_data["train"])
+
+
+@pytest.fixture(scope="module")
+def trained_bert(text_data: dict[str, Any]) -> nn.Module:
+    return train_tiny_bert(text_data["train"])

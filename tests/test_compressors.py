@@ -21,10 +21,6 @@ from tiny_models import (
     flops,
     logits,
     make_tiny_resnet,
-    tiny_image_data,
-    tiny_text_data,
-    train_tiny_bert,
-    train_tiny_resnet,
 )
 from torch import nn
 
@@ -73,26 +69,6 @@ def assert_split_exact(model: nn.Module, tap: Any, inputs: Any) -> Split:
         diff = (split.rest(split.head(inputs)) - logits(model, inputs)).abs().max()
     assert float(diff) == 0.0
     return split
-
-
-@pytest.fixture(scope="module")
-def image_data() -> dict[str, Any]:
-    return tiny_image_data()
-
-
-@pytest.fixture(scope="module")
-def text_data() -> dict[str, Any]:
-    return tiny_text_data()
-
-
-@pytest.fixture(scope="module")
-def trained_resnet(image_data: dict[str, Any]) -> nn.Module:
-    return train_tiny_resnet(image_data["train"])
-
-
-@pytest.fixture(scope="module")
-def trained_bert(text_data: dict[str, Any]) -> nn.Module:
-    return train_tiny_bert(text_data["train"])
 
 
 @pytest.fixture(scope="module")

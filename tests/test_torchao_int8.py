@@ -24,10 +24,6 @@ from tiny_models import (
     logits,
     make_tiny_bert,
     make_tiny_resnet,
-    tiny_image_data,
-    tiny_text_data,
-    train_tiny_bert,
-    train_tiny_resnet,
 )
 from torch import nn
 
@@ -68,26 +64,6 @@ def assert_splits_exactly(model: nn.Module, tap: Any, inputs: Any) -> None:
         state = split.select(split.head(rows(inputs, 8)), idx)
         picked = {k: v[idx] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[idx]
         assert torch.allclose(split.rest(state), logits(model, picked), atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def image_data() -> dict[str, Any]:
-    return tiny_image_data()
-
-
-@pytest.fixture(scope="module")
-def text_data() -> dict[str, Any]:
-    return tiny_text_data()
-
-
-@pytest.fixture(scope="module")
-def trained_resnet(image_data: dict[str, Any]) -> nn.Module:
-    return train_tiny_resnet(image_data["train"])
-
-
-@pytest.fixture(scope="module")
-def trained_bert(text_data: dict[str, Any]) -> nn.Module:
-    return train_tiny_bert(text_data["train"])
 
 
 @contextmanager

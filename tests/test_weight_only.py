@@ -23,8 +23,6 @@ from tiny_models import (
     logits,
     make_tiny_bert,
     make_tiny_resnet,
-    tiny_text_data,
-    train_tiny_bert,
 )
 from torch import nn
 
@@ -95,16 +93,6 @@ def plain_fp32(lin: nn.Linear) -> bool:
 # ---------------------------------------------------------------------------------------------------
 # tiny data and a trained tiny BERT (module-scoped; only the GPU tests train)
 # ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def text_data() -> dict[str, Any]:
-    return tiny_text_data()
-
-
-@pytest.fixture(scope="module")
-def trained_bert(text_data: dict[str, Any]) -> nn.Module:
-    return train_tiny_bert(text_data["train"])
 
 
 def rows(inputs: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
