@@ -5,9 +5,9 @@ cell's batch size, so latency per sample = round time / samples (a cascade's per
 bimodal; timing single inputs makes medians jump between modes). Warm-up runs outside the timed
 region; threads are pinned; on CUDA the target synchronises before the clock stops.
 
-Interleaving: for an exit-system cell, pytest-benchmark's untimed ``setup`` hook runs and times one
-MainNet round right before each timed cascade round, so every cascade round has a MainNet round
-beside it: ``paired_speedup`` = per-round ratios, robust to drift and background load.
+Interleaving: every cell other than the fp32 MainNet's own times one fp32 MainNet round beside each of
+its timed rounds, in pytest-benchmark's untimed ``setup`` (even rounds) or ``teardown`` (odd rounds), so
+``paired_speedup`` = per-round ratios, robust to drift and background load, and not biased by order.
 
 Resume: every row records a ``cell_key`` (:func:`cell_key`); a cell whose key is already stored in the
 results JSON is not measured again unless ``force`` is set.
@@ -31,13 +31,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from sidenet import atomic
 from sidenet.cache import library_versions
 from sidenet.chain import EXIT_SYSTEM_DESCRIPTIONS, EXIT_SYSTEMS, NONE, canonical_chain
 from sidenet.compressed import chain_configs, cuda_only_message, cuda_only_steps
 from sidenet.errors import UserError
-from sidenet.pipeline import Prepared, TaskData, load_task_data, mainnet_forward, prepare, run_eval, timing_rows
+from sidenet.pipeline import (
+    Prepared,
+    TaskData,
+    load_or_train_mainnet,
+    load_task_data,
+    mainnet_forward,
+    prepare,
+    run_eval,
+    timing_rows,
+)
 from sidenet.split import to_device
 from sidenet.tasks import TASKS
 from sidenet.thresholds import NEVER_EXIT, outcome_at
@@ -223,6 +233,7 @@ class BenchContext:
         self.settings = settings
         self._prepared: dict[tuple[str, str], Prepared] = {}
         self._task_data: dict[str, TaskData] = {}  # loaded + encoded once per task, shared by its chains
+        self._mainnets: dict[str, tuple[nn.Module, dict[str, Any]]] = {}  # fp32, loaded (or trained) once per task
         self._failed: dict[tuple[str, str], UserError] = {}
         self._fixed: dict[tuple[str, str], tuple[dict[str, float], dict[str, float]]] = {}
         self._timing: dict[tuple[str, int], list[Any]] = {}
@@ -269,6 +280,11 @@ class BenchContext:
             try:
                 if task not in self._task_data:
                     self._task_data[task] = load_task_data(TASKS.get(task))
+                if task not in self._mainnets:  # one fp32 MainNet per task: every chain's copy source and baseline
+                    loaded = self._task_data[task]
+                    self._mainnets[task] = load_or_train_mainnet(
+                        TASKS.get(task), loaded.data, loaded.num_classes, progress=not s.quiet
+                    )
                 # compressed and measured on the timing device: mainnet, baseline and side come back on it.
                 # An int8 chain off the CPU, or a CUDA-only one on it, is a one-line UserError before any step runs.
                 p = prepare(
@@ -278,16 +294,13 @@ class BenchContext:
                     target_loss_pt=s.target_loss_pt,
                     progress=not s.quiet,
                     device=self.device,
+                    trained_mainnet=self._mainnets[task],
                 )
             except UserError as exc:
                 self._failed[key] = exc
                 raise
             if s.threshold is not None:
                 self._fixed[key] = fixed_threshold_eval(p, s.threshold)
-            for other in self._prepared.values():  # one fp32 MainNet in memory per task, shared as baseline
-                if other.task.name == task:
-                    p.baseline = other.baseline
-                    break
             self._prepared[key] = p
         return self._prepared[key]
 
@@ -476,10 +489,10 @@ def run_cell(
                 "main_ece": p.calibration["main_ece"],
             }
         )
-        run_main()  # warm-up outside the timed region (plus pedantic's warm-up round)
         if chain == NONE:  # the baseline itself
+            run_main()  # warm-up outside the timed region
             pause_for_tests("timing")
-            benchmark.pedantic(run_main, rounds=s.rounds, warmup_rounds=1, iterations=1)
+            benchmark.pedantic(run_main, rounds=s.rounds, warmup_rounds=0, iterations=1)
             return
         _timed_paired(benchmark, run_main, run_baseline, s.rounds, info)
         return
@@ -511,29 +524,51 @@ def run_cell(
     )
     cascade = p.cascade(threshold)
     run_cascade = _runner(cascade.run, batches, ctx.sync)
+    run_cascade()  # warms head, SideNet and rest for the component timings too
     info["component_latency_s"] = _component_latency(p, batches, ctx, n_samples)
-    run_cascade()
-    _timed_paired(benchmark, run_cascade, run_baseline, s.rounds, info)
+    _timed_paired(benchmark, run_cascade, run_baseline, s.rounds, info, warm=False)
 
 
 def _timed_paired(
-    benchmark: Any, run: Callable[[], None], run_baseline: Callable[[], None], rounds: int, info: dict[str, Any]
+    benchmark: Any,
+    run: Callable[[], None],
+    run_baseline: Callable[[], None],
+    rounds: int,
+    info: dict[str, Any],
+    warm: bool = True,
 ) -> None:
-    """Time ``run`` with pedantic; its untimed ``setup`` times one fp32-MainNet round right before each round.
+    """Time ``run`` with pedantic, each round paired with one untimed-by-pedantic fp32-MainNet round.
 
+    The pairs are balanced (ABBA): the baseline runs right before the timed round in even rounds (pedantic's
+    ``setup``) and right after it in odd ones (``teardown``), so a cost of going first or second — caches,
+    thread wake-ups, frequency steps — cancels instead of biasing every speedup the same way.
     ``paired_speedup`` = per-round (baseline time / this time): robust to drift and background load.
+    ``warm``: run each once first (outside any timing); False when the caller has just warmed ``run``.
     """
+    if warm:
+        run()
     run_baseline()
     pause_for_tests("timing")
     base_times: list[float] = []
-    benchmark.pedantic(
-        run, setup=lambda: base_times.append(_time_once(run_baseline)), rounds=rounds, warmup_rounds=1, iterations=1
-    )
+    rounds_started = 0
+
+    def before() -> None:
+        nonlocal rounds_started
+        if rounds_started % 2 == 0:
+            base_times.append(_time_once(run_baseline))
+        rounds_started += 1
+
+    def after() -> None:
+        if rounds_started % 2 == 0:  # odd round (0-based) just ended
+            base_times.append(_time_once(run_baseline))
+
+    benchmark.pedantic(run, setup=before, teardown=after, rounds=rounds, warmup_rounds=0, iterations=1)
     data = getattr(getattr(benchmark, "stats", None), "stats", None)
     times = list(getattr(data, "data", []) or [])
     paired = base_times[-len(times) :] if times else []
     info["paired_speedup"] = [m / c for m, c in zip(paired, times, strict=True) if c > 0]
     info["paired_mainnet_median_s"] = statistics.median(paired) if paired else None
+    info["pairing"] = "balanced"
 
 
 def _rows(batch: Any) -> int:
@@ -545,7 +580,9 @@ def _rows(batch: Any) -> int:
 def _component_latency(
     p: Prepared, batches: list[Any], ctx: BenchContext, n_samples: int, rounds: int = 3
 ) -> dict[str, float]:
-    """Per-sample time of head+SideNet and of rest (on all rows), for the latency-vs-threshold estimate."""
+    """Per-sample time of head+SideNet and of rest (on all rows), for the latency-vs-threshold estimate.
+
+    Called right after the cascade's warm-up pass, so nothing here needs warming again."""
     with torch.inference_mode():
         states = [p.split.head(b) for b in batches]
 
@@ -561,7 +598,6 @@ def _component_latency(
                     p.split.rest(st)
             ctx.sync()
 
-        head_side(), rest()
         hs = statistics.median(_time_once(head_side) for _ in range(rounds))
         rs = statistics.median(_time_once(rest) for _ in range(rounds))
     return {"head_side": hs / n_samples, "rest": rs / n_samples}

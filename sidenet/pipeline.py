@@ -377,10 +377,13 @@ def prepare(
     margin_se: float | None = None,
     progress: bool = True,
     device: torch.device | str = "cpu",
+    trained_mainnet: tuple[nn.Module, dict[str, Any]] | None = None,
 ) -> Prepared:
     """Build (or load) everything for one task × compressor chain and measure accuracy/FLOPs.
 
-    ``task_data``: the task's encoded splits (:func:`load_task_data`) when the caller already has them.
+    ``task_data``: the task's encoded splits (:func:`load_task_data`) when the caller already has them, and
+    ``trained_mainnet``: what :func:`load_or_train_mainnet` returned for them — chains of one task then share
+    one fp32 MainNet in memory (the chain compresses a copy; the original is the baseline).
     The threshold is selected on validation against the *compressed* MainNet's accuracy (the SideNet's
     own cost on top of the chain); Δ accuracy vs the fp32 MainNet is reported separately.
     ``device``: where the chain's CUDA-only steps run and where everything is measured (module docstring);
@@ -393,7 +396,9 @@ def prepare(
     loaded = load_task_data(task) if task_data is None else task_data
     data = loaded.data
     device = torch.device(device)
-    mainnet, main_meta = load_or_train_mainnet(task, data, loaded.num_classes, progress)
+    if trained_mainnet is None:
+        trained_mainnet = load_or_train_mainnet(task, data, loaded.num_classes, progress)
+    mainnet, main_meta = trained_mainnet
     comp = compress_mainnet(task, mainnet, main_meta["key"], data, chain, progress, device)
     to_device(mainnet, device)  # the fp32 baseline is evaluated (and timed) on the device too
     split = split_model(comp.model, tap_for(task, mainnet, comp.model))

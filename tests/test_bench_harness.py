@@ -209,6 +209,24 @@ def test_fixed_threshold_eval_matches_the_cascade_at_the_selected_threshold():
     assert always["exit_rate"] == 1.0 and always["flops_per_sample"] < p.mainnet_eval["flops_per_sample"]
 
 
+def test_chains_of_a_task_share_one_fp32_mainnet_loaded_once(monkeypatch, tmp_path):
+    """The MainNet is loaded once per task; every chain compresses a copy and keeps the same one as baseline."""
+    import sidenet.harness as harness
+
+    calls: list[str] = []
+    real = harness.load_or_train_mainnet
+
+    def counting(task, *args, **kwargs):
+        calls.append(task.name)
+        return real(task, *args, **kwargs)
+
+    monkeypatch.setattr(harness, "load_or_train_mainnet", counting)
+    ctx = BenchContext(_settings(out=tmp_path, chains=("none", "int8"), quiet=True))
+    plain, int8 = ctx.prepared("tiny-resnet", "none"), ctx.prepared("tiny-resnet", "int8")
+    assert calls == ["tiny-resnet"]
+    assert plain.baseline is int8.baseline is plain.mainnet and int8.mainnet is not plain.mainnet
+
+
 def _bench(tmp_path, *args, env=None):
     cmd = [sys.executable, "-m", "pytest", "bench/", "--benchmark-only", "-p", "no:cacheprovider", "-q"]
     cmd += ["--bench-rounds", "1", "--bench-timing-samples", "8", "--bench-threads", "1"]
@@ -332,3 +350,16 @@ def test_bench_on_cuda_without_cuda_skips_every_cell_cleanly(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "CUDA not available" in proc.stdout and " skipped" in proc.stdout
     assert not list((tmp_path / "out").rglob("*.json")) and not list((tmp_path / "out").rglob("*.md"))
+
+
+def test_paired_rounds_alternate_which_goes_first(benchmark) -> None:
+    """The fp32 MainNet round runs before the row's round in even rounds and after it in odd ones (ABBA), and
+    each round's ratio uses its own MainNet round: a cost of going first cannot bias every speedup one way."""
+    from sidenet.harness import _timed_paired
+
+    events: list[str] = []
+    info: dict[str, object] = {}
+    _timed_paired(benchmark, lambda: events.append("row"), lambda: events.append("main"), 4, info)
+    warm = ["row", "main"]
+    assert events == [*warm, "main", "row", "row", "main", "main", "row", "row", "main"]
+    assert len(info["paired_speedup"]) == 4 and info["pairing"] == "balanced"

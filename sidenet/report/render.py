@@ -58,7 +58,9 @@ recorded). ±x% is the IQR of the round times relative to their median; rows wit
 {NOISY_REL_IQR:.2f} are marked ⚠ and kept (a speedup is marked ⚠ when either timing it divides is).
 - **Speedup** = fp32 MainNet latency / row latency at the same batch size (ratio of medians); \
 † marks a paired speedup: the median (q1–q3) of per-round ratios from rounds timed interleaved with an \
-fp32 MainNet round, which cancels drift that a ratio of medians would not.
+fp32 MainNet round, which cancels drift that a ratio of medians would not. Rows with `pairing` = `balanced` \
+ran that MainNet round before the row's round in even rounds and after it in odd ones, so a cost of going \
+first or second cancels too (older rows: always before).
 - **FLOP speedup** = fp32 MainNet FLOPs/sample ÷ row FLOPs/sample: what FLOPs alone predict. Measured speedup ÷ \
 FLOP speedup below 1 means the skipped layers cost less time than their FLOP share (or overheads dominate); \
 above 1, more. FLOPs ignore precision: an int8 or fp16 multiply-add counts like an fp32 one (see **dtype**).
