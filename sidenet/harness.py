@@ -5,9 +5,10 @@ cell's batch size, so latency per sample = round time / samples (a cascade's per
 bimodal; timing single inputs makes medians jump between modes). Warm-up runs outside the timed
 region; threads are pinned; on CUDA the target synchronises before the clock stops.
 
-Interleaving: every cell other than the fp32 MainNet's own times one fp32 MainNet round beside each of
-its timed rounds, in pytest-benchmark's untimed ``setup`` (even rounds) or ``teardown`` (odd rounds), so
-``paired_speedup`` = per-round ratios, robust to drift and background load, and not biased by order.
+Interleaving: every cell times one fp32 MainNet round beside each of its timed rounds, in
+pytest-benchmark's untimed ``setup`` (even rounds) or ``teardown`` (odd rounds), so ``paired_speedup`` =
+per-round ratios, robust to drift and background load, and not biased by order. The fp32 MainNet's own
+cell is thereby paired with itself: its ``aa_paired_ratios`` (A/A) show the noise floor of those ratios.
 
 Resume: every row records a ``cell_key`` (:func:`cell_key`); a cell whose key is already stored in the
 results JSON is not measured again unless ``force`` is set.
@@ -489,12 +490,9 @@ def run_cell(
                 "main_ece": p.calibration["main_ece"],
             }
         )
-        if chain == NONE:  # the baseline itself
-            run_main()  # warm-up outside the timed region
-            pause_for_tests("timing")
-            benchmark.pedantic(run_main, rounds=s.rounds, warmup_rounds=0, iterations=1)
-            return
         _timed_paired(benchmark, run_main, run_baseline, s.rounds, info)
+        if chain == NONE:  # the fp32 MainNet paired with itself: an A/A test, not a speedup
+            info["aa_paired_ratios"] = info.pop("paired_speedup")
         return
 
     selection: dict[str, float] = dict(p.selection)
@@ -542,7 +540,9 @@ def _timed_paired(
     The pairs are balanced (ABBA): the baseline runs right before the timed round in even rounds (pedantic's
     ``setup``) and right after it in odd ones (``teardown``), so a cost of going first or second — caches,
     thread wake-ups, frequency steps — cancels instead of biasing every speedup the same way.
-    ``paired_speedup`` = per-round (baseline time / this time): robust to drift and background load.
+    ``paired_speedup`` = per-round (baseline time / this time): robust to drift and background load. For the
+    fp32 MainNet's own cell the same protocol pairs it with itself (``aa_paired_ratios``): ratios that should
+    be 1, whose spread is the noise floor of every paired speedup measured beside it.
     ``warm``: run each once first (outside any timing); False when the caller has just warmed ``run``.
     """
     if warm:

@@ -50,6 +50,10 @@ REQUIRED_KEYS: tuple[str, ...] = (
 #   flops_breakdown: {"head": f, "side": f, "rest": f}   per sample, each part on all rows
 #   paired_speedup: [...]            per-round fp32-MainNet time / this row's time, timed interleaved (every row
 #                                    except the fp32 MainNet's own); its median is the row's speedup
+#   pairing: "balanced"              the MainNet round ran before this row's round in even rounds, after it in
+#                                    odd ones (rows without it: always before)
+#   aa_paired_ratios: [...]          the fp32 MainNet's own row only: the same pairing with itself (A/A); ratios
+#                                    that should be 1, their spread the noise floor of paired speedups
 #   versions: {"torch": ..., "torchvision": ..., "transformers": ..., "sidenet-bench": ...}
 
 

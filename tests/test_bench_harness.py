@@ -304,8 +304,10 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
         assert b["stats"]["rounds"] == 2
         if info["exit"] == "sidenet-noexit":
             assert info["exit_rate"] == 0.0
+        if info["exit"] == "none":  # the fp32 MainNet paired with itself: an A/A noise floor, not a speedup
+            assert len(info["aa_paired_ratios"]) == 2 and "paired_speedup" not in info
         if info["exit"] != "none":
-            assert len(info["paired_speedup"]) == 2
+            assert len(info["paired_speedup"]) == 2 and info["pairing"] == "balanced"
             # the SideNet adds FLOPs on top of the MainNet only for rows that do not exit
             assert info["flops_breakdown"]["head_side"] > 0
     main = {b["extra_info"]["task"]: b["extra_info"] for b in rows if b["extra_info"]["exit"] == "none"}

@@ -114,7 +114,8 @@ def cifar_rows() -> list[dict[str, Any]]:
     }
     return [
         row("cifar10", "none", "none", 1, 0.010, 0.0005, timing_samples=10, **main),
-        row("cifar10", "none", "none", 64, 0.128, 0.0064, timing_samples=640, **main),
+        row("cifar10", "none", "none", 64, 0.128, 0.0064, timing_samples=640,
+            aa_paired_ratios=[1.05, 0.96, 1.0, 0.99, 1.02], **main),
         row("cifar10", "none", "sidenet", 1, 0.004, 0.0006, timing_samples=10,
             component_latency_s={"head_side": 0.00015, "rest": 0.0006}, **side),
         row("cifar10", "none", "sidenet", 64, 0.0768, 0.00384, timing_samples=640,
@@ -235,6 +236,17 @@ def test_main_table_numbers_are_computed_from_inputs() -> None:
     assert side["p50 latency/sample bs 64 (IQR)"] == "0.120 ms ±5.0%"
     assert side["speedup bs 64"] == "1.70× (1.60–1.80)†"
     assert "paired speedup" in task_section(md, "cifar10")
+
+
+def test_reference_row_shows_its_a_a_noise_floor_when_measured() -> None:
+    """The fp32 MainNet paired with itself (A/A): median (q1–q3) of its ratios in the reference cell, explained
+    once; rows from before A/A existed keep a plain "ref"."""
+    md = render_markdown(make_results(), None)
+    main = main_rows(md, "cifar10")[("none", "none")]
+    assert main["speedup bs 64"] == "ref; A/A 1.00 (0.99–1.02)§"  # sorted 0.96 0.99 1.00 1.02 1.05
+    assert main["speedup bs 1"] == "ref"  # no ratios recorded at bs 1
+    assert "§ A/A = the fp32 MainNet paired with itself" in task_section(md, "cifar10")
+    assert "A/A =" not in task_section(md, "sst2")
 
 
 def test_no_timing_samples_means_one_batch_per_round() -> None:
@@ -562,7 +574,7 @@ def chain_rows() -> list[dict[str, Any]]:
     t = "mnist"
     return [
         row(t, "none", "none", 1, 0.010, 0.0005, timing_samples=10, **fp32),
-        row(t, "none", "none", 64, 0.128, 0.0064, timing_samples=640, **fp32),
+        row(t, "none", "none", 64, 0.128, 0.0064, timing_samples=640, aa_paired_ratios=five(1.0, 0.02), **fp32),
         row(t, "none", "sidenet", 1, 0.005, 0.00025, timing_samples=10, test_accuracy=0.915, flops_per_sample=0.6e9,
             paired_speedup=five(1.5, 0.05), component_latency_s=comp, dtype="fp32", **side()),
         row(t, "none", "sidenet", 64, 0.1067, 0.005, timing_samples=640, test_accuracy=0.915, flops_per_sample=0.6e9,
@@ -620,6 +632,8 @@ def test_complementarity_numbers_are_computed_from_paired_speedups() -> None:
     assert alone["FLOP speedup"] == "1.00×" and both["FLOP speedup"] == "2.00×"
     assert both["FLOP complementarity"] == "1.00"
     assert [r["complementarity bs 1"] for r in (main, alone, side)] == ["", "", ""]
+    assert main["speedup bs 64"] == "ref; A/A 1.00 (0.98–1.02)§"  # the fp32 MainNet paired with itself
+    assert "§ A/A = the fp32 MainNet paired with itself" in md
 
 
 def test_complementarity_falls_back_to_unpaired_medians() -> None:

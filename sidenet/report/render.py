@@ -60,7 +60,9 @@ recorded). ±x% is the IQR of the round times relative to their median; rows wit
 † marks a paired speedup: the median (q1–q3) of per-round ratios from rounds timed interleaved with an \
 fp32 MainNet round, which cancels drift that a ratio of medians would not. Rows with `pairing` = `balanced` \
 ran that MainNet round before the row's round in even rounds and after it in odd ones, so a cost of going \
-first or second cancels too (older rows: always before).
+first or second cancels too (older rows: always before). The fp32 MainNet's own row is paired with itself \
+the same way (**A/A**, §): the median (q1–q3) of ratios that should be 1.00 — the noise floor of the paired \
+speedups on this machine; a speedup or overhead inside that band is not distinguishable from none.
 - **FLOP speedup** = fp32 MainNet FLOPs/sample ÷ row FLOPs/sample: what FLOPs alone predict. Measured speedup ÷ \
 FLOP speedup below 1 means the skipped layers cost less time than their FLOP share (or overheads dominate); \
 above 1, more. FLOPs ignore precision: an int8 or fp16 multiply-add counts like an fp32 one (see **dtype**).

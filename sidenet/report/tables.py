@@ -16,6 +16,7 @@ import numpy as np
 DASH = "—"
 NOISY_REL_IQR = 0.10  # IQR/median above this flags a latency as noisy (kept, never dropped)
 PAIRED_MARK = "†"
+AA_MARK = "§"
 NOISY_MARK = "⚠"
 UNPAIRED_MARK = "‡"
 NONE = "none"  # the empty chain / the exit system "MainNet alone"
@@ -180,6 +181,30 @@ def speedup(variant: Variant, base: Variant | None, bs: int) -> Speedup | None:
     return Speedup(latency_per_sample(base_row) / mine) if mine > 0 else None
 
 
+def aa_noise_floor(variant: Variant | None, bs: int) -> Speedup | None:
+    """The fp32 MainNet paired with itself at ``bs`` (``aa_paired_ratios``): median (q1–q3) of ratios that
+    should be 1. Their spread is how far any paired speedup beside it can move by noise alone."""
+    row = variant.rows.get(bs) if variant is not None else None
+    ratios = [float(x) for x in ((row or {}).get("extra_info", {}).get("aa_paired_ratios") or []) if as_float(x)]
+    if not ratios:
+        return None
+    q1, med, q3 = (float(q) for q in np.percentile(np.asarray(ratios, dtype=float), [25, 50, 75]))
+    return Speedup(med, q1, q3, paired=True)
+
+
+def fmt_reference(aa: Speedup | None) -> str:
+    """The reference row's speedup cell: ``ref``, with its A/A noise floor when measured."""
+    if aa is None or aa.q1 is None or aa.q3 is None:
+        return "ref"
+    return f"ref; A/A {aa.value:.2f} ({aa.q1:.2f}–{aa.q3:.2f}){AA_MARK}"
+
+
+AA_FOOTNOTE = (
+    "A/A = the fp32 MainNet paired with itself under the same protocol: median (q1–q3) of ratios that should "
+    "be 1.00; a paired speedup inside that band is not distinguishable from no change on this machine."
+)
+
+
 def flop_speedup(variant: Variant, base: Variant | None) -> float | None:
     """MainNet FLOPs/sample ÷ this row's: the speedup FLOPs predict (compare with the measured one)."""
     if base is None:
@@ -315,7 +340,7 @@ def main_table(variants: Sequence[Variant]) -> Table:
         headers += [f"p50 latency/sample bs {bs} (IQR)", f"speedup bs {bs}"]
     rows: list[list[str]] = []
     noisy_notes: list[str] = []
-    any_paired = False
+    any_paired = any_aa = False
     for v in variants:
         base = baseline_for(v, variants)
         is_ref = base is v
@@ -339,7 +364,9 @@ def main_table(variants: Sequence[Variant]) -> Table:
                     f"noisy: IQR/median = {rel_iqr(row):.2f} (kept; re-run with more rounds to confirm)"
                 )
             if is_ref:
-                cells.append("ref")
+                aa = aa_noise_floor(v, bs)
+                any_aa = any_aa or aa is not None
+                cells.append(fmt_reference(aa))
                 continue
             s = speedup(v, base, bs)
             any_paired = any_paired or (s is not None and s.paired)
@@ -353,6 +380,8 @@ def main_table(variants: Sequence[Variant]) -> Table:
             f"{PAIRED_MARK} paired speedup: median (q1–q3) of per-round fp32-MainNet/this-row time ratios, rounds "
             "timed interleaved; unmarked speedups are ratios of median latencies."
         )
+    if any_aa:
+        footnotes.append(f"{AA_MARK} {AA_FOOTNOTE}")
     return Table(headers, rows, footnotes)
 
 
@@ -715,7 +744,10 @@ def complementarity_table(quad: Quad, sizes: Sequence[int]) -> Table:
             row = v.rows.get(bs) if v is not None else None
             cells.append(fmt_latency(row))
             if is_ref:
-                cells.append("ref" if row is not None else DASH)
+                aa = aa_noise_floor(v, bs)
+                if aa is not None:
+                    marks.add(AA_MARK)
+                cells.append(fmt_reference(aa) if row is not None else DASH)
                 continue
             s = speedup(v, quad.mainnet, bs) if v is not None else None
             if s is not None:
@@ -746,6 +778,8 @@ def complementarity_table(quad: Quad, sizes: Sequence[int]) -> Table:
             f"{PAIRED_MARK} paired speedup: median (q1–q3) of per-round fp32-MainNet/this-row time ratios, "
             "rounds timed interleaved."
         )
+    if AA_MARK in marks:
+        notes.append(f"{AA_MARK} {AA_FOOTNOTE}")
     if UNPAIRED_MARK in marks:
         notes.append(
             f"{UNPAIRED_MARK} unpaired: ratio of per-sample median latencies vs the fp32 MainNet row (the row "
