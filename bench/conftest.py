@@ -29,6 +29,7 @@ from sidenet.harness import (
     BenchSettings,
     check_out_dir,
     default_tasks,
+    measured_by,
     merge_results,
     quiet_from_env,
     write_outputs,
@@ -202,6 +203,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     machine_info = bs.get_machine_info()
     commit_info = session.config.hook.pytest_benchmark_generate_commit_info(config=session.config)
+    # Results merge across runs (resume, re-measured subsets): each row says which run measured it.
+    run = measured_by(commit_info, ctx.settings.command)
+    for b in finished:
+        b.extra_info["run"] = run
     new = session.config.hook.pytest_benchmark_generate_json(
         config=session.config,
         benchmarks=finished,

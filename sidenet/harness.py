@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -609,6 +610,19 @@ def _row_key(b: dict[str, Any]) -> tuple[Any, ...]:
     return (e.get("task"), e.get("chain"), e.get("exit"), e.get("device"), e.get("batch_size"))
 
 
+def measured_by(commit_info: dict[str, Any] | None, command: str) -> dict[str, Any]:
+    """What a row records of the run that measured it (``extra_info["run"]``): when (UTC), the commit and
+    whether the tree was dirty, the command. A merged results file keeps one header per file, so without this
+    a report made by several runs would credit every row to the last one."""
+    info = commit_info or {}
+    return {
+        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": str(info.get("id") or "")[:12] or None,
+        "dirty": bool(info.get("dirty")),
+        "command": command,
+    }
+
+
 def merge_results(path: Path, new: dict[str, Any]) -> dict[str, Any]:
     """New rows replace stored rows of the same (task, chain, exit, device, batch size); others stay.
 
@@ -676,6 +690,7 @@ __all__ = [
     "check_data",
     "check_out_dir",
     "default_tasks",
+    "measured_by",
     "merge_results",
     "run_cell",
     "write_outputs",

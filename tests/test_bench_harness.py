@@ -300,6 +300,7 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
         info = b["extra_info"]
         assert all(k in info for k in REQUIRED_KEYS)
         assert info["threads"] == 1
+        assert "--bench-name ci" in info["run"]["command"] and info["run"]["when"].endswith("UTC")
         assert info["timing_samples"] == 16
         assert b["stats"]["rounds"] == 2
         if info["exit"] == "sidenet-noexit":

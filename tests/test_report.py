@@ -308,6 +308,30 @@ def test_header_environment_and_notes() -> None:
     assert "![" not in md  # no plot folder given, no image links
 
 
+def test_header_lists_the_runs_that_measured_merged_rows() -> None:
+    """Results merge across runs; the header credits each row to its run (``extra_info["run"]``), oldest first."""
+    results = make_results()
+    rows = results["benchmarks"]
+    first = {"when": "2026-11-22 13:15 UTC", "commit": "993ad13aaaaa", "dirty": False, "command": "pytest bench/ A"}
+    second = {"when": "2026-11-22 13:36 UTC", "commit": "96ae7844bbbb", "dirty": True, "command": "pytest bench/ B"}
+    for i, r in enumerate(rows):
+        if i > 0:  # row 0 predates run records
+            r["extra_info"]["run"] = second if i in (1, 2) else first
+    md = render_markdown(results, None)
+    header = md.split("## Environment")[0]
+    n_first = len(rows) - 3
+    assert "- **Rows measured by 3 runs**" in header
+    lines = [line for line in header.splitlines() if line.startswith("  - ")]
+    assert lines == [
+        "  - 1 rows: by an earlier run that did not record itself",
+        f"  - {n_first} rows: 2026-11-22 13:15 UTC at `993ad13aaaaa`, `pytest bench/ A`",
+        "  - 2 rows: 2026-11-22 13:36 UTC at `96ae7844bbbb` (dirty), `pytest bench/ B`",
+    ]
+    for r in rows:
+        r["extra_info"]["run"] = first
+    assert "Rows measured by" not in render_markdown(results, None)  # one recorded run: the header says it all
+
+
 def test_missing_machine_info_still_renders() -> None:
     results = {"benchmarks": sst2_rows()}
     md = render_markdown(results, "plots")

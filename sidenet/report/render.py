@@ -7,6 +7,7 @@ written; ``write_report`` then publishes plots and Markdown with atomic replaces
 from __future__ import annotations
 
 import contextlib
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,33 @@ def _header(results: dict[str, Any]) -> list[str]:
     if commit.get("id"):
         dirty = " (dirty)" if commit.get("dirty") else ""
         lines.append(f"- **Commit:** {_code(str(commit['id'])[:12])}{dirty}")
+    runs = _runs(results)
+    if len(runs) > 1 or (runs and runs[0][0] is None):
+        lines.append(f"- **Rows measured by {len(runs)} runs** (results merge across runs; newest last):")
+        for run, count in runs:
+            lines.append(f"  - {count} rows: {_run_text(run)}")
     return [*lines, ""]
+
+
+def _runs(results: dict[str, Any]) -> list[tuple[dict[str, Any] | None, int]]:
+    """(the run that measured them, row count) for the rows' ``extra_info["run"]``, oldest first; rows from
+    before runs were recorded count under None."""
+    counts: dict[str, tuple[dict[str, Any] | None, int]] = {}
+    for row in results.get("benchmarks") or []:
+        run = (row.get("extra_info") or {}).get("run")
+        run = run if isinstance(run, dict) else None
+        key = json.dumps(run, sort_keys=True, default=str)
+        counts[key] = (run, counts.get(key, (run, 0))[1] + 1)
+    return sorted(counts.values(), key=lambda rc: ("" if rc[0] is None else str(rc[0].get("when")), str(rc[0])))
+
+
+def _run_text(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return "by an earlier run that did not record itself"
+    commit = run.get("commit")
+    at = f" at {_code(str(commit))}{' (dirty)' if run.get('dirty') else ''}" if commit else ""
+    command = run.get("command")
+    return f"{run.get('when') or DASH}{at}" + (f", {_code(str(command))}" if command else "")
 
 
 def _environment(results: dict[str, Any]) -> list[str]:
