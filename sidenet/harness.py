@@ -611,9 +611,9 @@ def _row_key(b: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def measured_by(commit_info: dict[str, Any] | None, command: str) -> dict[str, Any]:
-    """What a row records of the run that measured it (``extra_info["run"]``): when (UTC), the commit and
-    whether the tree was dirty, the command. A merged results file keeps one header per file, so without this
-    a report made by several runs would credit every row to the last one."""
+    """What a row records of the run that measured it (``extra_info["run"]``): when that run finished and wrote
+    its results (UTC), the commit and whether the tree was dirty, the command. A merged results file keeps one
+    header per file, so without this a report made by several runs would credit every row to the last one."""
     info = commit_info or {}
     return {
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -324,8 +324,8 @@ def test_header_lists_the_runs_that_measured_merged_rows() -> None:
     lines = [line for line in header.splitlines() if line.startswith("  - ")]
     assert lines == [
         "  - 1 rows: by an earlier run that did not record itself",
-        f"  - {n_first} rows: 2026-11-22 13:15 UTC at `993ad13aaaaa`, `pytest bench/ A`",
-        "  - 2 rows: 2026-11-22 13:36 UTC at `96ae7844bbbb` (dirty), `pytest bench/ B`",
+        f"  - {n_first} rows: run finished 2026-11-22 13:15 UTC at `993ad13aaaaa`, `pytest bench/ A`",
+        "  - 2 rows: run finished 2026-11-22 13:36 UTC at `96ae7844bbbb` (dirty), `pytest bench/ B`",
     ]
     for r in rows:
         r["extra_info"]["run"] = first

@@ -127,7 +127,7 @@ def _run_text(run: dict[str, Any] | None) -> str:
     commit = run.get("commit")
     at = f" at {_code(str(commit))}{' (dirty)' if run.get('dirty') else ''}" if commit else ""
     command = run.get("command")
-    return f"{run.get('when') or DASH}{at}" + (f", {_code(str(command))}" if command else "")
+    return f"run finished {run.get('when') or DASH}{at}" + (f", {_code(str(command))}" if command else "")
 
 
 def _environment(results: dict[str, Any]) -> list[str]:
