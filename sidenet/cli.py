@@ -281,7 +281,13 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device to time on (default cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads, pinned (default: all cores)")
     p.add_argument("--timing-samples", type=int, default=192, metavar="N", help="inputs per timed round (192)")
-    p.add_argument("--rounds", type=int, default=7, metavar="N", help="timed rounds per cell (7, plus a warm-up)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=8,
+        metavar="N",
+        help="timed rounds per cell (8; odd numbers are rounded up to even)",
+    )
     p.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports)")
     p.add_argument("--name", metavar="NAME", help="report name (default: from device, CPU and threads)")
     p.add_argument("--force", action="store_true", help="re-measure cells already stored in the results JSON")

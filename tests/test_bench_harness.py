@@ -366,3 +366,15 @@ def test_paired_rounds_alternate_which_goes_first(benchmark) -> None:
     warm = ["row", "main"]
     assert events == [*warm, "main", "row", "row", "main", "main", "row", "row", "main"]
     assert len(info["paired_speedup"]) == 4 and info["pairing"] == "balanced"
+
+
+def test_an_odd_round_count_is_rounded_up_so_each_side_goes_first_equally_often(benchmark) -> None:
+    from sidenet.harness import _timed_paired
+
+    events: list[str] = []
+    info: dict[str, object] = {}
+    _timed_paired(benchmark, lambda: events.append("row"), lambda: events.append("main"), 3, info, warm=False)
+    assert events[0] == "main"  # the MainNet's warm-up (the caller warmed the row)
+    rounds = [events[i : i + 2] for i in range(1, len(events), 2)]
+    assert rounds == [["main", "row"], ["row", "main"], ["main", "row"], ["row", "main"]]
+    assert len(info["paired_speedup"]) == 4
