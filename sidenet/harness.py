@@ -546,7 +546,7 @@ def _timed_paired(
     be 1, whose spread is the noise floor of every paired speedup measured beside it.
     ``warm``: run each once first (outside any timing); False when the caller has just warmed ``run``.
     An odd ``rounds`` is rounded up to even: with 7, the MainNet would go first 4 times and the row 3, and the
-    median of the ratios would lean toward whichever position is faster (A/A medians of 0.93–0.94 at bs 1).
+    median of the ratios could lean toward whichever position is faster.
     """
     rounds += rounds % 2
     if warm:
