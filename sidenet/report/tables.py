@@ -170,10 +170,9 @@ def speedup(variant: Variant, base: Variant | None, bs: int) -> Speedup | None:
     row = variant.rows.get(bs)
     if row is None:
         return None
-    paired = [x for x in (row["extra_info"].get("paired_speedup") or []) if as_float(x) is not None]
-    if paired:
-        q1, med, q3 = (float(q) for q in np.percentile(np.asarray(paired, dtype=float), [25, 50, 75]))
-        return Speedup(med, q1, q3, paired=True)
+    paired = _paired_quartiles(row["extra_info"].get("paired_speedup"))
+    if paired is not None:
+        return paired
     base_row = base.rows.get(bs) if base is not None else None
     if base_row is None:
         return None
@@ -185,10 +184,15 @@ def aa_noise_floor(variant: Variant | None, bs: int) -> Speedup | None:
     """The fp32 MainNet paired with itself at ``bs`` (``aa_paired_ratios``): median (q1–q3) of ratios that
     should be 1. Their spread is how far any paired speedup beside it can move by noise alone."""
     row = variant.rows.get(bs) if variant is not None else None
-    ratios = [float(x) for x in ((row or {}).get("extra_info", {}).get("aa_paired_ratios") or []) if as_float(x)]
-    if not ratios:
+    return _paired_quartiles((row or {}).get("extra_info", {}).get("aa_paired_ratios"))
+
+
+def _paired_quartiles(ratios: Any) -> Speedup | None:
+    """Median (q1–q3) of recorded per-round ratios; None when none were recorded."""
+    values = [float(x) for x in (ratios or []) if as_float(x) is not None]
+    if not values:
         return None
-    q1, med, q3 = (float(q) for q in np.percentile(np.asarray(ratios, dtype=float), [25, 50, 75]))
+    q1, med, q3 = (float(q) for q in np.percentile(np.asarray(values, dtype=float), [25, 50, 75]))
     return Speedup(med, q1, q3, paired=True)
 
 
@@ -696,7 +700,7 @@ def compression_line(quad: Quad) -> str | None:
         name = md_escape(str(step.get("compressor", "?")))
         facts = [
             f"{md_escape(str(k))}={float(val):.3g}" if isinstance(val, float) else f"{md_escape(str(k))}={val}"
-            for k, val in step.items()
+            for k, val in sorted(step.items())  # sorted: the same line whether rendered live or from the JSON
             if k not in ("compressor", "config") and isinstance(val, (str, int, float)) and not isinstance(val, bool)
         ]
         parts.append(f"`{name}`" + (f" ({', '.join(facts)})" if facts else ""))
