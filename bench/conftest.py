@@ -29,9 +29,11 @@ from sidenet.harness import (
     BenchSettings,
     check_out_dir,
     default_tasks,
+    invocation,
     measured_by,
     merge_results,
     quiet_from_env,
+    set_aside_foreign_results,
     write_outputs,
 )
 
@@ -138,7 +140,7 @@ def _settings(config: pytest.Config) -> BenchSettings:
         device="cpu" if _cuda_missing(config) else config.getoption("bench_device"),
         out=Path(config.getoption("bench_out")),
         name=config.getoption("bench_name"),
-        command=" ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        command=invocation(sys.argv),
         chains=tuple(config.getoption("bench_chain") or ()),
         threshold=config.getoption("bench_threshold"),
         force=config.getoption("bench_force"),
@@ -219,9 +221,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         machine_info=machine_info,
         commit_info=commit_info,
     )
+    aside = set_aside_foreign_results(results_path, ctx.machine)
     merged = merge_results(results_path, new)
     write_outputs(merged, results_path, report_path)
-    session.config.stash[_SUMMARY] = f"sidenet-bench: results {results_path}; report {report_path}"
+    summary = f"sidenet-bench: results {results_path}; report {report_path}"
+    if aside is not None:
+        summary += f"; rows of another machine in the old results were kept in {aside}, not merged"
+    session.config.stash[_SUMMARY] = summary
 
 
 _SUMMARY = pytest.StashKey[str]()

@@ -60,9 +60,9 @@ class CompressorConfig:
     """Base class of every compressor config. Subclasses are ``@dataclass(frozen=True)`` and set ``name``."""
 
     name: ClassVar[str] = ""
-    # Fields added after artifacts were cached: at their default they stay out of cache_identity(), so the
-    # artifacts cached before the field existed (which had that default behaviour) keep their keys.
-    fields_added_later: ClassVar[tuple[str, ...]] = ()
+    # Fields a chain label always shows, even at their default (``prune:ratio=0.5`` says how much was pruned);
+    # every other field shows only when it differs from its default (sidenet.compressed.normalize_chain).
+    label_fields: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         """Check every field against its annotated type; subclasses call this first, then check ranges."""
@@ -74,11 +74,6 @@ class CompressorConfig:
     def to_dict(self) -> dict[str, Any]:
         """``{"name": ..., <field>: <value>, ...}`` with JSON-compatible values."""
         return {"name": self.name, **dataclasses.asdict(self)}
-
-    def cache_identity(self) -> dict[str, Any]:
-        """:meth:`to_dict` without the ``fields_added_later`` that hold their default: what a cache key hashes."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        return {k: v for k, v in self.to_dict().items() if not (k in self.fields_added_later and v == defaults.get(k))}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

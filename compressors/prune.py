@@ -60,7 +60,7 @@ class PruneConfig(CompressorConfig):
     """Structured pruning to keep ``ratio`` of the FLOPs (0.5 = half), then ``finetune_epochs`` epochs."""
 
     name: ClassVar[str] = "prune"
-    fields_added_later: ClassVar[tuple[str, ...]] = ("finetune",)
+    label_fields: ClassVar[tuple[str, ...]] = ("ratio",)
 
     ratio: float = 0.5  # target FLOPs after pruning / FLOPs before, in (0, 1)
     round_to: int = 8  # kept channel counts are multiples of this (ResNet convs, BERT FFN width)

@@ -9,6 +9,8 @@ reported, deleted and rebuilt, never used.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -25,7 +27,7 @@ from sidenet.errors import UserError
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: keys hash every measured library's version (was torch, torchvision, transformers)
 
 
 def cache_dir() -> Path:
@@ -37,21 +39,50 @@ def cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "sidenet-bench"
 
 
-def library_versions() -> dict[str, str]:
-    import torchvision
+# Every library on the measured path: a different version of any of them can change a trained model, a
+# compressed one or a timing, so cell keys and artifact keys hash them all (FINDINGS: optimum's quantiser and
+# torch-pruning change what they produce between releases).
+MEASURED_LIBRARIES: tuple[str, ...] = (
+    "torch",
+    "torchvision",
+    "transformers",
+    "onnxruntime",
+    "onnx",
+    "optimum",
+    "optimum-onnx",
+    "torchao",
+    "torch-pruning",
+    "numpy",
+)
+# What a trained fp32 MainNet depends on: an upgraded ONNX Runtime or torch-pruning does not retrain it.
+TRAINING_LIBRARIES: tuple[str, ...] = ("torch", "torchvision", "transformers", "numpy")
 
-    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
-    try:
-        import transformers
 
-        versions["transformers"] = transformers.__version__
-    except ImportError:  # pragma: no cover - transformers is a hard dependency
-        pass
+def library_versions(libraries: tuple[str, ...] = MEASURED_LIBRARIES) -> dict[str, str]:
+    """Installed versions (``"absent"`` when not installed). torch and torchvision report their build too
+    (``2.14.1+cu130`` vs ``+cpu``): the module's ``__version__``, not the distribution's."""
+    versions: dict[str, str] = {}
+    for name in libraries:
+        if name in ("torch", "torchvision"):
+            versions[name] = _module_version(name)
+            continue
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
     return versions
 
 
-def artifact_key(kind: str, recipe: dict[str, Any]) -> str:
-    payload = {"kind": kind, "recipe": recipe, "versions": library_versions(), "format": CACHE_FORMAT}
+def _module_version(name: str) -> str:
+    try:
+        return str(importlib.import_module(name).__version__)
+    except ImportError:  # pragma: no cover - both are hard dependencies
+        return "absent"
+
+
+def artifact_key(kind: str, recipe: dict[str, Any], libraries: tuple[str, ...] = MEASURED_LIBRARIES) -> str:
+    """``<kind>-<hash>`` of the recipe, the versions of ``libraries`` and the cache format."""
+    payload = {"kind": kind, "recipe": recipe, "versions": library_versions(libraries), "format": CACHE_FORMAT}
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return f"{kind}-{hashlib.sha256(blob).hexdigest()[:16]}"
 

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from sidenet import cache
-from sidenet.chain import NONE, format_chain, parse_chain
+from sidenet.chain import NONE, ChainStep, format_chain, parse_chain
 from sidenet.errors import UserError
 from sidenet.split import to_device
 from sidenet.tasks import Encoded, Task
@@ -95,6 +95,42 @@ def chain_configs(chain: str) -> list[Any]:
     from compressors import config_from_step
 
     return [config_from_step(step.name, dict(step.params)) for step in parse_chain(chain)]
+
+
+def format_param(value: Any) -> str:
+    """A typed config value as a chain parameter that :func:`compressors.config_from_step` parses back."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, tuple | list):
+        return "/".join(format_param(v) for v in value)
+    if isinstance(value, float):
+        return repr(value)  # shortest round-tripping form: 0.5 for "0.5", ".5" and "5e-1"
+    return str(value)
+
+
+def normalize_chain(chain: str) -> str:
+    """One spelling per experiment: the chain written from its *parsed* configs, each step with only the
+    parameters that differ from their defaults (plus the config's ``label_fields``, e.g. ``prune:ratio=0.5``).
+
+    ``prune:ratio=0.5``, ``prune:ratio=.5`` and ``prune:ratio=5e-1`` are one chain, and so are ``int8`` and
+    ``int8:backend=x86``: measuring them as separate cells would repeat one experiment under two labels.
+    One-line UserError for a bad spec or parameter (as :func:`chain_configs`)."""
+    from compressors import config_from_step
+
+    steps = []
+    for config in chain_configs(chain):
+        defaults = type(config)()
+        params = tuple(
+            (f.name, format_param(getattr(config, f.name)))
+            for f in dataclasses.fields(config)
+            if f.init and (getattr(config, f.name) != getattr(defaults, f.name) or f.name in config.label_fields)
+        )
+        step = ChainStep(config.name, tuple(sorted(params)))
+        assert config_from_step(step.name, dict(step.params)) == config, f"{step} does not parse back to {config}"
+        steps.append(step)
+    return format_chain(tuple(steps))
 
 
 def requires_cuda(config: Any) -> bool:
@@ -235,7 +271,8 @@ def compress_mainnet(
     for config in configs:
         if requires_cuda(config) and not moved:  # this step and the ones after it run on the device
             model, kwargs, moved = model.to(device), _kwargs_on(kwargs, device), True
-        recipe: dict[str, Any] = {"parent": key, "step": config.cache_identity()}
+        # every field, defaults included: a changed default must never reuse an artifact made under the old one
+        recipe: dict[str, Any] = {"parent": key, "step": config.to_dict()}
         if config.name == "prune" and config.finetune_epochs > 0 and config.finetune == "task":
             recipe["finetune"] = task.finetune_overrides()  # the task's fine-tuning recipe shapes the weights
         key = cache.artifact_key("compressed", recipe)

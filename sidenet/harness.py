@@ -12,6 +12,9 @@ cell is thereby paired with itself: its ``aa_paired_ratios`` (A/A) show the nois
 
 Resume: every row records a ``cell_key`` (:func:`cell_key`); a cell whose key is already stored in the
 results JSON is not measured again unless ``force`` is set.
+
+Machine identity (:mod:`sidenet.machine`): every row, cell key and report name carries the fingerprint of the
+machine that measured it; a results file holds the rows of one fingerprint only (:func:`merge_results`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,7 @@ import difflib
 import hashlib
 import json
 import os
-import platform
-import re
+import shlex
 import statistics
 import tempfile
 import time
@@ -37,9 +39,10 @@ from torch import nn
 
 from sidenet import atomic
 from sidenet.cache import library_versions
-from sidenet.chain import EXIT_SYSTEM_DESCRIPTIONS, EXIT_SYSTEMS, NONE, canonical_chain
-from sidenet.compressed import chain_configs, cuda_only_message, cuda_only_steps
+from sidenet.chain import EXIT_SYSTEM_DESCRIPTIONS, EXIT_SYSTEMS, NONE
+from sidenet.compressed import chain_configs, cuda_only_message, cuda_only_steps, normalize_chain
 from sidenet.errors import UserError
+from sidenet.machine import MachineFingerprint, fingerprint, from_machine_info
 from sidenet.pipeline import (
     Prepared,
     TaskData,
@@ -59,6 +62,10 @@ DEFAULT_BATCH_SIZES = (1, 64)
 QUIET_ENV = "SIDENET_BENCH_QUIET"  # "1": no progress bars (set by `sidenet-bench run -q`)
 PAUSE_ENV = "SIDENET_BENCH_TEST_PAUSE"  # test hook, see pause_for_tests()
 _TRUTHY = {"1", "true", "yes", "on"}
+# Bumped whenever how a row is timed changes (rounds, pairing, warm-up, what a round runs): a row timed under
+# another protocol is a different experiment, so it is in every cell key and row. 3: balanced (ABBA) pairing,
+# one warm-up pass per variant, an even number of rounds (commits 993ad13, 5bcd67f).
+TIMING_PROTOCOL = 3
 
 
 def default_tasks() -> tuple[str, ...]:
@@ -108,12 +115,12 @@ class BenchSettings:
             raise UserError("no task given; pass --bench-task NAME (see `sidenet-bench list`)")
         for t in self.tasks:
             TASKS.get(t)
-        chains = _unique(canonical_chain(c) for c in self.chains)
-        for t in self.tasks:  # the defaults must parse too (a task registered from outside may bring its own)
+        # one spelling per experiment, from the parsed configs; bad parameters (prune:ratio=2) fail now, not
+        # after the first cells ran, and so do a task's defaults (a task registered from outside may bring its own)
+        chains = _unique(normalize_chain(c) for c in self.chains)
+        for t in self.tasks:
             for c in TASKS.get(t).default_chains:
-                canonical_chain(c)
-        for c in chains or ():  # bad parameters (prune:ratio=2) fail now, not after the first cells ran
-            chain_configs(c)
+                normalize_chain(c)
         for e in self.exits:
             if e not in EXIT_SYSTEMS:
                 close = difflib.get_close_matches(e, EXIT_SYSTEMS, n=1)
@@ -142,12 +149,14 @@ class BenchSettings:
             raise UserError("device cuda requested but torch.cuda.is_available() is False here; use device cpu")
         if self.device != "cuda" and not self.cuda_missing:  # int8wo / int4wo: one line now, not per cell later
             for t in self.tasks:
-                for c in chains or _unique(canonical_chain(d) for d in TASKS.get(t).default_chains):
+                for c in chains or _unique(normalize_chain(d) for d in TASKS.get(t).default_chains):
                     steps = cuda_only_steps(c)
                     if steps:
                         raise UserError(cuda_only_message(c, steps, self.device))
         if self.name is not None and (not self.name.strip() or "/" in self.name or self.name in (".", "..")):
             raise UserError(f"report name {self.name!r} must be a plain file name (no '/')")
+        if self.name is not None and len(self.name.encode()) > MAX_NAME_BYTES:
+            raise UserError(f"report name is {len(self.name.encode())} bytes; give one of at most {MAX_NAME_BYTES}")
         object.__setattr__(self, "tasks", _unique(self.tasks))
         object.__setattr__(self, "chains", chains)
         object.__setattr__(self, "exits", _unique(self.exits))
@@ -155,7 +164,7 @@ class BenchSettings:
 
     def chains_for(self, task: str) -> tuple[str, ...]:
         """The chains given, else the task's ``default_chains``; ``none`` always first (it is the baseline)."""
-        chains = self.chains or _unique(canonical_chain(c) for c in TASKS.get(task).default_chains)
+        chains = self.chains or _unique(normalize_chain(c) for c in TASKS.get(task).default_chains)
         return tuple(sorted(chains, key=lambda c: c != NONE))
 
     def cells(self) -> list[tuple[str, str, str, int]]:
@@ -214,18 +223,8 @@ def check_data(tasks: Iterable[str]) -> None:
         TASKS.get(name).load_data()
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+# a results file is <name>.json and its plots folder <name>_plots: keep both under the usual 255-byte limit
+MAX_NAME_BYTES = 200
 
 
 class BenchContext:
@@ -241,6 +240,7 @@ class BenchContext:
         self._timing: dict[tuple[str, int], list[Any]] = {}
         self._stored: set[str] | None = None
         self.device = torch.device(settings.device)
+        self.machine = fingerprint(settings.device, settings.threads)
         self.passed: set[str] = set()  # node ids of cells whose test passed (only those are written)
 
     def environment(self) -> dict[str, Any]:
@@ -249,7 +249,10 @@ class BenchContext:
             "threads": torch.get_num_threads(),
             "device": s.device,
             "device_name": device_name(s.device),
-            "cpu": cpu_name(),
+            "cpu": self.machine.cpu_model_name,
+            "machine": self.machine.to_dict(),
+            "machine_id": self.machine.id,
+            "timing_protocol": TIMING_PROTOCOL,
             "command": s.command,
             **library_versions(),
             "sidenet-bench": _version(),
@@ -258,11 +261,11 @@ class BenchContext:
 
     def output_paths(self) -> tuple[Path, Path]:
         s = self.settings
-        name = s.name or _slug(f"{s.device}-{device_name(s.device)}-{torch.get_num_threads()}t")
+        name = s.name or self.machine.slug
         return s.out / "results" / f"{name}.json", s.out / f"{name}.md"
 
     def cell_key(self, task: str, chain: str, exit_system: str, batch_size: int) -> str:
-        return cell_key(self.settings, task, chain, exit_system, batch_size)
+        return cell_key(self.settings, task, chain, exit_system, batch_size, self.machine)
 
     def stored_result(self, task: str, chain: str, exit_system: str, batch_size: int) -> Path | None:
         """The results file that already holds this cell's row (same cell key), unless ``force``."""
@@ -270,7 +273,7 @@ class BenchContext:
             return None
         results_path, _ = self.output_paths()
         if self._stored is None:
-            self._stored = stored_cell_keys(results_path)
+            self._stored = stored_cell_keys(results_path, self.machine)
         return results_path if self.cell_key(task, chain, exit_system, batch_size) in self._stored else None
 
     def prepared(self, task: str, chain: str = NONE) -> Prepared:
@@ -330,31 +333,46 @@ class BenchContext:
 
 
 def device_name(device: str) -> str:
-    return torch.cuda.get_device_name() if device == "cuda" else cpu_name()
+    return torch.cuda.get_device_name() if device == "cuda" else fingerprint("cpu", 1).cpu_model_name
 
 
-def cell_key(settings: BenchSettings, task: str, chain: str, exit_system: str, batch_size: int) -> str:
-    """Identity of a measurement, for resume: equal keys mean re-measuring would repeat the same experiment.
+def cell_key(
+    settings: BenchSettings,
+    task: str,
+    chain: str,
+    exit_system: str,
+    batch_size: int,
+    machine: MachineFingerprint | None = None,
+) -> str:
+    """Identity of a measurement, for resume: equal keys mean re-measuring would repeat the same experiment,
+    and one experiment has one key.
 
-    Hashes the cell, the settings that change its numbers (device and its name, threads, timing samples,
-    rounds; the target or fixed threshold for the ``sidenet`` cell only), the task's MainNet recipe, tap and
-    SideNet config (what the trained artifacts' cache keys are built from, minus the training labels'
-    digest, which needs the data loaded) and the library versions. Cheap: no data, no model.
+    Hashes the cell; every field of every compressor config in the chain, defaults included (so changing a
+    default re-measures, and ``prune:ratio=.5`` is ``prune:ratio=0.5``); the settings that change its numbers
+    (device, threads, timing samples, rounds; the target or fixed threshold for the ``sidenet`` cell only);
+    the task's MainNet recipe (with the training precision it resolves to here), tap and SideNet config (what
+    the trained artifacts' cache keys are built from, minus the training labels' digest, which needs the data
+    loaded); the machine fingerprint (``machine``, default this machine's); the versions of every library on
+    the measured path; and the timing protocol. Cheap: no data, no model.
     """
     t = TASKS.get(task)
+    machine = machine or fingerprint(settings.device, settings.threads)
     payload: dict[str, Any] = {
         "task": task,
         "recipe": t.recipe(),
         "tap": t.tap,
         "sidenet": t.sidenet.to_dict(),
-        "chain": chain,
+        "chain": normalize_chain(chain),
+        "compressors": [c.to_dict() for c in chain_configs(chain)],
         "exit": exit_system,
+        "policy": "softmax",
         "device": settings.device,
-        "device_name": device_name(settings.device),
+        "machine": machine.id,
         "batch_size": batch_size,
         "threads": settings.threads,
         "timing_samples": settings.timing_samples,
-        "rounds": settings.rounds,
+        "rounds": settings.rounds + settings.rounds % 2,  # odd counts run rounded up: 7 and 8 are one experiment
+        "protocol": TIMING_PROTOCOL,
         "versions": {**library_versions(), "sidenet-bench": _version()},
     }
     if exit_system == "sidenet":
@@ -368,8 +386,9 @@ def cell_key(settings: BenchSettings, task: str, chain: str, exit_system: str, b
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def stored_cell_keys(results_path: Path) -> set[str]:
-    """Cell keys of the rows in a results JSON; a missing or unreadable file holds none."""
+def stored_cell_keys(results_path: Path, machine: MachineFingerprint | None = None) -> set[str]:
+    """Cell keys of the rows in a results JSON measured on ``machine`` (when given: rows of any other machine,
+    or of none recorded, are no resume source); a missing or unreadable file holds none."""
     try:
         data = json.loads(results_path.read_text(encoding="utf-8"))
         rows = data.get("benchmarks", [])
@@ -378,9 +397,18 @@ def stored_cell_keys(results_path: Path) -> set[str]:
     keys = set()
     for b in rows if isinstance(rows, list) else []:
         info = b.get("extra_info") if isinstance(b, dict) else None
-        if isinstance(info, dict) and isinstance(info.get("cell_key"), str):
+        if not isinstance(info, dict) or not isinstance(info.get("cell_key"), str):
+            continue
+        if machine is None or row_machine_id(b) == machine.id:
             keys.add(info["cell_key"])
     return keys
+
+
+def row_machine_id(row: dict[str, Any]) -> str | None:
+    """The fingerprint id a row was measured on (rows from before fingerprints have none)."""
+    info = row.get("extra_info") if isinstance(row, dict) else None
+    value = info.get("machine_id") if isinstance(info, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def fixed_threshold_eval(p: Prepared, threshold: float) -> tuple[dict[str, float], dict[str, float]]:
@@ -478,6 +506,11 @@ def run_cell(
             "data_source": p.source,
             "versions": {**library_versions(), "sidenet-bench": _version()},
             "cell_key": ctx.cell_key(task, chain, exit_system, batch_size),
+            "machine_id": ctx.machine.id,
+            "machine": ctx.machine.to_dict(),
+            "timing_protocol": TIMING_PROTOCOL,
+            # bf16 autocast where the CPU has native bf16, else fp32 (sidenet.precision): other weights
+            "train_precision": p.task.recipe().get("train_precision"),
         }
     )
     if exit_system == "none":
@@ -519,6 +552,7 @@ def run_cell(
             **selection,
             "predicted_flops_per_sample": ev.get("predicted_flops_per_sample"),
             "flops_breakdown": {"head_side": float(p.test.head_flops.mean()), "rest": float(p.test.rest_flops.mean())},
+            "batch_composition": p.batch_composition if source == "validation" else None,
         }
     )
     cascade = p.cascade(threshold)
@@ -613,6 +647,14 @@ def _row_key(b: dict[str, Any]) -> tuple[Any, ...]:
     return (e.get("task"), e.get("chain"), e.get("exit"), e.get("device"), e.get("batch_size"))
 
 
+def invocation(argv: list[str]) -> str:
+    """The command line as the user typed it: under ``python -m pytest bench/ …`` ``argv[0]`` is
+    ``…/pytest/__main__.py``, which would be recorded as ``__main__.py bench/ …``."""
+    program = Path(argv[0]) if argv else Path("pytest")
+    head = [f"python -m {program.parent.name}"] if program.name == "__main__.py" else [program.name]
+    return " ".join([*head, *(shlex.quote(a) for a in argv[1:])])
+
+
 def measured_by(commit_info: dict[str, Any] | None, command: str) -> dict[str, Any]:
     """What a row records of the run that measured it (``extra_info["run"]``): when that run finished and wrote
     its results (UTC), the commit and whether the tree was dirty, the command. A merged results file keeps one
@@ -627,9 +669,11 @@ def measured_by(commit_info: dict[str, Any] | None, command: str) -> dict[str, A
 
 
 def merge_results(path: Path, new: dict[str, Any]) -> dict[str, Any]:
-    """New rows replace stored rows of the same (task, chain, exit, device, batch size); others stay.
+    """New rows replace stored rows of the same (task, chain, exit, device, batch size); others stay, but only
+    rows measured on the same machine fingerprint as the new ones: one results file, one machine.
 
     Cells skipped because they were already measured (resume) have no new row, so their stored row stays.
+    Call :func:`set_aside_foreign_results` first so stored rows of another machine are kept, not dropped.
     """
     try:
         old = json.loads(path.read_text())
@@ -637,16 +681,38 @@ def merge_results(path: Path, new: dict[str, Any]) -> dict[str, Any]:
     except (OSError, ValueError, AttributeError, TypeError):
         old_rows = []
     fresh = {_row_key(b) for b in new["benchmarks"]}
-    device = _device_of(new)
-    kept = [b for b in old_rows if _row_key(b) not in fresh and _row_key(b)[3] == device]
+    machines = {row_machine_id(b) for b in new["benchmarks"]}
+    kept = [b for b in old_rows if _row_key(b) not in fresh and row_machine_id(b) in machines]
     merged = dict(new)
     merged["benchmarks"] = sorted(kept + list(new["benchmarks"]), key=lambda b: tuple(str(x) for x in _row_key(b)))
     return merged
 
 
-def _device_of(results: dict[str, Any]) -> str | None:
-    rows = results.get("benchmarks") or [{}]
-    return _row_key(rows[0])[3]
+def set_aside_foreign_results(path: Path, machine: MachineFingerprint) -> Path | None:
+    """If the results file at ``path`` holds rows of another machine (or rows from before fingerprints, whose
+    machine is unknown), copy it to ``<stem>.<their fingerprint>.json`` beside it and return that path: the next
+    write keeps only this machine's rows (:func:`merge_results`), and the others are kept there, not lost.
+    None when there is nothing to set aside.
+
+    Legacy rows are named by the fingerprint their file's ``machine_info`` recorded (``legacy`` when none)."""
+    try:
+        raw = path.read_bytes()
+        old = json.loads(raw)
+        rows = [b for b in old.get("benchmarks", []) if isinstance(b, dict)]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    foreign = {row_machine_id(b) for b in rows} - {machine.id}
+    if not foreign:
+        return None
+    recorded = from_machine_info(old.get("machine_info") or {})
+    names = sorted(i or (f"{recorded.slug}-{recorded.id}" if recorded else "legacy") for i in foreign)
+    tag = names[0] if len(names) == 1 else f"mixed-{names[0]}"
+    target, n = path.with_name(f"{path.stem}.{tag}.json"), 1
+    while target.exists() and target.read_bytes() != raw:
+        n += 1
+        target = path.with_name(f"{path.stem}.{tag}.{n}.json")
+    atomic.write_bytes(target, raw)
+    return target
 
 
 def _remove_stale_partials(results_path: Path, report_path: Path) -> None:
@@ -693,8 +759,10 @@ __all__ = [
     "check_data",
     "check_out_dir",
     "default_tasks",
+    "invocation",
     "measured_by",
     "merge_results",
     "run_cell",
+    "set_aside_foreign_results",
     "write_outputs",
 ]

@@ -169,6 +169,7 @@ class Prepared:
     mainnet_eval: dict[str, float]
     cascade_eval: dict[str, float]
     noexit_eval: dict[str, float]
+    batch_composition: dict[str, Any]  # survivors whose prediction changes as a smaller batch (dynamic int8)
     selection: dict[str, float]
     sweep: dict[str, list[float]]
     calibration: dict[str, Any]
@@ -193,7 +194,11 @@ def load_or_train_mainnet(
     model = task.build_mainnet(num_classes)
     # The data is identified by a digest of the training labels and size (not by its description text).
     digest = hashlib.sha256(data["train"].labels.numpy().tobytes()).hexdigest()[:16]
-    key = cache.artifact_key("mainnet", {**task.recipe(), "num_classes": num_classes, "train_labels": digest})
+    key = cache.artifact_key(
+        "mainnet",
+        {**task.recipe(), "num_classes": num_classes, "train_labels": digest},
+        libraries=cache.TRAINING_LIBRARIES,
+    )
     meta = cache.load_into(model, key)
     if meta is None:
         log.info("training MainNet for %s (cache key %s)", task.name, key)
@@ -276,18 +281,53 @@ def load_or_train_sidenet(
 
 
 @torch.inference_mode()
-def run_eval(task: Task, fn: Any, data: Encoded, device: torch.device | str | None = None) -> dict[str, float]:
+def run_eval(
+    task: Task,
+    fn: Any,
+    data: Encoded,
+    device: torch.device | str | None = None,
+    per_row: dict[str, torch.Tensor] | None = None,
+) -> dict[str, float]:
     """Run ``fn(inputs) -> logits`` (or ExitOutput) over the split under FlopCounterMode, each batch moved to
-    ``device`` (where ``fn``'s models are)."""
+    ``device`` (where ``fn``'s models are). ``per_row``, when given, receives each row's ``prediction`` and
+    whether it ``exited``, in the split's row order."""
     correct, total_flops, exited = 0, 0, 0
+    predictions = torch.zeros(len(data), dtype=torch.long)
+    exited_rows = torch.zeros(len(data), dtype=torch.bool)
     for inputs, idx in task.batches(data, EVAL_BATCH, by_length=True):
         flops, out = count_flops(fn, to_device(inputs, device))
         total_flops += flops
         logits = getattr(out, "logits", out)
         exited += int(out.exited.sum()) if hasattr(out, "exited") else 0
-        correct += int((logits.argmax(-1).cpu() == data.labels[idx]).sum())
+        predictions[idx] = logits.argmax(-1).cpu()
+        if hasattr(out, "exited"):
+            exited_rows[idx] = out.exited.cpu()
+        correct += int((predictions[idx] == data.labels[idx]).sum())
+    if per_row is not None:
+        per_row.update(prediction=predictions, exited=exited_rows)
     n = len(data)
     return {"accuracy": correct / n, "exit_rate": exited / n, "flops_per_sample": total_flops / n}
+
+
+def batch_composition(cascade_rows: dict[str, torch.Tensor], full_batch: RowOutputs) -> dict[str, Any]:
+    """How many surviving rows change prediction because the rest ran on the survivors only.
+
+    In the cascade the rows that do not exit go on as a smaller batch. A network whose rows are independent
+    (fp32, static int8) gives them the same outputs either way; dynamic int8 (ONNX Runtime, torch.ao dynamic,
+    torchao) scales each activation tensor by its min/max over the whole batch, so a survivor is quantised
+    with other scales than in the full batch and its prediction can change. ``full_batch``: the rest run on
+    every row of the same evaluation batches (:func:`collect_rows`); ``cascade_rows``: :func:`run_eval`'s
+    ``per_row`` for the cascade over those batches."""
+    survived = ~cascade_rows["exited"]
+    as_survivors = cascade_rows["prediction"][survived]
+    in_full_batch = full_batch.main_logits.argmax(-1)[survived]
+    labels = full_batch.labels[survived]
+    return {
+        "survivors": int(survived.sum()),
+        "changed": int((as_survivors != in_full_batch).sum()),
+        "correct_delta": int((as_survivors == labels).sum()) - int((in_full_batch == labels).sum()),
+        "eval_batch": EVAL_BATCH,
+    }
 
 
 def _digest(t: torch.Tensor) -> str:
@@ -332,12 +372,16 @@ def measure(
     val = collect_rows(task, split, side, data["val"], device)
     test = collect_rows(task, split, side, data["test"], device)
     threshold, _, _ = _select(val, policy, target, margin_se)
+    cascade_rows: dict[str, torch.Tensor] = {}
     evals = {
         "threshold": threshold,
         "mainnet_eval": run_eval(task, lambda x: mainnet_forward(comp.model, x), data["test"], device),
-        "cascade_eval": run_eval(task, EarlyExit(split, side, threshold, policy).run, data["test"], device),
+        "cascade_eval": run_eval(
+            task, EarlyExit(split, side, threshold, policy).run, data["test"], device, per_row=cascade_rows
+        ),
         "noexit_eval": run_eval(task, EarlyExit(split, side, NEVER_EXIT, policy).run, data["test"], device),
     }
+    evals["batch_composition"] = batch_composition(cascade_rows, test)
     if comp.chain == NONE:
         evals["baseline_eval"] = evals["mainnet_eval"]
     else:
@@ -467,6 +511,7 @@ def prepare(
         mainnet_eval=m["mainnet_eval"],
         cascade_eval=cascade_eval,
         noexit_eval=m["noexit_eval"],
+        batch_composition=m["batch_composition"],
         selection=selection,
         sweep=sweep_table,
         calibration=calibration,

@@ -47,14 +47,25 @@ REQUIRED_KEYS: tuple[str, ...] = (
 #   reliability: {"main"|"side": {"confidence": [...], "accuracy": [...], "count": [...]}}
 #   sweep: {"threshold": [...], "test_accuracy": [...], "exit_rate": [...], "flops_per_sample": [...]}
 #   component_latency_s: {"head_side": s, "rest": s}     per sample, measured at this batch size
-#   flops_breakdown: {"head": f, "side": f, "rest": f}   per sample, each part on all rows
+#   flops_breakdown: {"head_side": f, "rest": f}   per sample, each part on all rows (head + SideNet; the rest)
+#   batch_composition: {"survivors", "changed", "correct_delta", "eval_batch"}   sidenet rows at the selected
+#                                    threshold: test rows that did not exit, and how many of them change prediction
+#                                    because the rest ran on the survivors only (dynamic int8 re-quantises them)
+#   machine_id: str                  fingerprint id of the machine that measured the row (sidenet.machine); a
+#                                    results file and a report hold rows of one machine_id only
+#   machine: {...}                   that fingerprint: CPU vendor/family/model/microarch, ISA, torch dispatch, threads
+#   timing_protocol: int             sidenet.harness.TIMING_PROTOCOL when the row was timed
+#   train_precision: str             precision the task's MainNet was trained in here (fp32 | bf16)
+#   cell_key: str                    resume identity (sidenet.harness.cell_key)
+#   run: {"when", "commit", "dirty", "command"}   the run that measured the row
 #   paired_speedup: [...]            per-round fp32-MainNet time / this row's time, timed interleaved (every row
 #                                    except the fp32 MainNet's own); its median is the row's speedup
 #   pairing: "balanced"              the MainNet round ran before this row's round in even rounds, after it in
 #                                    odd ones (rows without it: always before)
 #   aa_paired_ratios: [...]          the fp32 MainNet's own row only: the same pairing with itself (A/A); ratios
 #                                    that should be 1, their spread the noise floor of paired speedups
-#   versions: {"torch": ..., "torchvision": ..., "transformers": ..., "sidenet-bench": ...}
+#   versions: {"torch": ..., "torchvision": ..., "transformers": ..., "onnxruntime": ..., ... "sidenet-bench": ...}
+#                                    every library on the measured path (sidenet.cache.MEASURED_LIBRARIES)
 
 
 def load_results(path: str | Path) -> dict[str, Any]:

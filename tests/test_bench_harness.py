@@ -81,8 +81,9 @@ def test_cuda_only_chains_name_the_fix_and_are_checked_in_default_chains_too(mon
     assert _settings(chains=("int8wo",), cuda_missing=True).chains == ("int8wo",)
 
 
-def _row(task, exit_system, bs, median=1.0):
+def _row(task, exit_system, bs, median=1.0, machine_id="m1"):
     info = {"task": task, "chain": "none", "exit": exit_system, "device": "cpu", "batch_size": bs}
+    info["machine_id"] = machine_id
     return {"name": f"{task}-{exit_system}-{bs}", "stats": {"median": median}, "extra_info": info}
 
 
@@ -110,7 +111,7 @@ def test_settings_drop_duplicates_and_canonicalise_chains():
 
 def test_cells_put_the_baseline_chain_first_and_measure_noexit_on_it_only():
     s = _settings(chains=("int8", "prune:ratio=0.50", "none"), exits=("none", "sidenet", "sidenet-noexit"))
-    assert s.chains_for("tiny-resnet") == ("none", "int8", "prune:ratio=0.50")
+    assert s.chains_for("tiny-resnet") == ("none", "int8", "prune:ratio=0.5")
     cells = s.cells()
     assert [c for c in cells if c[2] == "sidenet-noexit"] == [("tiny-resnet", "none", "sidenet-noexit", 1)]
     assert len(cells) == 3 + 2 + 2
@@ -123,7 +124,7 @@ def test_cell_key_changes_with_what_changes_the_numbers():
     assert key != cell_key(base, "tiny-resnet", "none", "none", 2)
     assert key != cell_key(base, "tiny-bert", "none", "none", 1)
     assert key != cell_key(base, "tiny-resnet", "none", "sidenet", 1)
-    for changed in (_settings(threads=2), _settings(rounds=2), _settings(timing_samples=9)):
+    for changed in (_settings(threads=2), _settings(rounds=4), _settings(timing_samples=9)):
         assert key != cell_key(changed, "tiny-resnet", "none", "none", 1)
     # the threshold choice only changes the `sidenet` cell, never the MainNet or the no-exit overhead
     for choice in (_settings(target_loss_pt=2.0), _settings(threshold=0.8)):
@@ -145,7 +146,7 @@ def test_stored_cells_are_found_by_key_unless_forced(tmp_path):
     results_path, _ = ctx.output_paths()
     assert ctx.stored_result("tiny-resnet", "none", "none", 1) is None  # no file yet
     results_path.parent.mkdir(parents=True)
-    row = _row("tiny-resnet", "none", 1)
+    row = _row("tiny-resnet", "none", 1, machine_id=ctx.machine.id)
     row["extra_info"]["cell_key"] = ctx.cell_key("tiny-resnet", "none", "none", 1)
     results_path.write_text(json.dumps({"benchmarks": [row, {"extra_info": "junk"}, 3]}))
     ctx = BenchContext(settings)

@@ -360,14 +360,6 @@ def test_prune_needs_finetune_or_zero_epochs(image_data: dict[str, Any]) -> None
         compress_(make_tiny_resnet(), PruneConfig(round_to=2), example_inputs=image_data["x"][:4])
 
 
-def test_cache_identity_leaves_out_fields_added_later_only_at_their_default() -> None:
-    task_ft = PruneConfig(ratio=0.5).cache_identity()
-    assert "finetune" not in task_ft  # keys of prune models cached before the field existed stay valid
-    assert task_ft == {k: v for k, v in PruneConfig(ratio=0.5).to_dict().items() if k != "finetune"}
-    assert PruneConfig(ratio=0.5, finetune="kd").cache_identity()["finetune"] == "kd"
-    assert DistilConfig().cache_identity() == DistilConfig().to_dict()
-
-
 def test_prune_kd_finetune_distils_from_the_unpruned_model(
     trained_resnet: nn.Module,
     trained_bert: nn.Module,

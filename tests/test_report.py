@@ -335,7 +335,7 @@ def test_header_lists_the_runs_that_measured_merged_rows() -> None:
 def test_missing_machine_info_still_renders() -> None:
     results = {"benchmarks": sst2_rows()}
     md = render_markdown(results, "plots")
-    assert "**CPU:** —" in md and "**torch:** —" in md and "**When:** —" in md
+    assert "**machine:** — (fingerprint not recorded)" in md and "**torch:** —" in md and "**When:** —" in md
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from urllib.parse import quote
 from tabulate import tabulate
 
 from sidenet import atomic
+from sidenet.errors import UserError
+from sidenet.machine import from_machine_info
 from sidenet.report import plots
 from sidenet.report.tables import (
     BEST_MAX_LOSS_PT,
@@ -26,6 +28,7 @@ from sidenet.report.tables import (
     Variant,
     as_float,
     baseline_for,
+    batch_composition_line,
     batch_sizes,
     best_batch_size,
     best_quad,
@@ -37,6 +40,7 @@ from sidenet.report.tables import (
     complementarity_table,
     compression_line,
     devices,
+    fmt_threshold,
     group_by_task,
     main_table,
     md_escape,
@@ -145,18 +149,37 @@ def _environment(results: dict[str, Any]) -> list[str]:
     device = pick("device", info.get("device"))
     if side.get("device_name"):
         device += f" ({side['device_name']})"
+    fingerprint = from_machine_info(machine)
+    if fingerprint is None:
+        machine_text = f"{pick('cpu', (machine.get('cpu') or {}).get('brand_raw'))} (fingerprint not recorded)"
+    else:
+        rebuilt = " (rebuilt from pytest-benchmark's py-cpuinfo record)"
+        recorded = "" if isinstance(side.get("machine"), dict) else rebuilt
+        machine_text = f"{fingerprint.describe()}; fingerprint `{fingerprint.slug}` id `{fingerprint.id}`{recorded}"
     items = [
-        ("CPU", pick("cpu", (machine.get("cpu") or {}).get("brand_raw"))),
+        ("machine", machine_text),
         ("threads", pick("threads", info.get("threads"))),
         ("device", device),
+        ("MainNet training precision", pick("train_precision", info.get("train_precision"))),
+        ("timing protocol", pick("timing_protocol", info.get("timing_protocol"))),
         ("python", pick("python", machine.get("python_version"))),
-        ("torch", pick("torch", versions.get("torch"))),
-        ("torchvision", pick("torchvision", versions.get("torchvision"))),
-        ("transformers", pick("transformers", versions.get("transformers"))),
     ]
+    names = [k for k in versions if k != "sidenet-bench"] or ["torch", "torchvision", "transformers"]
+    items += [(name, pick(name, versions.get(name))) for name in names]
     if versions.get("sidenet-bench"):
         items.append(("sidenet-bench", str(versions["sidenet-bench"])))
-    return ["## Environment", "", *(f"- **{k}:** {md_escape(v)}" for k, v in items), ""]
+    return ["## Environment", "", *(f"- **{k}:** {v if k == 'machine' else md_escape(v)}" for k, v in items), ""]
+
+
+def check_one_machine(results: dict[str, Any]) -> None:
+    """A report shows the rows of one machine: speedups divide times, and times from two CPUs do not divide.
+    Rows from before fingerprints carry none and count as their file's machine."""
+    ids = {(b.get("extra_info") or {}).get("machine_id") for b in results.get("benchmarks") or []} - {None}
+    if len(ids) > 1:
+        raise UserError(
+            f"the results mix rows measured on {len(ids)} machines ({', '.join(sorted(map(str, ids)))}); "
+            "keep one machine's rows per results file"
+        )
 
 
 def _table(table: Table) -> list[str]:
@@ -178,9 +201,9 @@ def _choice_sentence(v: Variant) -> str:
     if source == "never-exit":
         return text + ": threshold above 1, nothing exits (measures the SideNet's overhead)."
     if threshold is not None and source == "fixed":
-        text += f": fixed threshold {threshold:.3g} (given, not selected)"
+        text += f": fixed threshold {fmt_threshold(threshold)} (given, not selected)"
     elif threshold is not None:
-        text += f": threshold {threshold:.3g} chosen on validation"
+        text += f": threshold {fmt_threshold(threshold)} chosen on validation"
         if target is not None:
             text += f" for ≤ {target:g} pt accuracy loss"
     val_acc, val_rate = as_float(v.get("val_accuracy")), as_float(v.get("val_exit_rate"))
@@ -243,9 +266,9 @@ def _complementarity(variants: list[Variant]) -> list[str]:
             mark = f" — best at ≤{BEST_MAX_LOSS_PT:g} pt" if best is not None and quad is best.quad else ""
             lines += [f"{'#####' if show_device else '####'} {_code(quad.chain)} + SideNet{mark}", ""]
             lines += [_verdict_line(quad, sizes), ""]
-            steps = compression_line(quad)
-            if steps:
-                lines += [steps, ""]
+            for line in (compression_line(quad), batch_composition_line(quad)):
+                if line:
+                    lines += [line, ""]
             table = complementarity_table(quad, sizes)
             lines += _table(Table(table.headers, table.rows, []))
             notes += [n for n in table.footnotes if n not in notes]
@@ -259,6 +282,7 @@ def render_markdown(results: dict[str, Any], plot_dir_rel: str | None) -> str:
     Per task: the complementarity headline and the Pareto plot (only when the task has compressed
     chains), the table of every row, the operating points, then the other figures.
     """
+    check_one_machine(results)
     specs = plots.plan_plots(results) if plot_dir_rel is not None else []
     lines = [*_header(results), *_environment(results)]
     for task, variants in group_by_task(results).items():

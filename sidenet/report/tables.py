@@ -257,8 +257,18 @@ def fmt_pt(x: float | None) -> str:
 
 
 def fmt_threshold(x: Any) -> str:
+    """Three significant digits of the threshold, or of its distance to 1 when it is that close: softmax
+    confidences crowd just below 1, and 0.9995, 0.99995 and 0.9999999 are different operating points (with
+    ``.3g`` all three read "1"). Above 1 (nothing can exit) it prints as such."""
     v = as_float(x)
-    return DASH if v is None else f"{v:.3g}"
+    if v is None:
+        return DASH
+    if v > 1:
+        return "> 1 (no exit)"
+    if v <= 0.99 or v == 1:
+        return f"{v:.3g}"
+    decimals = min(15, math.floor(-math.log10(1 - v) + 1e-9) + 3)
+    return f"{v:.{decimals}f}".rstrip("0")
 
 
 def fmt_flops(x: Any) -> str:
@@ -705,6 +715,29 @@ def compression_line(quad: Quad) -> str | None:
         ]
         parts.append(f"`{name}`" + (f" ({', '.join(facts)})" if facts else ""))
     return "Compression steps: " + "; ".join(parts) + "." if parts else None
+
+
+def batch_composition_line(quad: Quad) -> str | None:
+    """The cascade's batch-composition effect on this chain's test predictions (``batch_composition`` of the
+    ``chain + SideNet`` row), stated where it is non-zero or the chain quantises dynamically; None otherwise."""
+    v = quad.both
+    bc = v.get("batch_composition") if v is not None else None
+    if not isinstance(bc, dict) or not all(isinstance(bc.get(k), int) for k in ("survivors", "changed")):
+        return None
+    steps = v.get("compression") if isinstance(v.get("compression"), list) else []
+    dynamic = any(isinstance(s, dict) and s.get("method") == "dynamic" for s in steps)
+    if not bc["changed"] and not dynamic:
+        return None
+    n, k = bc["survivors"], bc["changed"]
+    share = f" ({100 * k / n:.1f}%)" if n else ""
+    delta = bc.get("correct_delta")
+    net = f"; net {delta:+d} correct" if isinstance(delta, int) else ""
+    return (
+        f"Batch composition: {k} of {n} test rows that did not exit{share} changed prediction because the rest "
+        f"ran on the survivors only instead of the full batch of {bc.get('eval_batch', DASH)}{net}. Dynamic "
+        "int8 scales each activation tensor by its range over the batch, so a smaller batch is quantised "
+        "differently; rows of a static or float network do not depend on their batch-mates."
+    )
 
 
 def complementarity_table(quad: Quad, sizes: Sequence[int]) -> Table:
