@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path

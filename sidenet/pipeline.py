@@ -326,6 +326,7 @@ def batch_composition(cascade_rows: dict[str, torch.Tensor], full_batch: RowOutp
         "survivors": int(survived.sum()),
         "changed": int((as_survivors != in_full_batch).sum()),
         "correct_delta": int((as_survivors == labels).sum()) - int((in_full_batch == labels).sum()),
+        "test_rows": len(survived),
         "eval_batch": EVAL_BATCH,
     }
 

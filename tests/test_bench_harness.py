@@ -12,6 +12,7 @@ import pytest
 
 from sidenet.errors import UserError
 from sidenet.harness import (
+    TIMING_PROTOCOL,
     BenchContext,
     BenchSettings,
     cell_key,
@@ -21,6 +22,7 @@ from sidenet.harness import (
     stored_cell_keys,
     write_outputs,
 )
+from sidenet.machine import MachineFingerprint
 from sidenet.results import REQUIRED_KEYS, load_results
 from sidenet.tasks import TASKS
 
@@ -302,6 +304,11 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
         assert all(k in info for k in REQUIRED_KEYS)
         assert info["threads"] == 1
         assert "--bench-name ci" in info["run"]["command"] and info["run"]["when"].endswith("UTC")
+        assert info["run"]["command"].startswith("python -m pytest bench/")  # not "__main__.py bench/"
+        # every row says what made it: the machine, the timing protocol, the MainNet's training precision
+        assert info["machine_id"] == MachineFingerprint.from_dict(info["machine"]).id
+        assert info["timing_protocol"] == TIMING_PROTOCOL and info["train_precision"] in ("fp32", "bf16")
+        assert {"onnxruntime", "torchao", "torch-pruning"} <= set(info["versions"])
         assert info["timing_samples"] == 16
         assert b["stats"]["rounds"] == 2
         if info["exit"] == "sidenet-noexit":
@@ -312,6 +319,9 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
             assert len(info["paired_speedup"]) == 2 and info["pairing"] == "balanced"
             # the SideNet adds FLOPs on top of the MainNet only for rows that do not exit
             assert info["flops_breakdown"]["head_side"] > 0
+        if info["exit"] == "sidenet":  # fp32 rows do not depend on their batch-mates
+            bc = info["batch_composition"]
+            assert bc["changed"] == 0 and bc["survivors"] == round((1 - info["exit_rate"]) * bc["test_rows"])
     main = {b["extra_info"]["task"]: b["extra_info"] for b in rows if b["extra_info"]["exit"] == "none"}
     noexit = {b["extra_info"]["task"]: b["extra_info"] for b in rows if b["extra_info"]["exit"] == "sidenet-noexit"}
     for task in main:

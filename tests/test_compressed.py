@@ -170,7 +170,7 @@ def _recorded_keys(monkeypatch):
 
     seen, original = [], cache.artifact_key
     monkeypatch.setattr(
-        cache, "artifact_key", lambda kind, recipe: seen.append((kind, recipe)) or original(kind, recipe)
+        cache, "artifact_key", lambda kind, recipe, **kw: seen.append((kind, recipe)) or original(kind, recipe, **kw)
     )
     return seen
 

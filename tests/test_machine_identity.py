@@ -39,7 +39,13 @@ ZEN3_FLAGS = "fpu sse2 avx avx2 fma f16c"
 
 
 def _cpuinfo(model: int, flags: str) -> dict[str, str]:
-    return {"vendor_id": "AuthenticAMD", "model name": "AMD EPYC", "cpu family": "25", "model": str(model), "flags": flags}
+    return {
+        "vendor_id": "AuthenticAMD",
+        "model name": "AMD EPYC",
+        "cpu family": "25",
+        "model": str(model),
+        "flags": flags,
+    }
 
 
 ZEN4 = cpu_fingerprint(2, _cpuinfo(17, ZEN4_FLAGS))
@@ -117,7 +123,9 @@ def test_one_experiment_one_key_and_one_label() -> None:
     assert _settings(chains=("prune:ratio=0.25+int8:backend=ort",)).chains == ("prune:ratio=0.25+int8:backend=ort",)
     # 7 rounds run as 8 (rounded up to even): the same experiment
     seven, eight = _settings(rounds=7), _settings(rounds=8)
-    assert cell_key(seven, "tiny-resnet", "none", "none", 1, ZEN4) == cell_key(eight, "tiny-resnet", "none", "none", 1, ZEN4)
+    assert cell_key(seven, "tiny-resnet", "none", "none", 1, ZEN4) == cell_key(
+        eight, "tiny-resnet", "none", "none", 1, ZEN4
+    )
 
 
 def test_a_changed_compressor_default_changes_the_cell_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,7 +141,9 @@ def test_a_changed_compressor_default_changes_the_cell_key(monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize("library", ["onnxruntime", "torchao", "torch-pruning", "optimum", "onnx"])
-def test_a_changed_library_version_changes_cell_and_artifact_keys(monkeypatch: pytest.MonkeyPatch, library: str) -> None:
+def test_a_changed_library_version_changes_cell_and_artifact_keys(
+    monkeypatch: pytest.MonkeyPatch, library: str
+) -> None:
     s = _settings()
     cell_before = cell_key(s, "tiny-resnet", "none", "none", 1, machine=ZEN4)
     artifact_before = cache.artifact_key("compressed", {"step": "x"})
@@ -238,3 +248,32 @@ def test_the_run_record_names_python_m_pytest() -> None:
     argv = ["/venv/lib/python3.11/site-packages/pytest/__main__.py", "bench/", "--bench-task", "a b"]
     assert invocation(argv) == "python -m pytest bench/ --bench-task 'a b'"
     assert invocation(["/venv/bin/pytest", "bench/"]) == "pytest bench/"
+
+
+# ---------------------------------------------------------------------------------------------------
+# the batch-composition effect of dynamic int8 on a cascade
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_batch_composition_counts_survivors_whose_prediction_changed() -> None:
+    import torch
+
+    from sidenet.pipeline import RowOutputs, batch_composition
+
+    labels = torch.tensor([0, 1, 1, 0, 1])
+    main_logits = torch.tensor([[2.0, 0], [0, 2.0], [2.0, 0], [2.0, 0], [0, 2.0]])  # full-batch predictions 0 1 0 0 1
+    full = RowOutputs(torch.zeros(5, 2), main_logits, labels, torch.zeros(5).numpy(), torch.zeros(5).numpy())
+    cascade = {"exited": torch.tensor([True, False, False, False, True]), "prediction": torch.tensor([0, 1, 1, 1, 1])}
+    bc = batch_composition(cascade, full)
+    # survivors: rows 1, 2, 3; row 2 changed 0 -> 1 (now right), row 3 changed 0 -> 1 (now wrong)
+    assert (bc["survivors"], bc["changed"], bc["correct_delta"], bc["test_rows"]) == (3, 2, 0, 5)
+
+
+def test_batch_composition_is_zero_for_an_fp32_cascade() -> None:
+    from sidenet.pipeline import prepare
+
+    p = prepare("tiny-bert", progress=False)
+    n = len(p.data["test"])
+    bc = p.batch_composition
+    assert bc["changed"] == 0 and bc["test_rows"] == n
+    assert bc["survivors"] == round((1 - p.cascade_eval["exit_rate"]) * n)
