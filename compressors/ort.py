@@ -8,8 +8,9 @@ one: the export traces the modules as they are) into an :class:`OrtBertClassifie
 ``torch.onnx.export(..., dynamo=False)`` (opset 17, dynamic batch and sequence axes), then quantised
 with optimum's ``ORTQuantizer`` and ``AutoQuantizationConfig.avx512_vnni(is_static=False)`` (dynamic
 int8: uint8 activations quantised per call, int8 symmetric weights, per channel, see
-:data:`PER_CHANNEL`). ``ORTQuantizer`` takes the bare ONNX file of a sub-graph as well as a whole model
-(we hand it the BERT config explicitly), so no fallback to ``onnxruntime.quantization`` is needed. Only
+:data:`PER_CHANNEL`, in 7 bits, see :data:`WEIGHT_BITS`). ``ORTQuantizer`` takes the bare ONNX file of
+a sub-graph as well as a whole model (we hand it the BERT config explicitly), so no fallback to
+``onnxruntime.quantization`` is needed. Only
 the ``MatMul`` nodes whose second input is a weight initializer are quantised (``nodes_to_quantize``),
 i.e. exactly the ``nn.Linear`` layers of the encoder, as torch's own dynamic int8 path does; left to
 its defaults, optimum would also quantise the activation × activation attention products (which
@@ -44,6 +45,7 @@ a chain: prune / distil / fp16 / int8 applied afterwards fail with a one-line :c
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tempfile
 import warnings
@@ -63,11 +65,27 @@ from sidenet.split import BertSplit, Split, TextState
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["PER_CHANNEL", "OrtBertClassifier", "OrtBertSplit", "compress_ort", "register_ort_flop_formula"]
+__all__ = [
+    "PER_CHANNEL",
+    "WEIGHT_BITS",
+    "OrtBertClassifier",
+    "OrtBertSplit",
+    "compress_ort",
+    "int8_weight_range",
+    "register_ort_flop_formula",
+]
 
 # optimum's avx512_vnni default: one weight scale per output column. On MiniLM-L6 (random head, 40 texts) it
 # kept logits at cosine 0.993 vs fp32 where per-tensor scales gave 0.960, for ~6% more bs1 CPU time.
 PER_CHANNEL = True
+# Weights are quantised to 7 bits ([-64, 64], optimum's ``reduce_range``) on every CPU. Without AVX-512 VNNI
+# (e.g. this project's Zen 3 machines: AVX2 only) ONNX Runtime's u8×s8 kernel multiplies with vpmaddubsw,
+# which adds two u8·s8 products into a saturating int16: 255·127·2 = 64,770 overflows 32,767, 255·64·2 = 32,640
+# does not. With 8-bit weights the same model gave other logits there (tiny-BERT test: cosine vs fp32 0.987 on
+# an emulated Zen 3 vs 0.9999 with VNNI); with 7-bit weights no sum can saturate, and the logits were
+# bit-identical with and without VNNI (QEMU EPYC-Milan vs this Zen 4), so an ORT row means the same on any
+# x86-64 CPU. Cost: one bit of weight precision (that cosine 0.99994 → 0.99983), no speed (7.01 ms at bs 1 both).
+WEIGHT_BITS = 7
 OPSET = 17  # LayerNormalization is one node from opset 17
 _HEAD_SCOPES = ("/pooler/", "/classifier/")  # ONNX node-name scopes of the pooler and classifier
 _EXPORT_BATCH, _EXPORT_SEQ = 2, 8  # trace shapes; both axes are exported as dynamic
@@ -109,6 +127,7 @@ class OrtPart:
         options.log_severity_level = 3  # errors only: ORT's optimiser logs benign warnings per session
         self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         self.nbytes = len(model_bytes)  # size of the int8 ONNX graph
+        self.weight_range = int8_weight_range(model_bytes)  # what the quantiser really wrote (WEIGHT_BITS)
         have = [i.name for i in self.session.get_inputs()]
         if list(input_names) != have:
             raise RuntimeError(f"ONNX graph {name} has inputs {have}, expected {list(input_names)}")
@@ -134,6 +153,21 @@ class OrtPart:
 
             self._flops[shapes] = count_flops(self._reference, *inputs)[0]
         return self._flops[shapes]
+
+
+def int8_weight_range(model_bytes: bytes) -> tuple[int, int]:
+    """(min, max) over the int8 weight initializers of a quantised ONNX graph; (0, 0) when it has none."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    lo, hi = 0, 0
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.INT8:
+            values = numpy_helper.to_array(init)
+            if values.size:
+                lo, hi = min(lo, int(values.min())), max(hi, int(values.max()))
+    return lo, hi
 
 
 _KEYS = itertools.count()
@@ -292,6 +326,7 @@ def _quantize(src: Path, bert_config: Any, include_head: bool) -> tuple[bytes, i
     qconfig = AutoQuantizationConfig.avx512_vnni(
         is_static=False, per_channel=PER_CHANNEL, nodes_to_quantize=nodes, operators_to_quantize=["MatMul"]
     )
+    qconfig = dataclasses.replace(qconfig, reduce_range=WEIGHT_BITS == 7)  # avx512_vnni() does not take it
     out_dir = src.parent / f"{src.stem}-int8"
     ORTQuantizer(src, config=bert_config).quantize(quantization_config=qconfig, save_dir=out_dir, file_suffix="")
     return (out_dir / src.name).read_bytes(), len(nodes)

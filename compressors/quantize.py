@@ -147,10 +147,17 @@ def _apply_int8(model: nn.Module, config: Int8Config, ctx: CompressContext) -> n
 def _apply_int8_ort(model: nn.Module, family: str, config: Int8Config) -> nn.Module:
     if family != "bert":
         raise UserError("int8 backend ort supports BERT sequence classifiers only; use backend x86 for ResNets")
-    from compressors.ort import compress_ort
+    from compressors.ort import WEIGHT_BITS, compress_ort
 
     wrapper = compress_ort(model, include_head=config.include_head)
-    record(wrapper, method="dynamic", backend=ORT_BACKEND, threads=wrapper.threads, int8_matmuls=wrapper.int8_matmuls)
+    record(
+        wrapper,
+        method="dynamic",
+        backend=ORT_BACKEND,
+        threads=wrapper.threads,
+        int8_matmuls=wrapper.int8_matmuls,
+        weight_bits=WEIGHT_BITS,
+    )
     return wrapper
 
 

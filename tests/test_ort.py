@@ -28,6 +28,7 @@ from compressors import (
     config_from_step,
 )
 from compressors.base import is_quantized
+from compressors.ort import WEIGHT_BITS
 from sidenet.early_exit import EarlyExit
 from sidenet.errors import UserError
 from sidenet.flops import count_flops
@@ -212,7 +213,7 @@ class SessionCalls:
 
 
 def test_exited_rows_never_run_the_rest_graph(
-    ort_models: dict[str, OrtBertClassifier], monkeypatch: pytest.MonkeyPatch
+    fp32_models: dict[str, nn.Module], ort_models: dict[str, OrtBertClassifier], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     split = split_model(ort_models["mean"], 2)
     torch.manual_seed(1)
@@ -234,9 +235,24 @@ def test_exited_rows_never_run_the_rest_graph(
     threshold = float((conf[6] + conf[7]) / 2)  # 7 rows exit
     out = EarlyExit(split, side, threshold).run(BATCH)
     assert int(out.exited.sum()) == 7 and rest.rows == [13]
+    survivors = torch.nonzero(~out.exited).squeeze(1)
     with torch.no_grad():
-        mains = split.rest(split.head(BATCH))
-    assert torch.allclose(out.logits[~out.exited], mains[~out.exited], atol=1e-4 * float(mains.abs().max()))
+        state = split.head(BATCH)
+        alone = split.rest(split.select(state, survivors))  # the rest session on exactly the surviving rows
+        full = split.rest(state)[survivors]  # ... and the same rows inside the full batch of 20
+        fp32 = BertSplit(fp32_models["mean"], 2)
+        ref = fp32.rest(fp32.head(BATCH))[survivors]
+    # What the design guarantees, on any CPU: a survivor's logits are those of the rest session run on exactly
+    # the rows that survived (ONNX Runtime is deterministic for equal inputs and threads).
+    assert torch.equal(out.logits[~out.exited], alone)
+    # What it does not: dynamic int8 quantises each activation tensor with a scale from its range over the batch,
+    # so 13 survivors can get other scales than the full 20 (the batch-composition effect, measured per chain in
+    # the report). A change of quantisation step moves the output by a fraction of the quantisation error itself,
+    # so the shift stays within int8's own error against fp32 on these rows (tiny BERT: shift 1.4e-3, error
+    # 8.6e-3); a wrong row, mask or order would move it by the size of the logits.
+    shift = float((alone - full).abs().max())
+    int8_error = float((full - ref).abs().max())
+    assert shift <= int8_error, (shift, int8_error)
 
 
 def test_bad_taps_are_one_line_errors(ort_models: dict[str, OrtBertClassifier]) -> None:
@@ -280,7 +296,21 @@ def test_include_head_quantises_pooler_and_classifier(fp32_models: dict[str, nn.
     fp32 = fp32_models["cls"]
     ort = compress_(copy.deepcopy(fp32), Int8Config(backend="ort", include_head=True))
     assert ort.int8_matmuls["full"] == 4 * 6 + 2  # + pooler dense + classifier
+    # a quality floor for int8 on this tiny model (0.9998 measured, with and without VNNI: see the next test)
     assert cosine(logits(ort, BATCH), logits(fp32, BATCH)) >= 0.99
+
+
+def test_weights_are_seven_bit_so_no_cpu_saturates(ort_models: dict[str, OrtBertClassifier]) -> None:
+    """Without VNNI, ONNX Runtime's int8 kernel sums pairs of u8·s8 products in a saturating int16: with weights in
+    [-64, 64] no pair can exceed 255·64·2 = 32,640 < 32,767, so the logits are those of the int8 maths on any
+    x86-64 CPU (with 8-bit weights an emulated AVX2-only Zen 3 gave cosine 0.987 where VNNI gave 0.9999)."""
+    ort = ort_models["cls"]
+    split = split_model(ort, 2)
+    assert WEIGHT_BITS == 7 and compression_log(ort)[0]["weight_bits"] == 7
+    for part in (ort.full, split.head_part, split.rest_part):
+        lo, hi = part.weight_range
+        assert -64 <= lo < 0 < hi <= 64, (part.name, lo, hi)  # symmetric: ORT uses ±64 for 7 bits
+        assert max(-lo, hi) >= 32  # the 7 bits are used, not a degenerate scale
 
 
 def test_pruned_then_ort(fp32_models: dict[str, nn.Module]) -> None:
