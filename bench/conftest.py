@@ -86,7 +86,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     g.addoption("--bench-device", default="cpu", choices=("cpu", "cuda"), help="device to time on")
     g.addoption("--bench-out", default="reports", help="directory for results/<name>.json and <name>.md")
-    g.addoption("--bench-name", default=None, help="report name (default: derived from device, CPU and threads)")
+    g.addoption(
+        "--bench-name",
+        default=None,
+        help="report name (default: the machine fingerprint, e.g. cpu-amd-epyc-zen4-avx512-2t)",
+    )
     g.addoption(
         "--bench-force",
         action="store_true",

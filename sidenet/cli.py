@@ -289,7 +289,11 @@ def _add_run_parser(sub: Any) -> None:
         help="timed rounds per cell (8; odd numbers are rounded up to even)",
     )
     p.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports)")
-    p.add_argument("--name", metavar="NAME", help="report name (default: from device, CPU and threads)")
+    p.add_argument(
+        "--name",
+        metavar="NAME",
+        help="report name (default: the machine fingerprint, e.g. cpu-amd-epyc-zen4-avx512-2t)",
+    )
     p.add_argument("--force", action="store_true", help="re-measure cells already stored in the results JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, terse pytest output")
     p.set_defaults(handler=_cmd_run)
