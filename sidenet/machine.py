@@ -207,12 +207,22 @@ def torch_cpu_capability() -> str:
         return "unknown"
 
 
-def cpu_fingerprint(threads: int, cpuinfo: Mapping[str, str] | None = None) -> MachineFingerprint:
-    """This machine's CPU fingerprint (``cpuinfo``: a /proc/cpuinfo block, for tests)."""
+_FROM_ENV = object()
+
+
+def cpu_fingerprint(
+    threads: int,
+    cpuinfo: Mapping[str, str] | None = None,
+    torch_capability: str | None = None,
+    onednn_max_isa: Any = _FROM_ENV,
+) -> MachineFingerprint:
+    """This machine's CPU fingerprint. For tests, ``cpuinfo`` (a /proc/cpuinfo block), ``torch_capability``
+    and ``onednn_max_isa`` stand in for what this process reads (torch's dispatch, ``$ONEDNN_MAX_CPU_ISA``)."""
     info = _proc_cpuinfo() if cpuinfo is None else dict(cpuinfo)
     raw_vendor = info.get("vendor_id", "") or platform.processor() or platform.machine()
     vendor = _VENDORS.get(raw_vendor, _slug(raw_vendor) or "unknown")
     family, model = _int(info.get("cpu family")), _int(info.get("model"))
+    onednn = (os.environ.get("ONEDNN_MAX_CPU_ISA") or None) if onednn_max_isa is _FROM_ENV else onednn_max_isa
     return MachineFingerprint(
         device="cpu",
         vendor=vendor,
@@ -221,8 +231,8 @@ def cpu_fingerprint(threads: int, cpuinfo: Mapping[str, str] | None = None) -> M
         model=model,
         microarch=microarch(vendor, family, model),
         isa=dispatch_features(info.get("flags", "").split()),
-        torch_cpu_capability=torch_cpu_capability(),
-        onednn_max_isa=os.environ.get("ONEDNN_MAX_CPU_ISA") or None,
+        torch_cpu_capability=torch_capability or torch_cpu_capability(),
+        onednn_max_isa=onednn,
         threads=threads,
     )
 

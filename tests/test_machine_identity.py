@@ -48,8 +48,9 @@ def _cpuinfo(model: int, flags: str) -> dict[str, str]:
     }
 
 
-ZEN4 = cpu_fingerprint(2, _cpuinfo(17, ZEN4_FLAGS))
-ZEN3 = cpu_fingerprint(2, _cpuinfo(1, ZEN3_FLAGS))
+# torch's dispatch and the oneDNN cap are given, not read: the suite also runs with the ISA capped (README)
+ZEN4 = cpu_fingerprint(2, _cpuinfo(17, ZEN4_FLAGS), torch_capability="AVX512", onednn_max_isa=None)
+ZEN3 = cpu_fingerprint(2, _cpuinfo(1, ZEN3_FLAGS), torch_capability="AVX2", onednn_max_isa=None)
 
 
 def _settings(**kw) -> BenchSettings:
@@ -75,14 +76,18 @@ def test_the_two_epycs_of_this_machine_kind_get_different_readable_names_and_ids
     assert not any(f.startswith("avx512") for f in ZEN3.isa)
     assert "AVX-512 VNNI" in ZEN4.describe() and "family 25 model 1," in ZEN3.describe()
     # threads are part of the identity too
-    assert cpu_fingerprint(1, _cpuinfo(17, ZEN4_FLAGS)).id != ZEN4.id
+    assert cpu_fingerprint(1, _cpuinfo(17, ZEN4_FLAGS), "AVX512", None).id != ZEN4.id
 
 
 def test_an_isa_cap_is_part_of_the_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    capped = cpu_fingerprint(2, _cpuinfo(17, ZEN4_FLAGS))
+    capped = cpu_fingerprint(2, _cpuinfo(17, ZEN4_FLAGS), torch_capability="AVX512")  # the cap read from the env
     assert capped.id != ZEN4.id and "-cap-avx2-" in capped.slug
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in capped.describe()
+    aten_capped = cpu_fingerprint(2, _cpuinfo(17, ZEN4_FLAGS), torch_capability="AVX2", onednn_max_isa=None)
+    assert aten_capped.id != ZEN4.id and "-cap-avx2-" in aten_capped.slug
+    # an AVX2-only CPU dispatching to AVX2 is not "capped"
+    assert "-cap-" not in ZEN3.slug
 
 
 def test_fingerprint_round_trips_and_is_rebuilt_for_legacy_results() -> None:
