@@ -44,6 +44,7 @@ from sidenet.compressed import chain_configs, cuda_only_message, cuda_only_steps
 from sidenet.errors import UserError
 from sidenet.machine import MachineFingerprint, fingerprint, from_machine_info
 from sidenet.pipeline import (
+    DEFAULT_POLICY,
     Prepared,
     TaskData,
     load_or_train_mainnet,
@@ -365,7 +366,7 @@ def cell_key(
         "chain": normalize_chain(chain),
         "compressors": [c.to_dict() for c in chain_configs(chain)],
         "exit": exit_system,
-        "policy": "softmax",
+        "policy": DEFAULT_POLICY,
         "device": settings.device,
         "machine": machine.id,
         "batch_size": batch_size,

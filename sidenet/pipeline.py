@@ -48,6 +48,7 @@ from sidenet.thresholds import NEVER_EXIT, outcome_at, select_threshold, sweep
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 256
+DEFAULT_POLICY = "softmax"  # the exit policy prepare() uses unless told otherwise (the bench does not choose)
 CPU = torch.device("cpu")
 
 
@@ -418,7 +419,7 @@ def prepare(
     chain: str = NONE,
     task_data: TaskData | None = None,
     target_loss_pt: float | None = None,
-    policy: str = "softmax",
+    policy: str = DEFAULT_POLICY,
     margin_se: float | None = None,
     progress: bool = True,
     device: torch.device | str = "cpu",
