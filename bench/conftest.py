@@ -14,8 +14,10 @@ import logging
 import os
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -30,11 +32,10 @@ from sidenet.harness import (
     default_tasks,
     invocation,
     measured_by,
-    merge_results,
     quiet_from_env,
-    set_aside_foreign_results,
-    write_outputs,
 )
+from sidenet.report import write_report
+from sidenet.store import ResultsStore
 
 EXITS = EXIT_SYSTEMS
 
@@ -181,6 +182,25 @@ def bench_ctx(request: pytest.FixtureRequest) -> BenchContext:
     return request.config.stash[_CTX]
 
 
+@pytest.fixture
+def persist_cell(request: pytest.FixtureRequest) -> Callable[[Any], None]:
+    """``persist_cell(benchmark)``: write this cell's row into the results now, as the last step of a cell that
+    passed its checks, so a run killed later keeps it (and resumes after it). Called from the test body, not
+    from a reporting hook: a Ctrl-C while writing then interrupts the session cleanly (a KeyboardInterrupt in a
+    hook is an INTERNALERROR) and the previous results stay as they were."""
+
+    def persist(benchmark: Any) -> None:
+        stats = getattr(benchmark, "stats", None)
+        if not stats:
+            return
+        try:
+            _store(request.config).add(_results_json(request.config, [stats]))
+        except OSError as exc:  # e.g. a full disk: the session's end tries again with every finished cell
+            logging.getLogger("sidenet").warning("could not persist %s yet (%s)", request.node.nodeid, exc)
+
+    return persist
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
     """Remember which cells passed: a cell that failed its checks or was interrupted is never written."""
@@ -198,41 +218,63 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info.setdefault("platform", platform.platform())
 
 
+def _store(config: pytest.Config) -> ResultsStore:
+    if _STORE not in config.stash:
+        ctx = config.stash[_CTX]
+        config.stash[_STORE] = ResultsStore(*ctx.output_paths(), ctx.machine, render=write_report)
+    return config.stash[_STORE]
+
+
+def _results_json(config: pytest.Config, benchmarks: list[Any]) -> dict[str, Any]:
+    """pytest-benchmark's JSON for ``benchmarks``, each row stamped with the run that measured it. Machine and
+    commit info are gathered once per session (py-cpuinfo and git are slow); the run record too, so every row
+    of one run carries the same one (results merge across runs: resume, re-measured subsets)."""
+    if _RUN not in config.stash:
+        bs = config._benchmarksession  # type: ignore[attr-defined]
+        commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)
+        run = measured_by(commit_info, config.stash[_CTX].settings.command)
+        config.stash[_RUN] = (bs.get_machine_info(), commit_info, run)
+    machine_info, commit_info, run = config.stash[_RUN]
+    for b in benchmarks:
+        b.extra_info["run"] = run
+    return config.hook.pytest_benchmark_generate_json(
+        config=config, benchmarks=benchmarks, include_data=True, machine_info=machine_info, commit_info=commit_info
+    )
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Merge this session's passed cells into the stored results and render the report (atomically)."""
-    ctx = session.config.stash.get(_CTX, None)
-    bs = getattr(session.config, "_benchmarksession", None)
+    """Merge this session's passed cells into the stored results and render the report (atomically); with
+    nothing new, re-render the report only if it does not show the stored results (a run killed in between)."""
+    config = session.config
+    ctx = config.stash.get(_CTX, None)
+    bs = getattr(config, "_benchmarksession", None)
     if ctx is None or bs is None or bs.disabled:
         return
     results_path, report_path = ctx.output_paths()
-    finished = [b for b in bs.benchmarks if b.fullname in ctx.passed and b]
-    if not finished:
-        session.config.stash[_SUMMARY] = (
-            f"sidenet-bench: nothing new measured; {results_path} and {report_path} left as they were"
-        )
+    if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
+        # finished cells are in the results already (persist_cell); the next run renders the report
+        kept = f"{len(ctx.passed)} finished cell(s) kept in {results_path}" if ctx.passed else "no cell finished"
+        config.stash[_SUMMARY] = f"sidenet-bench: stopped early; {kept}"
         return
-    machine_info = bs.get_machine_info()
-    commit_info = session.config.hook.pytest_benchmark_generate_commit_info(config=session.config)
-    # Results merge across runs (resume, re-measured subsets): each row says which run measured it.
-    run = measured_by(commit_info, ctx.settings.command)
-    for b in finished:
-        b.extra_info["run"] = run
-    new = session.config.hook.pytest_benchmark_generate_json(
-        config=session.config,
-        benchmarks=finished,
-        include_data=True,
-        machine_info=machine_info,
-        commit_info=commit_info,
-    )
-    aside = set_aside_foreign_results(results_path, ctx.machine)
-    merged = merge_results(results_path, new)
-    write_outputs(merged, results_path, report_path)
-    summary = f"sidenet-bench: results {results_path}; report {report_path}"
-    if aside is not None:
-        summary += f"; rows of another machine in the old results were kept in {aside}, not merged"
-    session.config.stash[_SUMMARY] = summary
+    finished = [b for b in bs.benchmarks if b.fullname in ctx.passed and b]
+    store = _store(config)
+    try:
+        if finished:
+            store.add(_results_json(config, finished), render=True)
+            summary = f"sidenet-bench: results {results_path}; report {report_path}"
+        elif store.refresh_report():
+            summary = f"sidenet-bench: nothing new measured; {report_path} re-rendered from {results_path}"
+        else:
+            summary = f"sidenet-bench: nothing new measured; {results_path} and {report_path} left as they were"
+    except UserError as exc:
+        summary = f"sidenet-bench: error: {exc}"
+    if store.set_aside is not None:
+        summary += f"; rows of another machine in the old results were kept in {store.set_aside}, not merged"
+    config.stash[_SUMMARY] = summary
 
 
+_STORE = pytest.StashKey[ResultsStore]()
+_RUN = pytest.StashKey[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]()
 _SUMMARY = pytest.StashKey[str]()
 
 

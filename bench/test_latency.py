@@ -12,7 +12,7 @@ from sidenet.errors import UserError
 from sidenet.harness import run_cell
 
 
-def test_cell(benchmark, cell, bench_ctx) -> None:
+def test_cell(benchmark, cell, bench_ctx, persist_cell) -> None:
     stored = bench_ctx.stored_result(cell.task, cell.chain, cell.exit, cell.batch_size)
     if stored is not None:  # resume: decided before any data is loaded or model trained
         pytest.skip(f"already measured in {stored}; --bench-force (sidenet-bench run --force) to re-measure")
@@ -25,3 +25,4 @@ def test_cell(benchmark, cell, bench_ctx) -> None:
     assert 0.0 <= info["test_accuracy"] <= 1.0
     assert 0.0 <= info["exit_rate"] <= 1.0
     assert info["flops_per_sample"] > 0
+    persist_cell(benchmark)  # last: only a cell that passed is written, and at once (a later kill keeps it)

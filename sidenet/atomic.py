@@ -19,7 +19,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success it replaces ``target`` atomically."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    # the writer's PID in the name: a concurrent run can tell a live writer's temp file from a killed one's
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -31,6 +32,13 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def writer_pid(partial: Path) -> int | None:
+    """The PID of the process that was writing the temp file ``partial`` (``.<name>.<pid>.<random>.partial``);
+    None for a name without one (written before PIDs were recorded)."""
+    parts = partial.name.removesuffix(".partial").split(".")
+    return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
 
 
 def _umask() -> int:

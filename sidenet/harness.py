@@ -37,12 +37,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from sidenet import atomic
 from sidenet.cache import library_versions
 from sidenet.chain import EXIT_SYSTEM_DESCRIPTIONS, EXIT_SYSTEMS, NONE
 from sidenet.compressed import chain_configs, cuda_only_message, cuda_only_steps, normalize_chain
 from sidenet.errors import UserError
-from sidenet.machine import MachineFingerprint, fingerprint, from_machine_info
+from sidenet.machine import MachineFingerprint, fingerprint
 from sidenet.pipeline import (
     DEFAULT_POLICY,
     Prepared,
@@ -55,13 +54,13 @@ from sidenet.pipeline import (
     timing_rows,
 )
 from sidenet.split import to_device
+from sidenet.store import pause_for_tests, stored_cell_keys
 from sidenet.tasks import TASKS
 from sidenet.thresholds import NEVER_EXIT, outcome_at
 
 DEFAULT_TASKS = ("fashion-mnist", "rotten-tomatoes")
 DEFAULT_BATCH_SIZES = (1, 64)
 QUIET_ENV = "SIDENET_BENCH_QUIET"  # "1": no progress bars (set by `sidenet-bench run -q`)
-PAUSE_ENV = "SIDENET_BENCH_TEST_PAUSE"  # test hook, see pause_for_tests()
 _TRUTHY = {"1", "true", "yes", "on"}
 # Bumped whenever how a row is timed changes (rounds, pairing, warm-up, what a round runs): a row timed under
 # another protocol is a different experiment, so it is in every cell key and row. 3: balanced (ABBA) pairing,
@@ -387,31 +386,6 @@ def cell_key(
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def stored_cell_keys(results_path: Path, machine: MachineFingerprint | None = None) -> set[str]:
-    """Cell keys of the rows in a results JSON measured on ``machine`` (when given: rows of any other machine,
-    or of none recorded, are no resume source); a missing or unreadable file holds none."""
-    try:
-        data = json.loads(results_path.read_text(encoding="utf-8"))
-        rows = data.get("benchmarks", [])
-    except (OSError, ValueError, AttributeError):
-        return set()
-    keys = set()
-    for b in rows if isinstance(rows, list) else []:
-        info = b.get("extra_info") if isinstance(b, dict) else None
-        if not isinstance(info, dict) or not isinstance(info.get("cell_key"), str):
-            continue
-        if machine is None or row_machine_id(b) == machine.id:
-            keys.add(info["cell_key"])
-    return keys
-
-
-def row_machine_id(row: dict[str, Any]) -> str | None:
-    """The fingerprint id a row was measured on (rows from before fingerprints have none)."""
-    info = row.get("extra_info") if isinstance(row, dict) else None
-    value = info.get("machine_id") if isinstance(info, dict) else None
-    return value if isinstance(value, str) else None
-
-
 def fixed_threshold_eval(p: Prepared, threshold: float) -> tuple[dict[str, float], dict[str, float]]:
     """The cascade at a user-given threshold: real run on test (accuracy, exit rate, FLOPs) + validation stats."""
     ev = run_eval(p.task, p.cascade(threshold).run, p.data["test"], p.device)
@@ -430,22 +404,6 @@ def fixed_threshold_eval(p: Prepared, threshold: float) -> tuple[dict[str, float
         "val_loss_pt": 100 * (main_val - on_val["accuracy"]),
     }
     return ev, selection
-
-
-def pause_for_tests(point: str) -> None:
-    """Test hook, inert unless ``SIDENET_BENCH_TEST_PAUSE=POINT:MARKER`` is set: at ``POINT`` create the file
-    ``MARKER`` and sleep (at most 120 s) so a test can signal the process at a known moment.
-
-    Points: ``timing`` (inside a cell, right before its timed rounds) and ``write`` (the new results JSON
-    is complete in its temp file but not yet renamed over the old one; the report is not touched yet).
-    """
-    want, _, marker = os.environ.get(PAUSE_ENV, "").partition(":")
-    if want != point or not marker:
-        return
-    Path(marker).write_text(f"{os.getpid()}\n", encoding="utf-8")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def _version() -> str:
@@ -642,12 +600,6 @@ def _component_latency(
     return {"head_side": hs / n_samples, "rest": rs / n_samples}
 
 
-def _row_key(b: dict[str, Any]) -> tuple[Any, ...]:
-    e = b.get("extra_info")
-    e = e if isinstance(e, dict) else {}
-    return (e.get("task"), e.get("chain"), e.get("exit"), e.get("device"), e.get("batch_size"))
-
-
 def invocation(argv: list[str]) -> str:
     """The command line as the user typed it: under ``python -m pytest bench/ …`` ``argv[0]`` is
     ``…/pytest/__main__.py``, which would be recorded as ``__main__.py bench/ …``."""
@@ -657,9 +609,10 @@ def invocation(argv: list[str]) -> str:
 
 
 def measured_by(commit_info: dict[str, Any] | None, command: str) -> dict[str, Any]:
-    """What a row records of the run that measured it (``extra_info["run"]``): when that run finished and wrote
-    its results (UTC), the commit and whether the tree was dirty, the command. A merged results file keeps one
-    header per file, so without this a report made by several runs would credit every row to the last one."""
+    """What a row records of the run that measured it (``extra_info["run"]``): when that run wrote its first row
+    (UTC; rows are persisted as each cell finishes), the commit and whether the tree was dirty, the command.
+    A merged results file keeps one header per file, so without this a report made by several runs would credit
+    every row to the last one."""
     info = commit_info or {}
     return {
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -667,86 +620,6 @@ def measured_by(commit_info: dict[str, Any] | None, command: str) -> dict[str, A
         "dirty": bool(info.get("dirty")),
         "command": command,
     }
-
-
-def merge_results(path: Path, new: dict[str, Any]) -> dict[str, Any]:
-    """New rows replace stored rows of the same (task, chain, exit, device, batch size); others stay, but only
-    rows measured on the same machine fingerprint as the new ones: one results file, one machine.
-
-    Cells skipped because they were already measured (resume) have no new row, so their stored row stays.
-    Call :func:`set_aside_foreign_results` first so stored rows of another machine are kept, not dropped.
-    """
-    try:
-        old = json.loads(path.read_text())
-        old_rows = [b for b in old.get("benchmarks", []) if isinstance(b, dict)]
-    except (OSError, ValueError, AttributeError, TypeError):
-        old_rows = []
-    fresh = {_row_key(b) for b in new["benchmarks"]}
-    machines = {row_machine_id(b) for b in new["benchmarks"]}
-    kept = [b for b in old_rows if _row_key(b) not in fresh and row_machine_id(b) in machines]
-    merged = dict(new)
-    merged["benchmarks"] = sorted(kept + list(new["benchmarks"]), key=lambda b: tuple(str(x) for x in _row_key(b)))
-    return merged
-
-
-def set_aside_foreign_results(path: Path, machine: MachineFingerprint) -> Path | None:
-    """If the results file at ``path`` holds rows of another machine (or rows from before fingerprints, whose
-    machine is unknown), copy it to ``<stem>.<their fingerprint>.json`` beside it and return that path: the next
-    write keeps only this machine's rows (:func:`merge_results`), and the others are kept there, not lost.
-    None when there is nothing to set aside.
-
-    Legacy rows are named by the fingerprint their file's ``machine_info`` recorded (``legacy`` when none)."""
-    try:
-        raw = path.read_bytes()
-        old = json.loads(raw)
-        rows = [b for b in old.get("benchmarks", []) if isinstance(b, dict)]
-    except (OSError, ValueError, AttributeError, TypeError):
-        return None
-    foreign = {row_machine_id(b) for b in rows} - {machine.id}
-    if not foreign:
-        return None
-    recorded = from_machine_info(old.get("machine_info") or {})
-    names = sorted(i or (f"{recorded.slug}-{recorded.id}" if recorded else "legacy") for i in foreign)
-    tag = names[0] if len(names) == 1 else f"mixed-{names[0]}"
-    target, n = path.with_name(f"{path.stem}.{tag}.json"), 1
-    while target.exists() and target.read_bytes() != raw:
-        n += 1
-        target = path.with_name(f"{path.stem}.{tag}.{n}.json")
-    atomic.write_bytes(target, raw)
-    return target
-
-
-def _remove_stale_partials(results_path: Path, report_path: Path) -> None:
-    """Temp files a killed run left behind (``.<name>.*.partial``, see sidenet.atomic); never read, just removed."""
-    plots = report_path.with_name(f"{report_path.stem}_plots")
-    patterns = [
-        (results_path.parent, f".{results_path.name}.*.partial"),
-        (report_path.parent, f".{report_path.name}.*.partial"),
-        (plots, ".*.partial"),
-    ]
-    for folder, pattern in patterns:
-        if folder.is_dir():
-            for stale in folder.glob(pattern):
-                stale.unlink(missing_ok=True)
-
-
-def write_outputs(results: dict[str, Any], results_path: Path, report_path: Path) -> None:
-    """Results JSON, then the Markdown report (+ plots), each written to a temp file and renamed.
-
-    A run killed at any point leaves the previous files readable: at worst the new JSON next to the old report.
-    """
-    from sidenet.report import write_report
-
-    _remove_stale_partials(results_path, report_path)
-    # pytest params (Cell) → their id via default=str; same format as atomic.write_json
-    text = json.dumps(results, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
-
-    def writer(tmp: Path) -> None:
-        tmp.write_text(text, encoding="utf-8")
-        pause_for_tests("write")
-
-    atomic.write_with(results_path, writer)
-    write_report(results, report_path)
 
 
 __all__ = [
@@ -762,8 +635,5 @@ __all__ = [
     "default_tasks",
     "invocation",
     "measured_by",
-    "merge_results",
     "run_cell",
-    "set_aside_foreign_results",
-    "write_outputs",
 ]

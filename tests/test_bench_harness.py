@@ -18,12 +18,11 @@ from sidenet.harness import (
     cell_key,
     check_out_dir,
     fixed_threshold_eval,
-    merge_results,
-    stored_cell_keys,
-    write_outputs,
 )
 from sidenet.machine import MachineFingerprint
+from sidenet.report import write_report
 from sidenet.results import REQUIRED_KEYS, load_results
+from sidenet.store import merge_results, stored_cell_keys, write_outputs
 from sidenet.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,15 +183,22 @@ def test_check_out_dir(tmp_path):
 def test_write_outputs_removes_what_a_killed_run_left(tmp_path):
     results_path, report_path = tmp_path / "results" / "ci.json", tmp_path / "ci.md"
     results_path.parent.mkdir()
-    stale = [results_path.parent / ".ci.json.x1.partial", tmp_path / ".ci.md.x2.partial"]
+    # temp files of runs that are gone: one from before PIDs were recorded, one of a PID that is not running
+    stale = [results_path.parent / ".ci.json.x1.partial", tmp_path / f".ci.md.{_dead_pid()}.x2.partial"]
+    live = results_path.parent / f".ci.json.{os.getpid()}.x4.partial"  # a concurrent run's, still writing
     other = tmp_path / ".other.md.x3.partial"  # another report's temp file: not ours to remove
-    for f in [*stale, other]:
+    for f in [*stale, other, live]:
         f.write_text("half")
     row = _row("tiny-resnet", "none", 1)
     row["extra_info"].update({k: 1 for k in REQUIRED_KEYS if k not in row["extra_info"]})
-    write_outputs({"benchmarks": [row]}, results_path, report_path)
+    write_outputs({"benchmarks": [row]}, results_path, report_path, write_report)
     assert load_results(results_path)["benchmarks"] and report_path.is_file()
-    assert [f.exists() for f in stale] == [False, False] and other.exists()
+    assert [f.exists() for f in stale] == [False, False] and other.exists() and live.exists()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
 
 
 def test_fixed_threshold_eval_matches_the_cascade_at_the_selected_threshold():

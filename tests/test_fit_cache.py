@@ -205,7 +205,8 @@ def test_corrupted_cache_is_rebuilt(
     first = prepare(TASK, progress=False)
     (weights,) = weight_files(tmp_path, "mainnet")
     assert weights.stem == first.logs["mainnet"]["key"]
-    weights.write_bytes(b"\x00garbage, not a safetensors file" * 10)
+    garbage = b"\x00garbage, not a safetensors file" * 10
+    weights.write_bytes(garbage)
 
     task = TASKS.get(TASK)
     calls: list[int] = []
@@ -219,7 +220,10 @@ def test_corrupted_cache_is_rebuilt(
     with caplog.at_level(logging.WARNING, logger="sidenet.cache"):
         second = prepare(TASK, progress=False)
     assert calls == [1]
-    assert any("unusable" in r.getMessage() for r in caplog.records)
+    warned = [r.getMessage() for r in caplog.records if r.name == "sidenet.cache"]
+    assert len(warned) == 1, warned  # one line per bad entry, naming it and why
+    assert warned[0].startswith(f"cache entry {weights.stem}: size mismatch (weights file has {len(garbage)} bytes")
+    assert warned[0].endswith("; deleted, will rebuild")
     # rebuilt in place: a loadable file under the same key, and the same (deterministic) results
     assert weight_files(tmp_path, "mainnet") == [weights]
     assert cache.load_into(TASKS.get(TASK).build_mainnet(4), weights.stem) is not None
@@ -237,6 +241,7 @@ def test_cache_store_load_roundtrip_and_bad_metadata(tmp_path: Path, monkeypatch
     fresh = SideNet(5, 3, hidden=4)
     meta = cache.load_into(fresh, key)
     assert meta is not None and meta["note"] == "hi" and meta["key"] == key
+    assert meta["format"] == cache.CACHE_FORMAT and len(meta["sha256"]) == 64  # what _load verified
     assert torch.equal(fresh.net[0].weight, side.net[0].weight)
     # metadata from another key: rejected and deleted
     meta_path = tmp_path / "sub" / f"{key}.json"

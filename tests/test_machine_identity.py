@@ -23,13 +23,11 @@ from sidenet.harness import (
     BenchSettings,
     cell_key,
     invocation,
-    merge_results,
-    set_aside_foreign_results,
-    stored_cell_keys,
 )
 from sidenet.machine import MachineFingerprint, cpu_fingerprint, from_machine_info
 from sidenet.report.render import render_markdown
 from sidenet.report.tables import fmt_threshold
+from sidenet.store import merge_results, set_aside_foreign_results, stored_cell_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "reports" / "samples"

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from sidenet.harness import PAUSE_ENV, write_outputs
+from sidenet.report import write_report
 from sidenet.results import load_results
+from sidenet.store import PAUSE_ENV, write_outputs
 
 ARGS = ["--task", "tiny-resnet", "--batch-size", "2", "--rounds", "1", "--timing-samples", "8", "--threads", "1"]
 NAME = "ci"
@@ -155,5 +156,5 @@ def test_a_killed_run_leaves_the_previous_report_intact(
         # nothing could clean up after SIGKILL: the in-flight temp file stays, hidden, never read; the next
         # write removes it
         assert [p.name.startswith(f".{NAME}.json.") for p in partials(previous)] == [True]
-        write_outputs(load_results(results), results, report)
+        write_outputs(load_results(results), results, report, write_report)
     assert partials(previous) == []
