@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import torch
 
+from sidenet.cache import check_cache_dir
 from sidenet.errors import UserError
 from sidenet.harness import (
     DEFAULT_BATCH_SIZES,
@@ -159,6 +160,7 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = _settings(config)
         if not config.getoption("help"):
             check_out_dir(settings.out, create=True)  # fail now, not after an hour of measuring
+            check_cache_dir()  # and the cache, before the first model is trained
     except UserError as exc:  # a user error in our options: one line, exit code 4 (pytest's usage error)
         raise pytest.UsageError(str(exc)) from None
     torch.set_num_threads(settings.threads)  # pinned before any model runs; recorded per row

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -70,6 +71,8 @@ class CompressorConfig:
             value = getattr(self, key)
             if not _has_type(value, tp):
                 raise UserError(f"{self.name or type(self).__name__} {key} must be {_type_name(tp)}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):  # lr=inf, ratio=nan: never a setting
+                raise UserError(f"{self.name or type(self).__name__} {key} must be a finite number, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """``{"name": ..., <field>: <value>, ...}`` with JSON-compatible values."""

@@ -66,6 +66,11 @@ _TRUTHY = {"1", "true", "yes", "on"}
 # another protocol is a different experiment, so it is in every cell key and row. 3: balanced (ABBA) pairing,
 # one warm-up pass per variant, an even number of rounds (commits 993ad13, 5bcd67f).
 TIMING_PROTOCOL = 3
+# a results file is <name>.json and its plots folder <name>_plots: keep both under the usual 255-byte limit
+MAX_NAME_BYTES = 200
+MAX_THREADS_PER_CORE = 4
+MAX_ROUNDS = 1000
+MAX_TIMING_SAMPLES = 100_000
 
 
 def default_tasks() -> tuple[str, ...]:
@@ -132,9 +137,20 @@ class BenchSettings:
             raise UserError(f"batch sizes must be positive, got {list(self.batch_sizes)}")
         if self.threads < 1:
             raise UserError(f"threads must be positive, got {self.threads}")
+        cores = os.cpu_count() or 1
+        if self.threads > MAX_THREADS_PER_CORE * cores:
+            raise UserError(
+                f"{self.threads} threads on {cores} cores would time the OS scheduler, not the model; "
+                f"use at most {MAX_THREADS_PER_CORE * cores}"
+            )
         if self.rounds < 1 or self.timing_samples < 1:
             raise UserError(
                 f"rounds and timing samples must be positive, got {self.rounds} rounds, {self.timing_samples} samples"
+            )
+        if self.rounds > MAX_ROUNDS or self.timing_samples > MAX_TIMING_SAMPLES or max(self.batch_sizes) > 100_000:
+            raise UserError(
+                f"at most {MAX_ROUNDS} rounds, {MAX_TIMING_SAMPLES} timing samples and batch size 100000 "
+                f"(got {self.rounds}, {self.timing_samples}, {max(self.batch_sizes)}): a cell would run for hours"
             )
         if self.target_loss_pt is not None and not 0 <= self.target_loss_pt <= 100:
             raise UserError(f"target loss must be in [0, 100] points, got {self.target_loss_pt}")
@@ -155,6 +171,8 @@ class BenchSettings:
                         raise UserError(cuda_only_message(c, steps, self.device))
         if self.name is not None and (not self.name.strip() or "/" in self.name or self.name in (".", "..")):
             raise UserError(f"report name {self.name!r} must be a plain file name (no '/')")
+        if self.name is not None and any(ch in self.name for ch in "\0\n\r"):
+            raise UserError(f"report name {self.name!r} has a NUL or line break; give a plain file name")
         if self.name is not None and len(self.name.encode()) > MAX_NAME_BYTES:
             raise UserError(f"report name is {len(self.name.encode())} bytes; give one of at most {MAX_NAME_BYTES}")
         object.__setattr__(self, "tasks", _unique(self.tasks))
@@ -221,10 +239,6 @@ def check_data(tasks: Iterable[str]) -> None:
     unreadable data set is a one-line UserError naming the ways to get it, before any work starts."""
     for name in tasks:
         TASKS.get(name).load_data()
-
-
-# a results file is <name>.json and its plots folder <name>_plots: keep both under the usual 255-byte limit
-MAX_NAME_BYTES = 200
 
 
 class BenchContext:

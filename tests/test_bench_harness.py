@@ -60,6 +60,15 @@ def _settings(**kw):
         ({"name": "../x"}, "must be a plain file name"),
         ({"chains": ("none", "int8wo")}, "chain 'int8wo' needs CUDA (int8wo runs on CUDA only) but the device is cpu"),
         ({"chains": ("prune:ratio=0.5+int4wo:group_size=32",)}, "needs CUDA (int4wo runs on CUDA only)"),
+        # bounded before any work: none of these may fail after an hour of measuring
+        ({"threads": 10_000}, "would time the OS scheduler"),
+        ({"rounds": 10**6}, "a cell would run for hours"),
+        ({"timing_samples": 10**7}, "a cell would run for hours"),
+        ({"batch_sizes": (10**6,)}, "a cell would run for hours"),
+        ({"name": "x" * 300}, "give one of at most 200"),
+        ({"name": "a\nb"}, "has a NUL or line break"),
+        ({"chains": ("distil:lr=inf",)}, "distil lr must be a finite number"),
+        ({"chains": ("prune:ratio=nan",)}, "prune ratio must be a finite number"),
     ],
 )
 def test_bad_bench_settings_are_one_line_user_errors(kw, needle):
