@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,47 @@ def _default_output(results: Path) -> Path:
     return Path("reports") / f"{results.stem}.md"
 
 
+def _check_report_output(out: Path, results: Path) -> None:
+    """Refuse an ``-o`` that writing the report would destroy or misplace: the results file itself (by path,
+    hard link or symlink), a directory, anything but a regular file (device, FIFO, socket; also behind a
+    symlink), or a name without ``.md`` (the plots folder ``<stem>_plots/`` is named from it)."""
+    try:
+        same = out.resolve() == results.resolve() or (out.exists() and os.path.samefile(out, results))
+    except (OSError, RuntimeError) as exc:  # e.g. a symlink loop
+        raise UserError(f"output {str(out)!r} cannot be checked ({exc}); pass another file name") from None
+    if same:
+        suggestion = _default_output(results)
+        if suggestion.resolve() == results.resolve():
+            suggestion = suggestion.with_name(f"{results.stem}_report.md")
+        raise UserError(
+            f"output {str(out)!r} is the results file itself; pass a Markdown name such as {str(suggestion)!r}"
+        )
+    try:
+        st = out.stat()  # follows a symlink: what would be replaced is the thing it points at
+    except (FileNotFoundError, NotADirectoryError):  # under a file: the parent check below says so
+        st = None  # a new file, or a dangling symlink (replaced by the report, pointing nowhere before)
+    except OSError as exc:
+        raise UserError(
+            f"output {str(out)!r} cannot be checked ({exc.strerror or exc}); pass another file name"
+        ) from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")]
+        kinds += [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")]
+        kind = next((name for test, name in kinds if test(st.st_mode)), "a special file")
+        kind = f"a symlink to {kind}" if out.is_symlink() else kind
+        fix = (
+            f"a file name such as {str(out / 'report.md')!r}"
+            if stat.S_ISDIR(st.st_mode)
+            else "a new or regular .md file"
+        )
+        raise UserError(f"output {str(out)!r} is {kind}, not a regular file; pass {fix}")
+    if out.suffix.lower() != ".md":
+        raise UserError(
+            f"output {str(out)!r} does not end in .md (its plots go to <stem>_plots/ beside it); "
+            f"pass a name such as {str(out.with_name(out.stem + '.md'))!r}"
+        )
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from sidenet.report import write_report  # matplotlib is slow to import; only `report` needs it
     from sidenet.results import load_results
@@ -47,8 +89,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     results_path = Path(args.results)
     results = load_results(results_path)
     out = Path(args.output) if args.output else _default_output(results_path)
-    if out.is_dir():
-        raise UserError(f"output {str(out)!r} is a directory; pass a file name such as {str(out / 'report.md')!r}")
+    _check_report_output(out, results_path)
     ancestor = out.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -67,10 +108,13 @@ def _add_report_parser(sub: Any) -> None:
         "report",
         help="render a results JSON into a Markdown report with plots",
         description="Render a pytest-benchmark JSON written by `pytest bench/ --benchmark-only` into "
-        "Markdown (tables + plots in <stem>_plots/ next to it). Files are replaced atomically.",
+        "Markdown (tables + plots in <stem>_plots/ next to it). Files are replaced atomically; the output must "
+        "end in .md and is never the results file, a directory or a device/FIFO/socket.",
     )
     p.add_argument("results", metavar="RESULTS.json", help="pytest-benchmark JSON with sidenet-bench rows")
-    p.add_argument("-o", "--output", metavar="FILE", help="Markdown file to write (default: reports/<stem>.md)")
+    p.add_argument(
+        "-o", "--output", metavar="FILE", help="Markdown file to write, ending in .md (default: reports/<stem>.md)"
+    )
     p.set_defaults(handler=_cmd_report)
 
 
@@ -209,6 +253,7 @@ def _pytest_args(settings: Any, bench: Path, quiet: bool) -> list[str]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from sidenet.cache import check_cache_dir
     from sidenet.harness import check_data, check_out_dir, quiet_from_env
 
     # 1. validate everything, cheapest first; nothing is written until all of it passed
@@ -217,6 +262,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_out_dir(settings.out, create=False)
     check_data(settings.tasks)
     check_out_dir(settings.out, create=True)
+    check_cache_dir()  # a bad cache directory fails now, not after the first model is trained
     quiet = bool(args.quiet or quiet_from_env())
     if not quiet:
         print(

@@ -12,10 +12,13 @@ sample; latencies are seconds. Timing: one timed round runs ``timing_samples`` i
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sidenet.errors import UserError
+from sidenet.machine import from_machine_info
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "task",
@@ -68,30 +71,239 @@ REQUIRED_KEYS: tuple[str, ...] = (
 #                                    every library on the measured path (sidenet.cache.MEASURED_LIBRARIES)
 
 
+MAX_DEPTH = 64  # real files nest about 8 levels; deeper is malformed (and would overflow the report's recursion)
+MAX_MAGNITUDE = 1e100  # no measured quantity comes near; larger numbers overflow plot arithmetic into inf
+_COLUMN_KEYS = ("test_accuracy", "exit_rate", "flops_per_sample")  # sweep columns besides "threshold"
+_CURVE_KEYS = ("confidence", "accuracy", "count")  # reliability curve columns
+
+
 def load_results(path: str | Path) -> dict[str, Any]:
-    """Read a pytest-benchmark JSON and check it holds sidenet-bench rows; one-line error otherwise."""
+    """Read a pytest-benchmark JSON and check it holds sidenet-bench rows; one-line error otherwise.
+
+    Every value the report reads is type-checked here (required keys, timing stats, and the optional
+    structures it indexes into), so a file this accepts renders without a traceback.
+    """
     path = Path(path)
+    where = repr(str(path))
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError(f"results file {str(path)!r} does not exist; pass a JSON written by the bench") from None
+        raise UserError(f"results file {where} does not exist; pass a JSON written by the bench") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read results file {str(path)!r}: {exc}") from None
+        raise UserError(f"cannot read results file {where}: {exc}") from None
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise UserError(f"{str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise UserError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise UserError(f"{where} is nested too deeply to read; pass a JSON written by the bench") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise UserError(f"{where} cannot be read as JSON ({_first_line(exc)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise UserError(f"{str(path)!r} is not a pytest-benchmark JSON (no 'benchmarks' list)")
+        raise UserError(f"{where} is not a pytest-benchmark JSON (no 'benchmarks' list)")
+    for b in data["benchmarks"]:  # depth first, row by row (so the message can name the row), then the rest
+        problem = _scan(b, numbers=False, depth=3) if isinstance(b, dict) else None
+        if problem:
+            raise UserError(f"{where}: benchmark {_short(b.get('name'))} {problem}; pass a JSON written by the bench")
+    problem = _scan(data, numbers=False)
+    if problem:
+        raise UserError(f"{where} {problem}; pass a JSON written by the bench")
     rows = [b for b in data["benchmarks"] if isinstance(b, dict)]
     ours = [b for b in rows if isinstance(b.get("extra_info"), dict) and "task" in b["extra_info"]]
     if not ours:
-        raise UserError(f"{str(path)!r} holds no sidenet-bench rows; run `pytest bench/ --benchmark-only` first")
+        raise UserError(f"{where} holds no sidenet-bench rows; run `pytest bench/ --benchmark-only` first")
     for b in ours:
         missing = [k for k in REQUIRED_KEYS if k not in b["extra_info"]]
         if missing:
-            raise UserError(f"{str(path)!r}: benchmark {b.get('name')!r} lacks keys {missing}; re-run the bench")
-        if "stats" not in b or "median" not in b["stats"]:
-            raise UserError(f"{str(path)!r}: benchmark {b.get('name')!r} has no timing stats")
+            raise UserError(f"{where}: benchmark {_short(b.get('name'))} lacks keys {missing}; re-run the bench")
+        stats = b.get("stats")
+        if stats is None or (isinstance(stats, dict) and "median" not in stats):
+            raise UserError(f"{where}: benchmark {_short(b.get('name'))} has no timing stats; re-run the bench")
+        problem = _row_problem(b)
+        if problem:
+            raise UserError(f"{where}: benchmark {_short(b.get('name'))} {problem}; re-run the bench")
+    problem = _machine_info_problem(data)
+    if problem:
+        raise UserError(f"{where}: {problem}; re-run the bench or fix the file")
     data["benchmarks"] = ours
     return data
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation helpers: each returns a phrase ("has ...") describing the first problem, or None
+# ---------------------------------------------------------------------------------------------------
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` of ``value`` cut to ``limit`` characters (always one line: repr escapes newlines)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return f"the string {_short(value, 30)}"
+    if isinstance(value, (int, float)):
+        return f"the number {_number_text(value)}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _number_text(x: float) -> str:
+    """A number as JSON spells it (NaN, Infinity), so the message matches what the file says."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+    if isinstance(x, int) and abs(x) >= 10**15:
+        return f"an integer of {len(str(abs(x)))} digits"
+    return _short(x, 30)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_finite(x: Any) -> bool:
+    return _is_number(x) and math.isfinite(x)
+
+
+def _scan(value: Any, numbers: bool, depth: int = 1) -> str | None:
+    """Nesting deeper than MAX_DEPTH (``value`` sits at ``depth`` in the document) and, with ``numbers``, a number
+    beyond MAX_MAGNITUDE, named by where it sits (``extra_info.sweep.threshold[3]``). Iterative, so a deep
+    document cannot overflow the stack here."""
+    stack: list[tuple[Any, int, str]] = [(value, depth, "")]
+    while stack:
+        item, depth, where = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                return f"is nested more than {MAX_DEPTH} levels deep"
+            if isinstance(item, dict):
+                stack.extend((v, depth + 1, f"{where}.{k}" if where else str(k)) for k, v in item.items())
+            else:
+                stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(item))
+        elif numbers and _is_number(item) and abs(item) > MAX_MAGNITUDE and abs(item) != math.inf:
+            return f"has {_short(where, 50)} = {_number_text(item)}, out of range (|x| ≤ {MAX_MAGNITUDE:g} expected)"
+    return None
+
+
+def _bad(key: str, value: Any, expected: str) -> str:
+    return f"has {key} = {_kind(value)}, expected {expected}"
+
+
+def _list_problem(key: str, value: Any, ok: Callable[[Any], bool], expected: str) -> str | None:
+    """``value`` must be null or a list whose every element passes ``ok``; the first offender is named."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        return _bad(key, value, "a list or null")
+    for i, x in enumerate(value):
+        if not ok(x):
+            return _bad(f"{key}[{i}]", x, expected)
+    return None
+
+
+def _row_problem(b: dict[str, Any]) -> str | None:
+    """What is wrong with one row's timing stats and ``extra_info``, for the types the report relies on."""
+    problem = _scan(b, numbers=True, depth=3) or _stats_problem(b["stats"])
+    if problem:
+        return problem
+    info = b["extra_info"]
+    for key in ("task", "chain", "exit", "device"):
+        if not isinstance(info[key], str) or not info[key]:
+            return _bad(key, info[key], "a non-empty string")
+    for key in ("threads", "batch_size"):
+        if not isinstance(info[key], int) or isinstance(info[key], bool) or info[key] < 1:
+            return _bad(key, info[key], "a positive integer")
+    if info["threshold"] is not None and not _is_finite(info["threshold"]):
+        return _bad("threshold", info["threshold"], "a finite number or null")
+    for key in ("test_accuracy", "exit_rate"):
+        if not _is_finite(info[key]) or not 0 <= info[key] <= 1:
+            return _bad(key, info[key], "a fraction in [0, 1]")
+    for key in ("flops_per_sample", "params"):
+        if not _is_finite(info[key]) or info[key] < 0:
+            return _bad(key, info[key], "a finite number ≥ 0")
+    return _optional_problem(info)
+
+
+def _stats_problem(stats: Any) -> str | None:
+    if not isinstance(stats, dict):
+        return f"has stats = {_kind(stats)}, expected an object of timing statistics"
+    median = stats["median"]
+    if not _is_number(median):
+        return f"has a median round time of {_kind(median)}, expected seconds"
+    if not math.isfinite(median):
+        return f"has a non-finite median ({_number_text(median)})"
+    if median <= 0:
+        return f"has a median round time of {_number_text(median)} s, expected > 0"
+    for key in ("iqr", "q1", "q3"):
+        if stats.get(key) is not None and not _is_finite(stats[key]):
+            return f"has stats {key} = {_kind(stats[key])}, expected a finite number or null"
+    return _list_problem("stats data", stats.get("data"), _is_finite, "a round time in seconds")
+
+
+def _optional_problem(info: dict[str, Any]) -> str | None:
+    """Optional keys the report indexes into or iterates (it skips values of other types, never these shapes)."""
+    n = info.get("timing_samples")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        return _bad("timing_samples", n, "a positive integer or null")
+    if info.get("machine_id") is not None and not isinstance(info["machine_id"], str):
+        return _bad("machine_id", info["machine_id"], "a string or null")
+    for key in ("paired_speedup", "aa_paired_ratios"):
+        ratios = info.get(key)
+        problem = _list_problem(key, ratios, _is_number, "a number")
+        if problem:
+            return problem
+    sweep = info.get("sweep")
+    if sweep is not None:
+        if not isinstance(sweep, dict):
+            return _bad("sweep", sweep, "an object or null")
+        problem = _list_problem("sweep threshold", sweep.get("threshold"), _is_finite, "a finite number")
+        if problem:
+            return problem
+        for key in _COLUMN_KEYS:
+            if sweep.get(key) is not None and not isinstance(sweep[key], list):
+                return _bad(f"sweep {key}", sweep[key], "a list or null")
+    reliability = info.get("reliability")
+    if reliability is not None:
+        if not isinstance(reliability, dict):
+            return _bad("reliability", reliability, "an object or null")
+        for side in ("main", "side"):
+            curve = reliability.get(side)
+            if curve is None:
+                continue
+            if not isinstance(curve, dict):
+                return _bad(f"reliability {side}", curve, "an object or null")
+            for key in _CURVE_KEYS:
+                if curve.get(key) is not None and not isinstance(curve[key], list):
+                    return _bad(f"reliability {side} {key}", curve[key], "a list or null")
+    return None
+
+
+def _machine_info_problem(data: dict[str, Any]) -> str | None:
+    """The header reads ``machine_info`` (and its ``sidenet``/``cpu`` parts) and ``commit_info`` as objects and
+    rebuilds the machine fingerprint from them."""
+    for key in ("machine_info", "commit_info"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f"{key} is {_kind(data[key])}, expected an object"
+    machine = data.get("machine_info") or {}
+    for key in ("sidenet", "cpu"):
+        if machine.get(key) is not None and not isinstance(machine[key], dict):
+            return f"machine_info {key} is {_kind(machine[key])}, expected an object"
+    try:
+        fingerprint = from_machine_info(machine)
+        if fingerprint is not None:
+            _ = (fingerprint.describe(), fingerprint.slug, fingerprint.id)  # what the report header shows
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        return f"machine_info does not describe a machine ({type(exc).__name__}: {_first_line(exc)[:80]})"
+    return None

@@ -545,3 +545,25 @@ def test_tiny_texts_are_learnable_with_some_label_noise() -> None:
 
     accuracy = sum(vote(t) == y for t, y in zip(texts, labels.tolist(), strict=True)) / len(texts)
     assert 0.85 < accuracy < 1.0
+
+
+class _Boom:
+    """What a tampered data pickle could name: any callable, run while unpickling."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+@pytest.mark.parametrize("payload", [_Boom(), {"data": _Boom()}, [np.zeros(2), _Boom()]])
+def test_data_pickles_build_arrays_and_never_run_code(payload) -> None:
+    from sidenet.data._common import load_array_pickle
+
+    blob = pickle.dumps(payload, protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+        load_array_pickle(io.BytesIO(blob))
+    # what the real files hold (arrays, dtypes, dicts, lists, strings, numbers) still loads
+    arrays = {"data": np.arange(12, dtype=np.uint8).reshape(3, 4), "labels": [1, 2, 3], "name": "batch"}
+    loaded = load_array_pickle(io.BytesIO(pickle.dumps((arrays, 1.5), protocol=2)))
+    assert np.array_equal(loaded[0]["data"], arrays["data"]) and loaded[0]["labels"] == [1, 2, 3]

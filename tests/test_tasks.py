@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -203,10 +202,19 @@ def test_text_task_loads_local_folder(hf_folder, monkeypatch: pytest.MonkeyPatch
 
     folder, saved = hf_folder
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # restored after the test
+    calls: list[dict] = []
+    real = BertForSequenceClassification.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        calls.append(kwargs)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(BertForSequenceClassification, "from_pretrained", classmethod(spy))
     task = folder_task(str(folder))
     model = task.build_mainnet(2)
     assert isinstance(model, BertForSequenceClassification)
-    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # a local folder never goes online
+    # a local folder never goes online: asked per call (the env var is read once, at import, so it cannot be set late)
+    assert calls and all(c.get("local_files_only") is True and c.get("trust_remote_code") is False for c in calls)
     saved_sd = saved.state_dict()
     loaded_sd = model.state_dict()
     assert set(saved_sd) == set(loaded_sd)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sidenet.data._common import download_allowed, download_root, one_line, search_roots
+from sidenet.data._common import download_allowed, download_root, load_array_pickle, one_line, search_roots
 from sidenet.data.splits import carve_val_from_train
 from sidenet.data.types import Splits
 from sidenet.errors import DataNotFoundError, UserError
@@ -75,12 +75,11 @@ def _download(root: str | os.PathLike[str] | None) -> Path:
 
 
 def _unpickle(path: Path) -> dict[str, Any]:
-    # The batches are Python 2 pickles (hence encoding="latin1", as torchvision does). Unpickling runs
-    # code from the file: acceptable only because these files come from torchvision's md5-checked
-    # download or from a folder the user pointed us at (trusted content).
+    # The batches are Python 2 pickles (hence encoding="latin1", as torchvision does), read with an
+    # unpickler that builds arrays and plain containers only (load_array_pickle): a file cannot run code.
     try:
         with open(path, "rb") as fh:
-            data = pickle.load(fh, encoding="latin1")
+            data = load_array_pickle(fh)
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, ValueError) as exc:
         raise UserError(
             f"cannot read CIFAR-10 file {path} ({one_line(exc)}); delete {path.parent} and re-download"

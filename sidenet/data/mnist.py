@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sidenet.data._common import one_line, package_file
+from sidenet.data._common import load_array_pickle, one_line, package_file
 from sidenet.data.types import Splits
 from sidenet.errors import DataNotFoundError, UserError
 
@@ -47,12 +47,11 @@ def load_mnist(path: str | os.PathLike[str] | None = None) -> Splits:
 
 def _read_pickle(file: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
     # The file is a Python 2 pickle (protocol 2) holding numpy arrays: numpy's byte buffers are py2 `str`
-    # objects, which only unpickle with encoding="latin1". Unpickling runs code from the file, which is
-    # acceptable here only because it comes from a package the user installed (trusted content), or from
-    # a path the user gave explicitly.
+    # objects, which only unpickle with encoding="latin1". It is read with an unpickler that builds arrays
+    # and nothing else (sidenet.data._common.load_array_pickle), so the file cannot run code.
     try:
         with gzip.open(file, "rb") as fh:
-            data: Any = pickle.load(fh, encoding="latin1")
+            data: Any = load_array_pickle(fh)
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, ValueError) as exc:
         raise UserError(f"cannot read MNIST pickle {file} ({one_line(exc)}); reinstall with `{INSTALL_HINT}`") from exc
     if not (isinstance(data, tuple | list) and len(data) == 3):

@@ -299,26 +299,45 @@ def render_markdown(results: dict[str, Any], plot_dir_rel: str | None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _prune_stale_plots(plot_dir: Path, keep: list[Path]) -> None:
-    """Drop figures of an earlier report at this path that this report no longer links."""
-    if not plot_dir.is_dir():
-        return
-    names = {p.name for p in keep}
-    for old in plot_dir.glob("*.png"):
-        if old.name not in names:
-            old.unlink()
+def _prune_stale_plots(plot_dir: Path, keep: list[Path], manifest: Path) -> None:
+    """Drop figures an earlier report at this path wrote that this one no longer writes, then record ``keep``.
+
+    Only names listed in ``manifest`` (written by the previous report) are ever removed: files the user put
+    in the plots folder are never touched, and a folder without a manifest (an older version wrote it) is
+    left alone. The manifest lives beside the Markdown (hidden), not in the folder, which holds figures only.
+    """
+    names = sorted({p.name for p in keep})
+    previous: set[str] = set()
+    try:
+        record = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        record = None  # unreadable: treat as absent (prune nothing)
+    if isinstance(record, dict) and record.get("plots_dir") == plot_dir.name and isinstance(record.get("files"), list):
+        previous = {
+            n
+            for n in record["files"]
+            if isinstance(n, str) and n.endswith(".png") and n == Path(n).name and not n.startswith(".")
+        }
+    for name in sorted(previous - set(names)):
+        old = plot_dir / name
+        if old.is_file() and not old.is_symlink():  # what we wrote is a regular file; anything else is not ours
+            old.unlink(missing_ok=True)
+    if names or record is not None:
+        atomic.write_json(manifest, {"plots_dir": plot_dir.name, "files": names, "written_by": "sidenet-bench"})
 
 
 def write_report(results: dict[str, Any], out_md: Path) -> Path:
     """Write plots to ``<stem>_plots/`` next to ``out_md``, then the Markdown; each file replaced atomically.
 
     The Markdown is rendered before anything touches the disk and published last, so a failure at any
-    point leaves the previous report file as it was.
+    point leaves the previous report file as it was. Then figures of the previous report that this one
+    no longer has are removed, as listed in the hidden manifest ``.<name>.plots.json`` beside ``out_md``
+    (:func:`_prune_stale_plots`); other files in the plots folder are only ever replaced by a figure's name.
     """
     out_md = Path(out_md)
     plot_dir = out_md.parent / f"{out_md.stem}_plots"
     markdown = render_markdown(results, plot_dir.name)
     written = plots.write_plots(results, plot_dir)
     atomic.write_text(out_md, markdown)
-    _prune_stale_plots(plot_dir, written)
+    _prune_stale_plots(plot_dir, written, out_md.with_name(f".{out_md.name}.plots.json"))
     return out_md

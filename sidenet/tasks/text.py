@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
@@ -235,10 +234,13 @@ class TextTask(Task):
 
 
 def _from_pretrained(cls: Any, source: str, **kwargs: Any) -> Any:
-    """``from_pretrained`` that never trusts remote code and stays offline for local folders."""
+    """``from_pretrained`` that never trusts remote code and stays offline for local folders.
+
+    Offline is asked for per call (``local_files_only``): ``HF_HUB_OFFLINE`` is read once, when huggingface_hub
+    is imported, so setting it here would come too late to change anything."""
     path = Path(source).expanduser()
     if path.is_dir():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        kwargs["local_files_only"] = True
     elif source.startswith((".", "/", "~")) or path.exists():
         raise UserError(f"model folder {source!r} does not exist (or is not a folder); pass a saved model folder")
     try:
