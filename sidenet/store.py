@@ -40,18 +40,24 @@ Render = Callable[[dict[str, Any], Path], Any]
 log = logging.getLogger(__name__)
 
 PAUSE_ENV = "SIDENET_BENCH_TEST_PAUSE"  # test hook, see pause_for_tests()
+_PAUSES: dict[str, int] = {}  # how often each pause point was reached in this process
 
 
 def pause_for_tests(point: str) -> None:
     """Test hook, inert unless ``SIDENET_BENCH_TEST_PAUSE=POINT:MARKER`` is set: at ``POINT`` create the file
     ``MARKER`` and sleep (at most 120 s) so a test can signal the process at a known moment.
 
-    Points: ``timing`` (inside a cell, right before its timed rounds), ``write`` (the new results JSON is
-    complete in its temp file but not yet renamed over the old one; the report is not touched yet) and
-    ``render`` (the new results JSON is in place, the report not yet rendered from it).
+    ``POINT@N`` pauses the N-th time the point is reached (default: the first). Points: ``timing`` (inside a
+    cell, right before its timed rounds), ``write`` (the new results JSON is complete in its temp file but not
+    yet renamed over the old one; the report is not touched yet) and ``render`` (the new results JSON is in
+    place, the report not yet rendered from it).
     """
     want, _, marker = os.environ.get(PAUSE_ENV, "").partition(":")
+    want, _, nth = want.partition("@")  # "timing@2": the second time this point is reached
     if want != point or not marker:
+        return
+    _PAUSES[point] = _PAUSES.get(point, 0) + 1
+    if _PAUSES[point] != (int(nth) if nth.isdigit() else 1):
         return
     Path(marker).write_text(f"{os.getpid()}\n", encoding="utf-8")
     deadline = time.monotonic() + 120

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from sidenet.report import write_report
+from sidenet.report.render import render_markdown
 from sidenet.results import load_results
 from sidenet.store import PAUSE_ENV, write_outputs
 
@@ -158,3 +159,71 @@ def test_a_killed_run_leaves_the_previous_report_intact(
         assert [p.name.startswith(f".{NAME}.json.") for p in partials(previous)] == [True]
         write_outputs(load_results(results), results, report, write_report)
     assert partials(previous) == []
+
+
+def _killed_at(out: Path, tmp_path: Path, point: str, *extra: str) -> None:
+    """Run the CLI on ``out`` until it pauses at ``point``, then SIGKILL it (nothing can clean up)."""
+    marker, log = tmp_path / f"paused-{point}", tmp_path / f"run-{point}.log"
+    env = _env(**{PAUSE_ENV: f"{point}:{marker}"})
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(_command(out, *extra), cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            _wait_for(marker, proc, log)
+            proc.kill()
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_a_run_killed_between_results_and_report_is_re_rendered_by_the_next_run(previous: Path, tmp_path: Path) -> None:
+    """Killed after the new results JSON is in place but before the report: the report is stale. The next run
+    measures nothing (the cell is stored) yet sees the report does not show the results, and re-renders it."""
+    results, report = outputs(previous)
+    old_report = report.read_bytes()
+    _killed_at(previous, tmp_path, "render", "--exit", "none", "--force", "-q")
+    new_results = results.read_bytes()
+    assert new_results != json.dumps({}) and report.read_bytes() == old_report  # results new, report stale
+    again = run_cli(previous, "--exit", "none", cwd=tmp_path)
+    assert "1 skipped" in again.stdout and "re-rendered" in again.stdout
+    assert results.read_bytes() == new_results and report.read_bytes() != old_report
+    assert report.read_text() == render_markdown(load_results(results), f"{NAME}_plots")  # shows these results
+    quiet = run_cli(previous, "--exit", "none", cwd=tmp_path)  # now current: left alone
+    assert "left as they were" in quiet.stdout
+
+
+def test_a_run_killed_after_a_cell_resumes_after_it(previous: Path, tmp_path: Path) -> None:
+    """Each finished cell is persisted when it finishes: killed while timing the second cell, the first one's row
+    is already stored, and the next run skips it and measures only the second."""
+    results, _ = outputs(previous)
+    stored_before = rows(previous)["none"]
+    cells = ("--exit", "none", "--exit", "sidenet", "--force", "-q")
+    _killed_at(previous, tmp_path, "timing@2", *cells)
+    after_kill = rows(previous)
+    assert set(after_kill) == {"none"} and after_kill["none"] != stored_before  # cell 1 re-measured and kept
+    resumed = run_cli(previous, "--exit", "none", "--exit", "sidenet", "-q", cwd=tmp_path)
+    assert "1 passed, 1 skipped" in resumed.stdout
+    assert set(rows(previous)) == {"none", "sidenet"} and rows(previous)["none"] == after_kill["none"]
+    assert load_results(results)["benchmarks"] and partials(previous) == []
+
+
+def test_two_runs_on_one_output_keep_both_rows(baseline: Path, tmp_path: Path) -> None:
+    """Two runs finishing together on one --out, measuring different cells: the lock serialises their
+    read-merge-write, neither removes the other's temp file, and both rows are there afterwards."""
+    out = tmp_path / "reports"
+    shutil.copytree(baseline, out)
+    procs = [
+        subprocess.Popen(
+            _command(out, "--exit", exit_system, "--force", "-q"),
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for exit_system in ("none", "sidenet")
+    ]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-2000:] for log in logs)
+    assert set(rows(out)) == {"none", "sidenet"}
+    assert load_results(outputs(out)[0]) and partials(out) == []
