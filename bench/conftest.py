@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +154,25 @@ def _settings(config: pytest.Config) -> BenchSettings:
         quiet=config.getoption("bench_quiet") or quiet_from_env(),
         cuda_missing=_cuda_missing(config),
     )
+
+
+_DEFAULT_STORAGE = "file://./.benchmarks"
+
+
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """pytest-benchmark creates its storage folder (``./.benchmarks``) at start-up even when nothing will be
+    saved in it, leaving an empty folder wherever ``sidenet-bench run`` or ``pytest bench/`` was started. Unless
+    the user saves or compares runs (``--benchmark-save/-autosave/-compare``), point it at a temporary folder
+    that is removed at the end. Runs before any plugin's ``pytest_configure``."""
+    opt = config.option
+    uses_storage = any(
+        getattr(opt, name, None) for name in ("benchmark_save", "benchmark_autosave", "benchmark_compare")
+    ) or getattr(opt, "benchmark_compare_fail", None)
+    if uses_storage or getattr(opt, "benchmark_storage", None) != _DEFAULT_STORAGE:
+        return
+    folder = tempfile.mkdtemp(prefix="sidenet-bench-pb-storage-")
+    opt.benchmark_storage = f"file://{folder}"
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 @pytest.hookimpl(trylast=True)

@@ -366,13 +366,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit code (argparse itself exits 2 on usage errors, 0 on --help)."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
+        sys.stdout.flush()  # here, where a closed pipe can be handled, not at interpreter exit
+        return code
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; finished files are intact, a new run resumes", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `sidenet-bench list | head -1`: the reader has what it wanted
+        # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

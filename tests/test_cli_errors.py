@@ -405,3 +405,18 @@ def test_grammar_is_checked_without_a_registry() -> None:
     assert parse_chain("anything:k=v", check_names=False) == (ChainStep("anything", (("k", "v"),)),)
     with pytest.raises(UserError, match="expected NAME\\[:KEY=VALUE"):
         parse_chain("a:k", check_names=False)
+
+
+def test_a_closed_pipe_is_not_an_error() -> None:
+    """`sidenet-bench list | head -1`: the reader leaves early; no BrokenPipeError traceback, exit 0."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidenet.cli", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # before the child writes anything: its every write meets a closed pipe
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b"Traceback" not in err and b"BrokenPipe" not in err

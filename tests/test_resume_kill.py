@@ -85,6 +85,7 @@ def test_second_run_measures_nothing_and_force_re_measures(previous: Path, tmp_p
     assert f"already measured in {results}" in again.stdout
     assert "nothing new measured" in again.stdout
     assert (results.read_bytes(), report.read_bytes()) == before  # not even rewritten
+    assert not (tmp_path / ".benchmarks").exists()  # pytest-benchmark's storage is not left where we ran
 
     # a wider matrix measures only what is missing: the stored MainNet row is kept exactly as it was
     wider = run_cli(previous, "--exit", "none", "--exit", "sidenet", "-q", cwd=tmp_path)
