@@ -32,6 +32,7 @@ from sidenet.harness import (
     BenchContext,
     BenchSettings,
     check_out_dir,
+    check_output_files,
     default_tasks,
     invocation,
     measured_by,
@@ -186,7 +187,12 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     torch.set_num_threads(settings.threads)  # pinned before any model runs; recorded per row
     logging.getLogger("sidenet").setLevel(logging.INFO)
-    config.stash[_CTX] = BenchContext(settings)
+    ctx = BenchContext(settings)
+    try:
+        check_output_files(*ctx.output_paths())
+    except UserError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[_CTX] = ctx
 
 
 _CTX = pytest.StashKey[BenchContext]()

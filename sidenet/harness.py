@@ -234,6 +234,14 @@ def check_out_dir(out: Path, create: bool) -> None:
         ) from None
 
 
+def check_output_files(*paths: Path) -> None:
+    """One-line UserError when a file a run will replace (its results JSON, its report) exists as something
+    other than a regular file: a directory, a device, a FIFO. Checked up front, not after an hour of measuring."""
+    for path in paths:
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            raise UserError(f"{str(path)!r} exists and is not a regular file; move it away or pass another --name")
+
+
 def check_data(tasks: Iterable[str]) -> None:
     """Load each task's data once (offline sources only unless downloads are allowed): a missing or
     unreadable data set is a one-line UserError naming the ways to get it, before any work starts."""
@@ -646,6 +654,7 @@ __all__ = [
     "cell_key",
     "check_data",
     "check_out_dir",
+    "check_output_files",
     "default_tasks",
     "invocation",
     "measured_by",

@@ -253,6 +253,17 @@ def _bench(tmp_path, *args, env=None):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.parametrize("what", ["results", "report"])
+def test_an_output_file_that_is_a_directory_fails_up_front(tmp_path, what):
+    out = tmp_path / "out"
+    target = out / "results" / "ci.json" if what == "results" else out / "ci.md"
+    target.mkdir(parents=True)
+    proc = _bench(tmp_path, "--bench-task", "tiny-resnet")
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "exists and is not a regular file" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert target.is_dir() and list(target.iterdir()) == []
+
+
 def test_bench_option_errors_are_one_line_usage_errors(tmp_path):
     proc = _bench(tmp_path, "--bench-task", "tiny-resnt", "--bench-threshold", "0.5")
     assert proc.returncode == 4
