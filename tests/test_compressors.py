@@ -176,7 +176,7 @@ def test_config_from_step_converts_by_field_type() -> None:
     ("name", "params", "fragment"),
     [
         ("prune", {"ratio": "2"}, "(0, 1)"),
-        ("prune", {"ratio": "nan"}, "(0, 1)"),
+        ("prune", {"ratio": "nan"}, "must be a finite number"),
         ("prune", {"ratio": "half"}, "must be a number"),
         ("prune", {"round_to": "2.5"}, "must be an integer"),
         ("prune", {"ratoi": "0.5"}, "unknown parameter(s) ratoi"),
