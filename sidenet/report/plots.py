@@ -35,6 +35,8 @@ from sidenet.report.tables import (
 
 DPI = 110
 FIGSIZE = (6.4, 4.4)
+LEGEND_ROW_IN = 0.16  # figure height added per legend row: the legend goes below the axes, never over the data
+_CHOSEN = "chosen threshold (measured on test)"
 KINDS = ("pareto", "flops", "latency", "reliability")
 
 
@@ -104,16 +106,21 @@ def draw_accuracy_vs_flops(ax: Axes, variants: Sequence[Variant]) -> None:
                 ".-",
                 label=f"{_label(v, variants)} sweep",
             )
-        if acc is not None and flops is not None:
-            thr = as_float(v.get("threshold"))
-            ax.plot(flops / scale, 100 * acc, "o", ms=11, mfc="none", mew=2, color="black", zorder=4)
-            if thr is not None:
-                ax.annotate(
-                    f"chosen t={thr:.3g}",
-                    (flops / scale, 100 * acc),
-                    textcoords="offset points",
-                    xytext=(8, -12),
-                )
+        if acc is not None and flops is not None and v.get("threshold_source") != "never-exit":
+            # a ring, not a text label: with several chains the labels overlapped into an unreadable heap
+            # (the thresholds themselves are in the report's operating-point tables)
+            ringed = any(line.get_label() == _CHOSEN for line in ax.get_lines())
+            ax.plot(
+                flops / scale,
+                100 * acc,
+                "o",
+                ms=11,
+                mfc="none",
+                mew=2,
+                color="black",
+                zorder=4,
+                label="_nolegend_" if ringed else _CHOSEN,
+            )
     ax.set_xlabel(f"FLOPs/sample ({unit})")
     ax.set_ylabel("test accuracy (%)")
 
@@ -358,13 +365,20 @@ def plan_plots(results: dict[str, Any]) -> list[PlotSpec]:
 
 
 def render_figure(spec: PlotSpec) -> Figure:
-    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    """One figure; its legend sits below the axes (the figure grows to hold it) so it never hides data."""
+    probe = Figure(figsize=FIGSIZE)
+    spec.draw(probe.subplots(), spec.variants)  # how many legend entries will there be?
+    n = len(probe.axes[0].get_legend_handles_labels()[0])
+    longest = max((len(label) for label in probe.axes[0].get_legend_handles_labels()[1]), default=0)
+    ncols = 2 if n > 4 and longest <= 48 else 1
+    rows = -(-n // ncols)
+    fig = Figure(figsize=(FIGSIZE[0], FIGSIZE[1] + LEGEND_ROW_IN * rows), layout="constrained")
     ax = fig.subplots()
     spec.draw(ax, spec.variants)
     ax.set_title(f"{spec.task}: {spec.caption}", fontsize=10)
     ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+    if n:
+        fig.legend(loc="outside lower center", fontsize=7, ncols=ncols, frameon=False)
     return fig
 
 
