@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from sidenet.errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
@@ -64,3 +66,35 @@ def write_with(target: str | os.PathLike[str], writer: Callable[[Path], None]) -
     """Let ``writer`` produce the file at a temp path (e.g. ``savefig``, ``save_file``), then publish it."""
     with atomic_path(target) as tmp:
         writer(tmp)
+
+
+def ensure_writable_dir(path: Path, what: str, fix: str, create: bool = True, subdirs: tuple[str, ...] = ()) -> Path:
+    """``path`` (and each of ``subdirs`` inside it) as a writable directory, created if missing; otherwise a
+    one-line UserError such as ``<what> '<path>' exists and is not a directory; <fix>``.
+
+    ``create=False`` only inspects (nothing is written). With ``create`` a probe file is written and removed,
+    since root ignores permission bits and only trying tells; on failure the folders just made are removed."""
+    path = Path(path)
+    for p in (path, *(path / d for d in subdirs)):
+        if p.exists() and not p.is_dir():
+            raise UserError(f"{what} {str(p)!r} exists and is not a directory; {fix}")
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{what} {str(path)!r} cannot be created: {str(ancestor)!r} is not a directory; {fix}")
+    if not create:
+        return path
+    inner = [path / d for d in subdirs]
+    created = [p for p in (*reversed(inner), path, *path.parents) if not p.exists()]
+    try:
+        for p in (path, *inner):
+            p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=inner[-1] if inner else path, prefix=".sidenet-bench-probe-"):
+            pass
+    except OSError as exc:
+        for p in created:  # deepest first: leave the file system as found
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise UserError(f"{what} {str(path)!r} is not writable ({exc.strerror or exc}); {fix}") from None
+    return path

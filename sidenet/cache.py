@@ -21,7 +21,6 @@ warning naming the entry and the reason, deletes both files and returns None: th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import importlib.metadata
@@ -30,7 +29,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -70,28 +68,7 @@ def check_cache_dir() -> Path:
 
     Meant to run before any work, so a bad cache directory fails up front rather than after training.
     Writability is tested by creating and removing a probe file (root ignores permission bits)."""
-    root = cache_dir()
-    if root.exists() and not root.is_dir():
-        raise UserError(f"cache directory {str(root)!r} exists and is not a directory; {_FIX}")
-    ancestor = root
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UserError(
-            f"cache directory {str(root)!r} cannot be created: {str(ancestor)!r} is not a directory; {_FIX}"
-        )
-    created = [p for p in (root, *root.parents) if not p.exists()]
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".sidenet-bench-probe-", dir=root)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        for p in created:  # deepest first: leave the file system as found
-            with contextlib.suppress(OSError):
-                p.rmdir()
-        raise UserError(f"cache directory {str(root)!r} is not writable ({exc.strerror or exc}); {_FIX}") from None
-    return root
+    return atomic.ensure_writable_dir(cache_dir(), "cache directory", _FIX)
 
 
 # Every library on the measured path: a different version of any of them can change a trained model, a

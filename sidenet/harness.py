@@ -19,14 +19,12 @@ machine that measured it; a results file holds the rows of one fingerprint only 
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
 import json
 import os
 import shlex
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sidenet import atomic
 from sidenet.cache import library_versions
 from sidenet.chain import EXIT_SYSTEM_DESCRIPTIONS, EXIT_SYSTEMS, NONE
 from sidenet.compressed import chain_configs, cuda_only_message, cuda_only_steps, normalize_chain
@@ -202,36 +201,9 @@ class BenchSettings:
 
 
 def check_out_dir(out: Path, create: bool) -> None:
-    """One-line UserError unless ``out`` is (or can become) a writable directory.
-
-    ``create=False`` only inspects paths (nothing is written); ``create=True`` makes the directory and
-    writes + removes a probe file in it (root ignores permission bits, so only trying tells).
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output directory {str(out)!r} exists and is not a directory; pass another --out")
-    ancestor = out
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UserError(f"output directory {str(out)!r} cannot be created: {str(ancestor)!r} is not a directory")
-    if (out / "results").exists() and not (out / "results").is_dir():
-        raise UserError(f"{str(out / 'results')!r} exists and is not a directory; pass another --out")
-    if not create:
-        return
-    created = [p for p in (out / "results", out, *out.parents) if not p.exists()]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results").mkdir(exist_ok=True)
-        with tempfile.TemporaryFile(dir=out / "results", prefix=".sidenet-bench-probe-"):
-            pass
-    except OSError as exc:
-        for p in created:  # deepest first: leave the file system as found
-            with contextlib.suppress(OSError):
-                p.rmdir()
-        raise UserError(
-            f"output directory {str(out)!r} is not writable ({exc.strerror or exc}); pass another --out"
-        ) from None
+    """One-line UserError unless ``out`` (and ``out/results``) is, or can become, a writable directory.
+    ``create=False`` only inspects paths (nothing is written)."""
+    atomic.ensure_writable_dir(out, "output directory", "pass another --out", create=create, subdirs=("results",))
 
 
 def check_output_files(*paths: Path) -> None:

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_models import bench_settings
 
 from sidenet.errors import UserError
 from sidenet.harness import (
     TIMING_PROTOCOL,
     BenchContext,
-    BenchSettings,
     cell_key,
     check_out_dir,
     fixed_threshold_eval,
@@ -28,13 +28,7 @@ from sidenet.tasks import TASKS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _settings(**kw):
-    base = dict(
-        tasks=("tiny-resnet",), batch_sizes=(1,), exits=("none",), threads=1, target_loss_pt=None,
-        timing_samples=8, rounds=1, device="cpu", out=Path("reports"), name=None, command="x",
-    )  # fmt: skip
-    base.update(kw)
-    return BenchSettings.from_options(**base)
+_settings = bench_settings
 
 
 @pytest.mark.parametrize(

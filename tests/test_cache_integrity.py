@@ -342,7 +342,9 @@ def test_check_cache_dir_not_writable(tmp_path: Path, monkeypatch: pytest.Monkey
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(cache.tempfile, "mkstemp", refuse)
+    from sidenet import atomic
+
+    monkeypatch.setattr(atomic.tempfile, "TemporaryFile", refuse)  # the probe file (atomic.ensure_writable_dir)
     with pytest.raises(UserError, match=r"^cache directory .* is not writable \(Permission denied\); set SIDENET"):
         cache.check_cache_dir()
     assert not (tmp_path / "new").exists()  # the directories it made are removed again

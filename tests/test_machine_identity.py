@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_models import bench_settings
 
 from compressors import PruneConfig
 from sidenet import cache
@@ -51,13 +52,8 @@ ZEN4 = cpu_fingerprint(2, _cpuinfo(17, ZEN4_FLAGS), torch_capability="AVX512", o
 ZEN3 = cpu_fingerprint(2, _cpuinfo(1, ZEN3_FLAGS), torch_capability="AVX2", onednn_max_isa=None)
 
 
-def _settings(**kw) -> BenchSettings:
-    base = dict(
-        tasks=("tiny-resnet",), batch_sizes=(1,), exits=("none",), threads=2, target_loss_pt=None,
-        timing_samples=8, rounds=2, device="cpu", out=Path("reports"), name=None, command="x",
-    )  # fmt: skip
-    base.update(kw)
-    return BenchSettings.from_options(**base)
+def _settings(**kw: object) -> BenchSettings:
+    return bench_settings(**{"threads": 2, "rounds": 2, **kw})
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""The tiny MainNets every test file builds (one definition, so they cannot drift apart)."""
+"""The tiny MainNets (and bench settings) every test file builds: one definition, so they cannot drift apart."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -119,3 +120,14 @@ def train_tiny_resnet(batches: list[tuple[torch.Tensor, torch.Tensor]], epochs: 
             loss.backward()
             opt.step()
     return model.eval()
+
+
+def bench_settings(**overrides: Any) -> Any:
+    """BenchSettings for one cheap tiny-resnet cell; keyword arguments override fields."""
+    from sidenet.harness import BenchSettings
+
+    base: dict[str, Any] = dict(
+        tasks=("tiny-resnet",), batch_sizes=(1,), exits=("none",), threads=1, target_loss_pt=None,
+        timing_samples=8, rounds=1, device="cpu", out=Path("reports"), name=None, command="x",
+    )  # fmt: skip
+    return BenchSettings.from_options(**{**base, **overrides})
