@@ -16,6 +16,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_CTX] = ctx
+    config.pluginmanager.register(_Progress(config), "sidenet-bench-progress")
 
 
 _CTX = pytest.StashKey[BenchContext]()
@@ -305,6 +307,56 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 _STORE = pytest.StashKey[ResultsStore]()
 _RUN = pytest.StashKey[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]()
 _SUMMARY = pytest.StashKey[str]()
+
+
+class _Progress:
+    """How far the whole run is, one line per finished cell: cells done of all, and a rough time left (the mean
+    of the cells measured so far; a task's first cell also trains its models, so early estimates run high)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.total = self.measured = self.stored = self.failed = 0
+        self.start = time.monotonic()
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.total = sum("cell" in getattr(i, "fixturenames", ()) for i in session.items)
+        self.start = time.monotonic()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if "cell" not in report.keywords and not report.nodeid.split("::")[-1].startswith("test_cell"):
+            return
+        if report.when == "call":
+            if report.passed:
+                self.measured += 1
+            elif report.skipped:  # resume: the cell's row is stored already
+                self.stored += 1
+            else:
+                self.failed += 1
+        elif report.when == "setup" and not report.passed:
+            self.stored += report.skipped
+            self.failed += report.failed
+        else:
+            return
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(self.line(time.monotonic()))
+
+    def line(self, now: float) -> str:
+        done = self.measured + self.stored + self.failed
+        elapsed = now - self.start
+        text = f"sidenet-bench: cell {done}/{self.total} ({self.measured} measured, {self.stored} already stored"
+        text += f", {self.failed} failed" if self.failed else ""
+        text += f"), {_minutes(elapsed)} elapsed"
+        left = self.total - done
+        if left and self.measured:
+            text += f", about {_minutes(elapsed / self.measured * left)} left at the pace so far"
+        return text
+
+
+def _minutes(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
