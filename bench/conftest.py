@@ -315,7 +315,7 @@ class _Progress:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.total = self.measured = self.stored = self.failed = 0
+        self.total = self.measured = self.skipped = self.failed = 0
         self.start = time.monotonic()
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -328,12 +328,12 @@ class _Progress:
         if report.when == "call":
             if report.passed:
                 self.measured += 1
-            elif report.skipped:  # resume: the cell's row is stored already
-                self.stored += 1
+            elif report.skipped:  # resume (its row is stored already) or not runnable here
+                self.skipped += 1
             else:
                 self.failed += 1
         elif report.when == "setup" and not report.passed:
-            self.stored += report.skipped
+            self.skipped += report.skipped
             self.failed += report.failed
         else:
             return
@@ -343,9 +343,9 @@ class _Progress:
             reporter.write_line(self.line(time.monotonic()))
 
     def line(self, now: float) -> str:
-        done = self.measured + self.stored + self.failed
+        done = self.measured + self.skipped + self.failed
         elapsed = now - self.start
-        text = f"sidenet-bench: cell {done}/{self.total} ({self.measured} measured, {self.stored} already stored"
+        text = f"sidenet-bench: cell {done}/{self.total} ({self.measured} measured, {self.skipped} skipped"
         text += f", {self.failed} failed" if self.failed else ""
         text += f"), {_minutes(elapsed)} elapsed"
         left = self.total - done

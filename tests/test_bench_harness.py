@@ -303,8 +303,8 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # how far the run is, a line per cell: 20 cells here, the last says all were measured
-    assert "sidenet-bench: cell 1/20 (1 measured, 0 already stored)" in proc.stdout
-    assert "sidenet-bench: cell 20/20 (20 measured, 0 already stored)" in proc.stdout
+    assert "sidenet-bench: cell 1/20 (1 measured, 0 skipped)" in proc.stdout
+    assert "sidenet-bench: cell 20/20 (20 measured, 0 skipped)" in proc.stdout
     results = load_results(out / "results" / "ci.json")
     rows = results["benchmarks"]
     key = ("task", "chain", "exit", "batch_size")
