@@ -289,9 +289,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     finished = [b for b in bs.benchmarks if b.fullname in ctx.passed and b]
     store = _store(config)
+    new = _results_json(config, finished) if finished else None
     try:
-        if finished:
-            store.add(_results_json(config, finished), render=True)
+        if new is not None:
+            store.add(new, render=True)
             summary = f"sidenet-bench: results {results_path}; report {report_path}"
         elif store.refresh_report():
             summary = f"sidenet-bench: nothing new measured; {report_path} re-rendered from {results_path}"
@@ -299,6 +300,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             summary = f"sidenet-bench: nothing new measured; {results_path} and {report_path} left as they were"
     except UserError as exc:
         summary = f"sidenet-bench: error: {exc}"
+    except OSError as exc:  # the output became unwritable mid-run (disk full, folder removed): keep the rows
+        where = f"; this run's {len(finished)} row(s) were saved to {store.rescue(new)}" if new is not None else ""
+        summary = f"sidenet-bench: error: cannot write {results_path} ({exc.strerror or exc}){where}"
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if store.set_aside is not None:
         summary += f"; rows of another machine in the old results were kept in {store.set_aside}, not merged"
     config.stash[_SUMMARY] = summary

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +46,8 @@ _PAUSES: dict[str, int] = {}  # how often each pause point was reached in this p
 
 def pause_for_tests(point: str) -> None:
     """Test hook, inert unless ``SIDENET_BENCH_TEST_PAUSE=POINT:MARKER`` is set: at ``POINT`` create the file
-    ``MARKER`` and sleep (at most 120 s) so a test can signal the process at a known moment.
+    ``MARKER`` and sleep (at most 120 s, or until the test deletes ``MARKER``) so a test can signal the process,
+    or change the file system under it, at a known moment.
 
     ``POINT@N`` pauses the N-th time the point is reached (default: the first). Points: ``timing`` (inside a
     cell, right before its timed rounds), ``write`` (the new results JSON is complete in its temp file but not
@@ -61,7 +63,7 @@ def pause_for_tests(point: str) -> None:
         return
     Path(marker).write_text(f"{os.getpid()}\n", encoding="utf-8")
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and Path(marker).exists():  # a test deletes the marker to resume us
         time.sleep(0.05)
 
 
@@ -255,6 +257,15 @@ class ResultsStore:
                 pause_for_tests("write")
 
             atomic.write_with(self.results_path, writer)
+
+    def rescue(self, new: dict[str, Any]) -> Path:
+        """Write ``new`` (this run's rows) to a fresh file in the system's temp folder, for when the results file
+        cannot be written (a full disk, a folder gone): measured rows are never simply dropped. It is a results
+        JSON like any other (``sidenet-bench report`` renders it)."""
+        fd, name = tempfile.mkstemp(prefix=f"sidenet-bench-rescued-{self.results_path.stem}-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(_results_text(new))
+        return Path(name)
 
     def report_is_current(self) -> bool:
         """Whether the report shows exactly the stored results (True when there are no results at all)."""

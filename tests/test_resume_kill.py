@@ -228,3 +228,33 @@ def test_two_runs_on_one_output_keep_both_rows(baseline: Path, tmp_path: Path) -
     assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-2000:] for log in logs)
     assert set(rows(out)) == {"none", "sidenet"}
     assert load_results(outputs(out)[0]) and partials(out) == []
+
+
+def test_rows_are_rescued_when_the_output_becomes_unwritable(previous: Path, tmp_path: Path) -> None:
+    """The results folder disappears under a running bench (replaced by a file while its first write is in
+    flight): the run cannot write its results, so it says so in one line, exits non-zero, and saves this run's
+    rows in a file of their own instead of dropping them."""
+    marker, log = tmp_path / "paused", tmp_path / "run.log"
+    env = _env(**{PAUSE_ENV: f"write:{marker}"})
+    results_dir = previous / "results"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(_command(previous, "--exit", "none", "--force"), cwd=tmp_path, env=env,
+                                stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            _wait_for(marker, proc, log)
+            results_dir.rename(tmp_path / "results-moved")
+            results_dir.write_text("not a folder any more")
+            marker.unlink()  # resume the run
+            assert proc.wait(timeout=300) != 0, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    line = next(line for line in text.splitlines() if line.startswith("sidenet-bench: error: cannot write"))
+    rescued = Path(line.split("were saved to ")[1])
+    try:
+        rows_saved = load_results(rescued)["benchmarks"]
+        assert [b["extra_info"]["exit"] for b in rows_saved] == ["none"]
+    finally:
+        rescued.unlink(missing_ok=True)
+    assert "Traceback" not in text
