@@ -328,7 +328,7 @@ class _Progress:
         self.start = time.monotonic()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if "cell" not in report.keywords and not report.nodeid.split("::")[-1].startswith("test_cell"):
+        if not report.nodeid.split("::")[-1].startswith("test_cell"):
             return
         if report.when == "call":
             if report.passed:

@@ -242,7 +242,7 @@ class BenchContext:
         env: dict[str, Any] = {
             "threads": torch.get_num_threads(),
             "device": s.device,
-            "device_name": device_name(s.device),
+            "device_name": self.machine.gpu_name or self.machine.cpu_model_name,
             "cpu": self.machine.cpu_model_name,
             "machine": self.machine.to_dict(),
             "machine_id": self.machine.id,
@@ -324,10 +324,6 @@ class BenchContext:
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-
-
-def device_name(device: str) -> str:
-    return torch.cuda.get_device_name() if device == "cuda" else fingerprint("cpu", 1).cpu_model_name
 
 
 def cell_key(

@@ -77,6 +77,14 @@ _COLUMN_KEYS = ("test_accuracy", "exit_rate", "flops_per_sample")  # sweep colum
 _CURVE_KEYS = ("confidence", "accuracy", "count")  # reliability curve columns
 
 
+def row_machine_id(row: dict[str, Any]) -> str | None:
+    """The machine fingerprint id a row was measured on (``extra_info.machine_id``; rows from before
+    fingerprints have none): a results file and a report hold the rows of one machine only."""
+    info = row.get("extra_info") if isinstance(row, dict) else None
+    value = info.get("machine_id") if isinstance(info, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def load_results(path: str | Path) -> dict[str, Any]:
     """Read a pytest-benchmark JSON and check it holds sidenet-bench rows; one-line error otherwise.
 

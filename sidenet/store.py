@@ -32,7 +32,7 @@ from filelock import FileLock, Timeout
 
 from sidenet import atomic
 from sidenet.machine import MachineFingerprint, from_machine_info
-from sidenet.results import load_results
+from sidenet.results import load_results, row_machine_id
 
 # Renders a report from results to a Markdown path (``sidenet.report.write_report``). Passed in by the entry
 # points, which sit above the report layer: this module only measures and stores.
@@ -76,13 +76,6 @@ def _row_key(b: dict[str, Any]) -> tuple[Any, ...]:
     e = b.get("extra_info")
     e = e if isinstance(e, dict) else {}
     return (e.get("task"), e.get("chain"), e.get("exit"), e.get("device"), e.get("batch_size"))
-
-
-def row_machine_id(row: dict[str, Any]) -> str | None:
-    """The fingerprint id a row was measured on (rows from before fingerprints have none)."""
-    info = row.get("extra_info") if isinstance(row, dict) else None
-    value = info.get("machine_id") if isinstance(info, dict) else None
-    return value if isinstance(value, str) else None
 
 
 def stored_cell_keys(results_path: Path, machine: MachineFingerprint | None = None) -> set[str]:
@@ -192,15 +185,21 @@ def write_outputs(results: dict[str, Any], results_path: Path, report_path: Path
 
     A run killed at any point leaves the previous files readable; at worst the new JSON beside the old report,
     which the stamp gives away (:meth:`ResultsStore.refresh_report` re-renders it)."""
+    raw = _write_results(results, results_path, report_path)
+    _render(render, results, results_path, report_path, raw)
+
+
+def _write_results(results: dict[str, Any], results_path: Path, report_path: Path) -> bytes:
+    """The results JSON alone, atomically (dead writers' temp files removed first); returns the bytes written."""
     _remove_stale_partials(results_path, report_path)
-    text = _results_text(results)
+    raw = _results_text(results).encode("utf-8")
 
     def writer(tmp: Path) -> None:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(raw)
         pause_for_tests("write")
 
     atomic.write_with(results_path, writer)
-    _render(render, results, results_path, report_path, text.encode("utf-8"))
+    return raw
 
 
 def _results_text(results: dict[str, Any]) -> str:
@@ -248,15 +247,8 @@ class ResultsStore:
             merged = merge_results(self.results_path, new)
             if render:
                 write_outputs(merged, self.results_path, self.report_path, self.render)
-                return
-            _remove_stale_partials(self.results_path, self.report_path)
-            text = _results_text(merged)
-
-            def writer(tmp: Path) -> None:
-                tmp.write_text(text, encoding="utf-8")
-                pause_for_tests("write")
-
-            atomic.write_with(self.results_path, writer)
+            else:
+                _write_results(merged, self.results_path, self.report_path)
 
     def rescue(self, new: dict[str, Any]) -> Path:
         """Write ``new`` (this run's rows) to a fresh file in the system's temp folder, for when the results file
@@ -299,7 +291,6 @@ __all__ = [
     "ResultsStore",
     "merge_results",
     "pause_for_tests",
-    "row_machine_id",
     "set_aside_foreign_results",
     "stored_cell_keys",
     "write_outputs",

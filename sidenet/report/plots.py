@@ -366,18 +366,15 @@ def plan_plots(results: dict[str, Any]) -> list[PlotSpec]:
 
 def render_figure(spec: PlotSpec) -> Figure:
     """One figure; its legend sits below the axes (the figure grows to hold it) so it never hides data."""
-    probe = Figure(figsize=FIGSIZE)
-    spec.draw(probe.subplots(), spec.variants)  # how many legend entries will there be?
-    n = len(probe.axes[0].get_legend_handles_labels()[0])
-    longest = max((len(label) for label in probe.axes[0].get_legend_handles_labels()[1]), default=0)
-    ncols = 2 if n > 4 and longest <= 48 else 1
-    rows = -(-n // ncols)
-    fig = Figure(figsize=(FIGSIZE[0], FIGSIZE[1] + LEGEND_ROW_IN * rows), layout="constrained")
+    fig = Figure(figsize=FIGSIZE, layout="constrained")
     ax = fig.subplots()
     spec.draw(ax, spec.variants)
     ax.set_title(f"{spec.task}: {spec.caption}", fontsize=10)
     ax.grid(True, alpha=0.3)
-    if n:
+    labels = ax.get_legend_handles_labels()[1]
+    if labels:
+        ncols = 2 if len(labels) > 4 and max(map(len, labels)) <= 48 else 1
+        fig.set_size_inches(FIGSIZE[0], FIGSIZE[1] + LEGEND_ROW_IN * -(-len(labels) // ncols))
         fig.legend(loc="outside lower center", fontsize=7, ncols=ncols, frameon=False)
     return fig
 

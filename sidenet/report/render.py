@@ -47,6 +47,7 @@ from sidenet.report.tables import (
     sweep_table,
     verdict,
 )
+from sidenet.results import row_machine_id
 
 NOTES = f"""\
 ## Notes
@@ -174,7 +175,7 @@ def _environment(results: dict[str, Any]) -> list[str]:
 def check_one_machine(results: dict[str, Any]) -> None:
     """A report shows the rows of one machine: speedups divide times, and times from two CPUs do not divide.
     Rows from before fingerprints carry none and count as their file's machine."""
-    ids = {(b.get("extra_info") or {}).get("machine_id") for b in results.get("benchmarks") or []} - {None}
+    ids = {row_machine_id(b) for b in results.get("benchmarks") or []} - {None}
     if len(ids) > 1:
         raise UserError(
             f"the results mix rows measured on {len(ids)} machines ({', '.join(sorted(map(str, ids)))}); "
