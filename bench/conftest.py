@@ -26,7 +26,6 @@ import pytest
 import torch
 
 from sidenet.cache import check_cache_dir
-from sidenet.errors import UserError
 from sidenet.harness import (
     DEFAULT_BATCH_SIZES,
     EXIT_SYSTEMS,
@@ -41,6 +40,7 @@ from sidenet.harness import (
 )
 from sidenet.report import write_report
 from sidenet.store import ResultsStore
+from sidenet_core.errors import UserError
 
 EXITS = EXIT_SYSTEMS
 

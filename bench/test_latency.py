@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidenet.errors import UserError
 from sidenet.harness import run_cell
+from sidenet_core.errors import UserError
 
 
 def test_cell(benchmark, cell, bench_ctx, persist_cell) -> None:

@@ -8,7 +8,7 @@ Each compressor is a frozen config dataclass registered in ``COMPRESSORS`` by na
                      example_inputs=x, calibration=batches, finetune=train_one_epoch)
 
 ``config_from_step("prune", {"ratio": "0.5"})`` builds a config from a chain step's string parameters.
-Compressed models keep the torchvision ResNet / BERT attribute layout, so ``sidenet.split_model`` and a
+Compressed models keep the torchvision ResNet / BERT attribute layout, so ``sidenet_core.staged.split_model`` and a
 SideNet attach after compression. Importing this package registers FlopCounterMode formulas for the
 quantised ops (``compressors.flops``) and for the ONNX Runtime graphs of ``Int8Config(backend="ort")``
 (``compressors.ort``), and the one for tinygemm's int4 matmul (``compressors.weight_only``).

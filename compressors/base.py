@@ -1,7 +1,7 @@
 """The compressor contract: frozen configs, a name-keyed registry, ``compress_`` and ``compose_``.
 
 A compressor is a frozen dataclass config (validated in ``__post_init__``, one-line
-:class:`~sidenet.errors.UserError` naming the fix, round-trips through a dict / JSON) plus an apply
+:class:`~sidenet_core.errors.UserError` naming the fix, round-trips through a dict / JSON) plus an apply
 function registered under the config's ``name``::
 
     model = compress_(model, PruneConfig(ratio=0.5), example_inputs=x, finetune=train_one_epoch)
@@ -20,9 +20,9 @@ that every step of a chain receives (a step ignores the ones it does not need):
   calls it ``finetune_epochs`` times).
 * ``train_batches`` — ``Callable[[], Iterable[(inputs, labels)]]``, called once per epoch (distillation).
 * ``train_precision`` — ``fp32`` (default), ``bf16`` or ``auto``: autocast for training done inside a
-  compressor (distillation). The caller knows whether bf16 is safe for its model (see sidenet.precision).
+  compressor (distillation). The caller knows whether bf16 is safe for its model (see sidenet_core.precision).
 
-Compressors keep the MainNet splittable by :func:`sidenet.split.split_model` (same attribute layout)
+Compressors keep the MainNet splittable by :func:`sidenet_core.staged.split_model` (same attribute layout)
 and leave the classifier head alone unless their config says otherwise. What each step did is appended
 to :func:`compression_log` of the returned model.
 """
@@ -41,8 +41,8 @@ from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 import torch
 from torch import nn
 
-from sidenet.errors import UserError
-from sidenet.registry import Registry
+from sidenet_core.errors import UserError
+from sidenet_core.registry import Registry
 
 Inputs = Any  # a tensor, or a dict of tensors (BERT: input_ids + attention_mask)
 Finetune = Callable[[nn.Module], None]
@@ -269,7 +269,7 @@ def _context(
         raise UserError("finetune must be a callable that trains the model for one epoch: finetune(model)")
     if train_batches is not None and not callable(train_batches):
         raise UserError("train_batches must be a callable returning an iterable of (inputs, labels) batches")
-    from sidenet.precision import resolve
+    from sidenet_core.precision import resolve
 
     return CompressContext(example_inputs, calibration, finetune, train_batches, resolve(train_precision))
 
@@ -405,7 +405,7 @@ def is_quantized(model: nn.Module) -> bool:
 def count_model_flops(model: nn.Module, inputs: Inputs) -> int:
     """FLOPs of one forward of ``model`` on ``inputs`` (FlopCounterMode, quantised formulas registered)."""
     from compressors.flops import register_quantized_formulas
-    from sidenet.flops import count_flops
+    from sidenet_core.flops import count_flops
 
     register_quantized_formulas()
     flops, _ = count_flops(logits_of, model, inputs)

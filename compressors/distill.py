@@ -1,6 +1,6 @@
 """``distil``: knowledge distillation (Hinton et al. 2015) into a smaller student of the same family.
 
-* ResNet teacher → a fresh torchvision-layout ResNet (``sidenet.tasks.image.build_resnet``) with
+* ResNet teacher → a fresh torchvision-layout ResNet (``sidenet_core.layouts.build_resnet``) with
   ``student_arch`` blocks and ``student_width`` channels (input channels and classes taken from the
   teacher), so it splits like the teacher.
 * BERT teacher → a copy of the teacher keeping ``student_layers`` of its encoder layers: layer indices
@@ -37,8 +37,8 @@ from compressors.base import (
     record,
     register_compressor,
 )
-from sidenet.errors import UserError
-from sidenet.precision import autocast
+from sidenet_core.errors import UserError
+from sidenet_core.precision import autocast
 
 _DEFAULT_LR = {"resnet": 1e-3, "bert": 5e-5}
 
@@ -49,7 +49,7 @@ class DistilConfig(CompressorConfig):
 
     name: ClassVar[str] = "distil"
 
-    student_arch: str = "resnet10"  # ResNet students: see sidenet.tasks.image.ARCHS
+    student_arch: str = "resnet10"  # ResNet students: see sidenet_core.layouts.ARCHS
     student_width: int = 32  # ResNet students: channels of the first stage
     student_layers: int = 3  # BERT students: encoder layers kept from the teacher
     temperature: float = 4.0
@@ -61,7 +61,7 @@ class DistilConfig(CompressorConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from sidenet.tasks.image import ARCHS
+        from sidenet_core.layouts import ARCHS
 
         if self.student_arch not in ARCHS:
             raise UserError(f"distil student_arch {self.student_arch!r} is not one of {', '.join(ARCHS)}")
@@ -100,7 +100,7 @@ def _n_params(model: nn.Module) -> int:
 
 
 def _resnet_student(teacher: nn.Module, config: DistilConfig, example: torch.Tensor) -> nn.Module:
-    from sidenet.tasks.image import build_resnet
+    from sidenet_core.layouts import build_resnet
 
     if not isinstance(example, torch.Tensor) or example.dim() != 4:
         raise UserError("ResNet distillation needs image batches [B, C, H, W] from train_batches")

@@ -5,7 +5,7 @@
 (``conv_flop_count`` for convolutions, 2·M·K·N for linears), so ``count(int8) == count(fp32)``.
 
 :func:`register_quantized_formulas` is idempotent; ``import compressors`` calls it, and so does every
-int8 compressor, so :func:`sidenet.flops.count_flops` picks the formulas up in any process that built a
+int8 compressor, so :func:`sidenet_core.flops.count_flops` picks the formulas up in any process that built a
 quantised model through this package.
 """
 

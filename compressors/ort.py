@@ -24,15 +24,15 @@ execution: the benchmark pins and records threads; intra-op threads do not spin-
 :class:`OrtPart`); the temporary files live only in a ``TemporaryDirectory`` during the export.
 
 **Graphs.** The full model (``forward``) is built at compress time. :meth:`OrtBertClassifier.sidenet_split`
-(called by :func:`sidenet.split.split_model`) builds, once per tap and lazily, two more graphs: *head* =
+(called by :func:`sidenet_core.staged.split_model`) builds, once per tap and lazily, two more graphs: *head* =
 embeddings + the first ``tap`` encoder layers → hidden states, and *rest* = the remaining layers +
 pooling ([CLS] pooler or masked mean) + classifier → logits. They are separate sessions, so rows that
-exit at the SideNet never run the rest. The state between them is :class:`sidenet.split.TextState` of
-torch tensors, and the SideNet feature is the same masked mean as :class:`sidenet.split.BertSplit`'s.
+exit at the SideNet never run the rest. The state between them is :class:`sidenet_core.staged.TextState` of
+torch tensors, and the SideNet feature is the same masked mean as :class:`sidenet_core.staged.BertSplit`'s.
 
 **FLOPs.** ``FlopCounterMode`` cannot see inside ONNX Runtime, so every session call goes through the
 custom op ``torch.ops.sidenet_ort.run``, with a FLOP formula that returns the FLOPs of the fp32 torch part
-the graph was exported from, counted by :func:`sidenet.flops.count_flops` on the same inputs (memoised
+the graph was exported from, counted by :func:`sidenet_core.flops.count_flops` on the same inputs (memoised
 per input shape: the count depends on shapes only). The project's rule is that int8 FLOPs equal the fp32
 count (reported with a dtype column), so ``count_flops(split.head, x)``, ``count_flops(split.rest, state)``
 and ``count_flops(lambda x: model(**x).logits, x)`` give the fp32 numbers of what really ran. The fp32 torch
@@ -40,7 +40,7 @@ model is kept inside the wrapper (as ``fp32``) for that count and for lazy per-t
 the inference path.
 
 The wrapper counts as quantised (:func:`compressors.base.is_quantized`), so int8 stays the terminal step of
-a chain: prune / distil / fp16 / int8 applied afterwards fail with a one-line :class:`~sidenet.errors.UserError`.
+a chain: prune / distil / fp16 / int8 applied afterwards fail with a one-line :class:`~sidenet_core.errors.UserError`.
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ import torch
 from torch import nn
 from torch.utils import flop_counter
 
-from sidenet.errors import UserError
-from sidenet.split import BertSplit, Split, TextState
+from sidenet_core.errors import UserError
+from sidenet_core.layouts import masked_mean
+from sidenet_core.staged import BertSplit, Split, TextState
 
 if TYPE_CHECKING:
     import onnx
@@ -151,7 +152,7 @@ class OrtPart:
         """fp32 FLOPs of the torch part on inputs of these shapes (counted once per shape)."""
         shapes = tuple(tuple(t.shape) for t in inputs)
         if shapes not in self._flops:
-            from sidenet.flops import count_flops
+            from sidenet_core.flops import count_flops
 
             self._flops[shapes] = count_flops(self._reference, *inputs)[0]
         return self._flops[shapes]
@@ -455,7 +456,7 @@ class OrtBertSplit(Split):
 
     ``head(inputs)`` runs embeddings + the first ``tap`` layers and returns a :class:`TextState`;
     ``rest(state)`` runs the remaining layers + pooling + classifier; ``features`` is the masked mean of
-    the tap's hidden states (as :class:`~sidenet.split.BertSplit`). ``reference`` is the fp32 torch split
+    the tap's hidden states (as :class:`~sidenet_core.staged.BertSplit`). ``reference`` is the fp32 torch split
     the graphs were exported from (used for FLOP counting only).
     """
 
@@ -488,8 +489,6 @@ class OrtBertSplit(Split):
         return logits
 
     def features(self, state: TextState) -> torch.Tensor:
-        from sidenet.models.mean_pool_bert import masked_mean
-
         return masked_mean(state.hidden, state.attention_mask)
 
     def select(self, state: TextState, idx: torch.Tensor) -> TextState:

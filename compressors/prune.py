@@ -46,7 +46,7 @@ from compressors.base import (
     record,
     register_compressor,
 )
-from sidenet.errors import UserError
+from sidenet_core.errors import UserError
 
 FINETUNE_METHODS = ("task", "kd")
 MAX_CHANNEL_RATIO = 0.9  # never remove more than this share of a layer's channels in one round

@@ -53,7 +53,7 @@ from compressors.base import (
 from compressors.flops import register_quantized_formulas
 from compressors.torchao_int8 import BACKENDS as TORCHAO_BACKENDS
 from compressors.torchao_int8 import apply_int8_torchao
-from sidenet.errors import UserError
+from sidenet_core.errors import UserError
 
 BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")  # torch.ao quantised engines
 ORT_BACKEND = "ort"  # ONNX Runtime dynamic int8 through optimum (BERT only): compressors/ort.py

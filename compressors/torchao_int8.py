@@ -52,7 +52,7 @@ convolutions and matmuls counted are exactly those the compiled kernels compute 
 and the count equals the fp32 model's (the project's rule: int8 FLOPs = fp32 FLOPs).
 
 CPU only. ``torchao`` is imported lazily: without it both backends raise a one-line
-:class:`~sidenet.errors.UserError` naming ``pip install torchao==0.18.0``. Importing torchao's x86 quantizer
+:class:`~sidenet_core.errors.UserError` naming ``pip install torchao==0.18.0``. Importing torchao's x86 quantizer
 registers its Inductor passes globally (``torch._inductor.config.pre_grad_custom_pass``; torchao's doing).
 """
 
@@ -72,7 +72,7 @@ import torch
 from torch import nn
 
 from compressors.flops import register_quantized_formulas
-from sidenet.errors import UserError
+from sidenet_core.errors import UserError
 
 PT2E_BACKEND = "pt2e"  # static PTQ through torchao PT2E + X86InductorQuantizer (ResNets)
 TORCHAO_BACKEND = "torchao"  # dynamic int8 through torchao quantize_ (BERT)
@@ -522,7 +522,7 @@ def quantize_bert_torchao(model: nn.Module, *, include_head: bool = False, compi
         model.classifier = TorchaoInt8Module(model.classifier, compile=compile)
 
     def run_layers() -> None:
-        from sidenet.split import _bert_layer_mask
+        from sidenet_core.layouts import bert_layer_mask
 
         seq, width = min(8, int(base.config.max_position_embeddings)), int(base.config.hidden_size)
         for rows in (2, 1):  # batch 1 is specialised (an unbacked batch dim makes torchao's int8 path graph-break)
@@ -530,7 +530,7 @@ def quantize_bert_torchao(model: nn.Module, *, include_head: bool = False, compi
             padded[-1, seq // 2 :] = 0
             for with_mask in (False, True):  # the model and BertSplit hand layers None when nothing is padded
                 h = torch.zeros(rows, seq, width)
-                mask = _bert_layer_mask(base, padded, h) if with_mask else None
+                mask = bert_layer_mask(base, padded, h) if with_mask else None
                 for layer in layers:
                     out = layer.compile_now(h, mask)
                     h = out[0] if isinstance(out, tuple) else out

@@ -38,7 +38,7 @@ prune / distil / int8 / fp16 / bf16 after them are refused by those compressors;
 model that is already quantised or cast to fp16/bf16 (put them last, on an fp32 model). A model's
 ``sidenet.compressed.compute_dtype`` is ``int8wo`` / ``int4wo`` (:func:`weight_only_kind`).
 
-**Device.** CUDA only: a model that is not on CUDA gets a one-line :class:`~sidenet.errors.UserError`
+**Device.** CUDA only: a model that is not on CUDA gets a one-line :class:`~sidenet_core.errors.UserError`
 (use ``int8`` on CPU). ResNets are refused too: weight-only quantisation touches ``nn.Linear`` only and a
 torchvision ResNet's only Linear is its classifier head.
 """
@@ -66,7 +66,7 @@ from compressors.base import (
 from compressors.flops import _register
 from compressors.quantize import CastIO
 from compressors.torchao_int8 import TORCHAO_PIN
-from sidenet.errors import UserError
+from sidenet_core.errors import UserError
 
 INT4_GROUP_SIZES = (32, 64, 128, 256)  # what Int4WeightOnlyConfig and the tinygemm kernel accept
 _INT4_MIN_CAPABILITY = (8, 0)  # tinygemm int4 kernels use tensor cores (Ampere+)

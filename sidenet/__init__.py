@@ -12,11 +12,11 @@ Register a task from your own package with ``sidenet.tasks.register_task(...)``.
 """
 
 from sidenet.early_exit import EarlyExit, ExitOutput
-from sidenet.errors import UserError
 from sidenet.fit import fit_sidenet
 from sidenet.policies import POLICIES, register_policy
 from sidenet.sidenet import SideNet, SideNetConfig
 from sidenet.split import BertSplit, CallableSplit, ResNetSplit, Split, split_model
+from sidenet_core.errors import UserError
 
 __version__ = "0.1.0"
 

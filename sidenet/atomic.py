@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sidenet.errors import UserError
+from sidenet_core.errors import UserError
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ metadata, another entry's weights, bit-rot, an entry written before checksums, a
 warning naming the entry and the reason, deletes both files and returns None: the caller rebuilds.
 
 :func:`check_cache_dir` validates the cache directory up front, so an unusable one is a one-line
-:class:`~sidenet.errors.UserError` before any training rather than a failure after it.
+:class:`~sidenet_core.errors.UserError` before any training rather than a failure after it.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from safetensors.torch import load, save_file, save_model
 from torch import nn
 
 from sidenet import atomic
-from sidenet.errors import UserError
+from sidenet_core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sidenet.errors import UserError
+from sidenet_core.errors import UserError
 
 NONE = "none"
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sidenet.errors import UserError
+from sidenet_core.errors import UserError
 
 PROG = "sidenet-bench"
 

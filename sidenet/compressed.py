@@ -38,9 +38,9 @@ from torch import nn
 
 from sidenet import cache
 from sidenet.chain import NONE, ChainStep, format_chain, parse_chain
-from sidenet.errors import UserError
 from sidenet.split import to_device
 from sidenet.tasks import Encoded, Task
+from sidenet_core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,6 @@ from sidenet import atomic
 from sidenet.cache import library_versions
 from sidenet.chain import EXIT_SYSTEM_DESCRIPTIONS, EXIT_SYSTEMS, NONE
 from sidenet.compressed import chain_configs, cuda_only_message, cuda_only_steps, normalize_chain
-from sidenet.errors import UserError
 from sidenet.machine import MachineFingerprint, fingerprint
 from sidenet.pipeline import (
     DEFAULT_POLICY,
@@ -56,6 +55,7 @@ from sidenet.split import to_device
 from sidenet.store import pause_for_tests, stored_cell_keys
 from sidenet.tasks import TASKS
 from sidenet.thresholds import NEVER_EXIT, outcome_at
+from sidenet_core.errors import UserError
 
 DEFAULT_TASKS = ("fashion-mnist", "rotten-tomatoes")
 DEFAULT_BATCH_SIZES = (1, 64)
@@ -458,7 +458,7 @@ def run_cell(
             "machine_id": ctx.machine.id,
             "machine": ctx.machine.to_dict(),
             "timing_protocol": TIMING_PROTOCOL,
-            # bf16 autocast where the CPU has native bf16, else fp32 (sidenet.precision): other weights
+            # bf16 autocast where the CPU has native bf16, else fp32 (sidenet_core.precision): other weights
             "train_precision": p.task.recipe().get("train_precision"),
         }
     )

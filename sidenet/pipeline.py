@@ -38,12 +38,12 @@ from sidenet.compressed import Compressed, compress_mainnet, tap_for
 from sidenet.data import stratified_split
 from sidenet.early_exit import EarlyExit
 from sidenet.fit import fit_sidenet
-from sidenet.flops import count_flops
 from sidenet.policies import POLICIES
 from sidenet.sidenet import SideNet
 from sidenet.split import Split, split_model, to_device
 from sidenet.tasks import TASKS, Encoded, Task
 from sidenet.thresholds import NEVER_EXIT, outcome_at, select_threshold, sweep
+from sidenet_core.flops import count_flops
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sidenet.errors import UserError
 from sidenet.machine import from_machine_info
+from sidenet_core.errors import UserError
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "task",

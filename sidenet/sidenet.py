@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from sidenet.errors import UserError
+from sidenet_core.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from tiny_models import bench_settings
 
-from sidenet.errors import UserError
 from sidenet.harness import (
     TIMING_PROTOCOL,
     BenchContext,
@@ -24,6 +23,7 @@ from sidenet.report import write_report
 from sidenet.results import REQUIRED_KEYS, load_results
 from sidenet.store import merge_results, stored_cell_keys, write_outputs
 from sidenet.tasks import TASKS
+from sidenet_core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

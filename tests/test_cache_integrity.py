@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import load, save_model
 
 from sidenet import cache
-from sidenet.errors import UserError
 from sidenet.sidenet import SideNet
+from sidenet_core.errors import UserError
 
 FIX = "set SIDENET_BENCH_CACHE to a writable directory"
 

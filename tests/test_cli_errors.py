@@ -24,9 +24,9 @@ import sidenet.harness
 import sidenet.pipeline
 from sidenet.chain import ChainStep, canonical_chain, format_chain, parse_chain
 from sidenet.cli import main
-from sidenet.errors import UserError
-from sidenet.registry import Registry
 from sidenet.results import REQUIRED_KEYS
+from sidenet_core.errors import UserError
+from sidenet_core.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ["run", "--task", "tiny-resnet", "--exit", "none", "--batch-size", "2", "--rounds", "1"]

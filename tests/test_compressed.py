@@ -13,10 +13,10 @@ from compressors import CompressorConfig
 from sidenet import pipeline
 from sidenet.compressed import compress_mainnet, compute_dtype, tap_for
 from sidenet.early_exit import EarlyExit
-from sidenet.errors import UserError
 from sidenet.pipeline import load_or_train_mainnet, prepare, weights_digest
 from sidenet.split import split_model
 from sidenet.tasks import TASKS
+from sidenet_core.errors import UserError
 
 CHAINS = {
     "tiny-resnet": ("int8", "prune:ratio=0.5", "distil:epochs=2,student_width=4", "prune:ratio=0.5+int8"),

@@ -1,7 +1,7 @@
 """Compressors on tiny models: int8 / bf16 / fp16, pruning, distillation, chains, configs, and a SideNet after each.
 
 Every compressed model must stay splittable (``rest(head(x)) == model(x)``, max diff 0) so a SideNet can
-attach after compression, and FLOPs are counted with ``sidenet.flops.count_flops`` (int8 = fp32 exactly).
+attach after compression, and FLOPs are counted with ``sidenet_core.flops.count_flops`` (int8 = fp32 exactly).
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from compressors import (
 )
 from compressors.flops import register_quantized_formulas
 from sidenet.early_exit import EarlyExit
-from sidenet.errors import UserError
 from sidenet.fit import fit_sidenet
 from sidenet.sidenet import SideNetConfig
 from sidenet.split import Split, TextState, split_model
+from sidenet_core.errors import UserError
 
 needs_x86 = pytest.mark.skipif(
     "x86" not in torch.backends.quantized.supported_engines, reason="int8 tests need the x86 quantised engine"

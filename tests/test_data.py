@@ -35,7 +35,7 @@ from sidenet.data import (
     tiny_text_splits,
 )
 from sidenet.data import cifar10 as cifar10_module
-from sidenet.errors import DataNotFoundError, UserError
+from sidenet_core.errors import DataNotFoundError, UserError
 
 REAL_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 

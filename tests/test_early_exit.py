@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from sidenet.early_exit import EarlyExit, ExitOutput
-from sidenet.errors import UserError
-from sidenet.flops import count_flops
-from sidenet.policies import POLICIES, ExitPolicy, register_policy
+from sidenet.policies import POLICIES, ConfidencePolicy, register_policy
 from sidenet.sidenet import SideNet
 from sidenet.split import Split, TextState, split_model
+from sidenet_core.errors import UserError
+from sidenet_core.flops import count_flops
 
-# ``@register_policy`` turns the module-level functions into ExitPolicy records.
+# ``@register_policy`` turns the module-level functions into ConfidencePolicy objects.
 softmax_confidence = POLICIES.get("softmax").confidence
 entropy_confidence = POLICIES.get("entropy").confidence
 
@@ -288,7 +288,7 @@ def test_entropy_confidence_values() -> None:
 def test_policy_registry_contents() -> None:
     assert {"softmax", "entropy"} <= set(POLICIES.names())
     policy = POLICIES.get("softmax")
-    assert isinstance(policy, ExitPolicy) and policy.name == "softmax"
+    assert isinstance(policy, ConfidencePolicy) and policy.name == "softmax"
     with pytest.raises(ValueError, match="already registered"):
         register_policy("softmax", "dup")(lambda logits: logits[:, 0])
     assert POLICIES.get("softmax").confidence is softmax_confidence

@@ -10,7 +10,7 @@ import torch
 from sidenet.early_exit import EarlyExit
 from sidenet.sidenet import SideNet
 from sidenet.split import split_model
-from sidenet.tasks.image import build_resnet
+from sidenet_core.layouts import build_resnet
 
 pytestmark = [
     pytest.mark.gpu,

@@ -17,7 +17,6 @@ from tiny_models import bench_settings
 
 from compressors import PruneConfig
 from sidenet import cache
-from sidenet.errors import UserError
 from sidenet.harness import (
     TIMING_PROTOCOL,
     BenchContext,
@@ -29,6 +28,7 @@ from sidenet.machine import MachineFingerprint, cpu_fingerprint, from_machine_in
 from sidenet.report.render import render_markdown
 from sidenet.report.tables import fmt_threshold
 from sidenet.store import merge_results, set_aside_foreign_results, stored_cell_keys
+from sidenet_core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "reports" / "samples"

@@ -30,11 +30,12 @@ from compressors import (
 from compressors.base import is_quantized
 from compressors.ort import WEIGHT_BITS
 from sidenet.early_exit import EarlyExit
-from sidenet.errors import UserError
-from sidenet.flops import count_flops
-from sidenet.models.mean_pool_bert import MeanPoolBertForSequenceClassification, masked_mean
+from sidenet.models.mean_pool_bert import MeanPoolBertForSequenceClassification
 from sidenet.sidenet import SideNet
 from sidenet.split import BertSplit, TextState, split_model
+from sidenet_core.errors import UserError
+from sidenet_core.flops import count_flops
+from sidenet_core.layouts import masked_mean
 
 ORT = Int8Config(backend="ort")
 

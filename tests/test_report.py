@@ -13,10 +13,10 @@ import pytest
 from matplotlib.figure import Figure
 
 from sidenet.cli import main
-from sidenet.errors import UserError
-from sidenet.registry import Registry
 from sidenet.report import render_markdown, write_report
 from sidenet.results import load_results
+from sidenet_core.errors import UserError
+from sidenet_core.registry import Registry
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from sidenet.errors import UserError
 from sidenet.split import (
     BertSplit,
     CallableSplit,
@@ -16,6 +15,7 @@ from sidenet.split import (
     select_rows,
     split_model,
 )
+from sidenet_core.errors import UserError
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -269,7 +269,8 @@ def test_mean_pool_bert_split_equals_forward_padded(
     tiny_bert: nn.Module, text_batch: dict[str, torch.Tensor], tap: int
 ):
     """The mean-pooled classifier (Rotten Tomatoes' MainNet) splits exactly too, padding included."""
-    from sidenet.models.mean_pool_bert import MeanPoolBertForSequenceClassification, masked_mean
+    from sidenet.models.mean_pool_bert import MeanPoolBertForSequenceClassification
+    from sidenet_core.layouts import masked_mean
 
     model = MeanPoolBertForSequenceClassification(tiny_bert.config).eval()
     assert model.bert.pooler is None

@@ -11,12 +11,12 @@ import torch
 from tiny_models import tiny_bert_config
 
 from sidenet.data import TINY_TEXT_VOCAB, tiny_image_splits
-from sidenet.errors import UserError
 from sidenet.pipeline import Prepared, prepare
-from sidenet.registry import Registry
 from sidenet.sidenet import SideNetConfig
 from sidenet.split import BertSplit, ResNetSplit, split_model
 from sidenet.tasks import DATASETS, TASKS, ImageTask, ImageTaskConfig, TextTask, TextTaskConfig, register_task
+from sidenet_core.errors import UserError
+from sidenet_core.registry import Registry
 
 # ---------------------------------------------------------------- a task registered from outside
 

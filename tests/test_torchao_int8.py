@@ -38,8 +38,8 @@ from compressors.torchao_int8 import (
     quantize_bert_torchao,
     quantize_resnet_pt2e,
 )
-from sidenet.errors import UserError
 from sidenet.split import split_model
+from sidenet_core.errors import UserError
 
 pytest.importorskip("torchao")
 
@@ -217,7 +217,7 @@ def test_cuda_models_are_refused(image_data: dict[str, Any]) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("channels", [1, 3], ids=["gray-stem-lowered", "rgb-stem-compiled"])
 def test_pt2e_compiled_resnet(trained_resnet: nn.Module, image_data: dict[str, Any], channels: int) -> None:
-    from sidenet.tasks.image import build_resnet
+    from sidenet_core.layouts import build_resnet
 
     if channels == 1:
         fp32, x, calibration = trained_resnet, image_data["x"], image_data["calibration"]

@@ -55,10 +55,10 @@ from compressors.weight_only import (
 from sidenet.chain import canonical_chain
 from sidenet.compressed import chain_configs, compute_dtype
 from sidenet.early_exit import EarlyExit
-from sidenet.errors import UserError
-from sidenet.flops import count_flops
 from sidenet.sidenet import SideNet
 from sidenet.split import TextState, split_model
+from sidenet_core.errors import UserError
+from sidenet_core.flops import count_flops
 
 pytest.importorskip("torchao")
 

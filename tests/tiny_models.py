@@ -12,7 +12,7 @@ from torch import nn
 
 def make_tiny_resnet() -> nn.Module:
     """A width-8 ResNet-10 on 1-channel inputs with 4 classes (torchvision layout), eval mode."""
-    from sidenet.tasks.image import build_resnet
+    from sidenet_core.layouts import build_resnet
 
     torch.manual_seed(0)
     return build_resnet("resnet10", 8, 1, 4).eval()
@@ -50,7 +50,7 @@ def logits(model: nn.Module, inputs: Any) -> torch.Tensor:
 
 
 def flops(model: nn.Module, inputs: Any) -> int:
-    from sidenet.flops import count_flops
+    from sidenet_core.flops import count_flops
 
     return count_flops(logits, model, inputs)[0]
 

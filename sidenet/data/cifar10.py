@@ -16,7 +16,7 @@ import torch
 from sidenet.data._common import download_allowed, download_root, load_array_pickle, one_line, search_roots
 from sidenet.data.splits import carve_val_from_train
 from sidenet.data.types import Splits
-from sidenet.errors import DataNotFoundError, UserError
+from sidenet_core.errors import DataNotFoundError, UserError
 
 log = logging.getLogger(__name__)
 

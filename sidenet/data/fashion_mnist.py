@@ -16,7 +16,7 @@ import torch
 from sidenet.data._common import cache_root, download_allowed, download_root, one_line, user_roots
 from sidenet.data.splits import carve_val_from_train
 from sidenet.data.types import Splits
-from sidenet.errors import DataNotFoundError, UserError
+from sidenet_core.errors import DataNotFoundError, UserError
 
 log = logging.getLogger(__name__)
 

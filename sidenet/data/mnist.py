@@ -15,7 +15,7 @@ import torch
 
 from sidenet.data._common import load_array_pickle, one_line, package_file
 from sidenet.data.types import Splits
-from sidenet.errors import DataNotFoundError, UserError
+from sidenet_core.errors import DataNotFoundError, UserError
 
 log = logging.getLogger(__name__)
 

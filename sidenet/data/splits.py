@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from sidenet.data.types import Splits
-from sidenet.errors import UserError
+from sidenet_core.errors import UserError
 
 _SUM_TOLERANCE = 1e-6
 

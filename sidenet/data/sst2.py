@@ -15,7 +15,7 @@ import torch
 from sidenet.data._common import one_line
 from sidenet.data.splits import stratified_split
 from sidenet.data.types import Splits
-from sidenet.errors import DataNotFoundError, UserError
+from sidenet_core.errors import DataNotFoundError, UserError
 
 log = logging.getLogger(__name__)
 

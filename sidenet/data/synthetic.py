@@ -9,7 +9,7 @@ import random
 import torch
 
 from sidenet.data.types import Splits
-from sidenet.errors import UserError
+from sidenet_core.errors import UserError
 
 POSITIVE_WORDS: tuple[str, ...] = (
     "good",

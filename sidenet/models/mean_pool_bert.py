@@ -14,11 +14,7 @@ import torch
 from transformers import BertForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-
-def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real (mask = 1) tokens; the same function the split uses, so both paths agree exactly."""
-    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+from sidenet_core.layouts import masked_mean
 
 
 class MeanPoolBertForSequenceClassification(BertForSequenceClassification):

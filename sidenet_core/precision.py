@@ -9,7 +9,7 @@ import contextlib
 
 import torch
 
-from sidenet.errors import UserError
+from sidenet_core.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 

@@ -1,0 +1,234 @@
+"""``ExitTrace``: what every exit of a cascade would answer for every sample, and what leaving there costs.
+
+Recorded once per split (every row through every segment and every exit head, FLOPs counted per part), it holds
+per sample × per exit the logits and the cumulative FLOPs of leaving there. Accuracy, exit rates and FLOPs at any
+thresholds, the threshold sweep, the selection on validation and the oracle bounds all follow from it without
+running a model again; the real cascade is then run once on test, at the selected thresholds, to check that the
+trace's prediction is what executes.
+
+Costs are cumulative and include every exit head evaluated on the way: leaving at exit ``e`` costs segments
+0 … e plus heads 0 … e; running to the end costs every segment and every head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sidenet.policies import ExitView, Policy
+
+NEVER_EXIT = 1.000001  # any threshold above 1 means no row exits (scores lie in [0, 1])
+MAX_CANDIDATES = 4000  # distinct shared thresholds evaluated exactly; beyond, a quantile grid of this size
+
+
+@dataclass
+class ExitTrace:
+    """One split's trace. ``E`` exits (taps with a head), ``C`` classes, ``N`` rows."""
+
+    exit_logits: torch.Tensor  # [N, E, C]
+    final_logits: torch.Tensor  # [N, C] the MainNet's own output (all segments)
+    labels: torch.Tensor  # [N]
+    cost: np.ndarray  # [N, E + 1] cumulative FLOPs of leaving at exit e (E: running to the end)
+    taps: tuple[str, ...]  # the tap of each exit
+
+    def __post_init__(self) -> None:
+        n, e = self.exit_logits.shape[:2]
+        if self.final_logits.shape[0] != n or len(self.labels) != n or self.cost.shape != (n, e + 1):
+            raise ValueError("trace parts disagree on the number of rows or exits")
+        if len(self.taps) != e:
+            raise ValueError(f"{e} exits but {len(self.taps)} taps")
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def n_exits(self) -> int:
+        return int(self.exit_logits.shape[1])
+
+    def predictions(self) -> np.ndarray:
+        """[N, E + 1] predicted class at each exit, the MainNet's last."""
+        exits = self.exit_logits.argmax(-1)
+        return torch.cat([exits, self.final_logits.argmax(-1, keepdim=True)], 1).numpy()
+
+    def correct(self) -> np.ndarray:
+        """[N, E + 1] whether each exit (the MainNet last) is right."""
+        return self.predictions() == self.labels.numpy()[:, None]
+
+    def scores(self, policy: Policy) -> np.ndarray:
+        """[N, E] the policy's score at each exit."""
+        cols = [policy.score(ExitView(self.exit_logits[:, e], None, e)).float() for e in range(self.n_exits)]
+        return torch.stack(cols, 1).numpy().astype(np.float64) if cols else np.zeros((self.n_rows, 0))
+
+    def to_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {
+            f"{prefix}.exit_logits": self.exit_logits,
+            f"{prefix}.final_logits": self.final_logits,
+            f"{prefix}.labels": self.labels,
+            f"{prefix}.cost": torch.from_numpy(np.ascontiguousarray(self.cost)),
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, taps: Sequence[str]) -> ExitTrace:
+        t = {k.removeprefix(f"{prefix}."): v for k, v in tensors.items() if k.startswith(f"{prefix}.")}
+        return cls(t["exit_logits"], t["final_logits"], t["labels"], t["cost"].numpy(), tuple(taps))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A cascade at given thresholds, predicted from a trace."""
+
+    thresholds: tuple[float, ...]
+    exit_index: np.ndarray  # [N] where each row leaves (E: the end)
+    row_correct: np.ndarray  # [N]
+    row_cost: np.ndarray  # [N]
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.row_correct.mean())
+
+    @property
+    def flops_per_sample(self) -> float:
+        return float(self.row_cost.mean())
+
+    def exit_rates(self, n_exits: int) -> list[float]:
+        """Fraction of rows leaving at each exit head, in order (the rest ran to the end)."""
+        return [float((self.exit_index == e).mean()) for e in range(n_exits)]
+
+
+def exit_index_at(scores: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """[N] the first exit whose score reaches its threshold, else E (the end)."""
+    n, e = scores.shape
+    passed = scores >= np.asarray(thresholds, dtype=np.float64)[None, :]
+    first = np.where(passed.any(1), passed.argmax(1), e)
+    return first.astype(np.int64) if n else np.zeros(0, dtype=np.int64)
+
+
+def outcome(trace: ExitTrace, scores: np.ndarray, thresholds: Sequence[float]) -> Outcome:
+    idx = exit_index_at(scores, thresholds)
+    rows = np.arange(trace.n_rows)
+    return Outcome(tuple(float(t) for t in thresholds), idx, trace.correct()[rows, idx], trace.cost[rows, idx])
+
+
+def outcome_summary(trace: ExitTrace, out: Outcome) -> dict[str, float | list[float]]:
+    return {
+        "accuracy": out.accuracy,
+        "exit_rate": float((out.exit_index < trace.n_exits).mean()),
+        "exit_rates": out.exit_rates(trace.n_exits),
+        "flops_per_sample": out.flops_per_sample,
+    }
+
+
+# ---------------------------------------------------------------- shared-threshold sweep and selection
+
+
+@dataclass(frozen=True)
+class SharedSweep:
+    """The cascade at every candidate shared threshold (one value for every exit), most permissive last."""
+
+    thresholds: np.ndarray  # descending; [0] = NEVER_EXIT
+    exit_rate: np.ndarray
+    accuracy: np.ndarray
+    flops: np.ndarray
+    loss: np.ndarray  # MainNet accuracy − cascade accuracy (fraction)
+    loss_se: np.ndarray  # standard error of the paired per-row difference
+
+
+def shared_sweep(trace: ExitTrace, scores: np.ndarray) -> SharedSweep:
+    """Every exit at the same threshold ``t``: rows leave at the first exit whose score reaches ``t``.
+
+    Why one threshold for all exits: it is one degree of freedom, chosen under the same SE-bounded rule as the
+    single SideNet's; per-exit thresholds fitted jointly on 1,300–1,900 validation texts would chase the noise of
+    a handful of rows (a 0.5 pt target is ~6–10 samples there). The heads are distilled to the MainNet's softmax,
+    so their confidences mean about the same at every tap.
+    """
+    values = np.unique(scores)[::-1]
+    if len(values) > MAX_CANDIDATES:
+        values = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, MAX_CANDIDATES)))[::-1]
+    candidates = np.concatenate([[NEVER_EXIT], values])
+    correct = trace.correct()
+    main = correct[:, -1].astype(np.float64)
+    n = trace.n_rows
+    rows = np.arange(n)
+    acc, flops, rate, loss, se = [], [], [], [], []
+    for t in candidates:
+        idx = exit_index_at(scores, [t] * trace.n_exits)
+        d = main - correct[rows, idx]
+        mean = d.mean()
+        var = d.var() * n / max(n - 1, 1)
+        acc.append(main.mean() - mean)
+        loss.append(mean)
+        se.append(np.sqrt(var / n))
+        flops.append(trace.cost[rows, idx].mean())
+        rate.append((idx < trace.n_exits).mean())
+    return SharedSweep(candidates, np.array(rate), np.array(acc), np.array(flops), np.array(loss), np.array(se))
+
+
+def select_shared(sw: SharedSweep, target_loss_pt: float, margin_se: float = 1.0) -> tuple[float, int]:
+    """The most permissive shared threshold whose loss + margin·SE meets the target; (threshold, index)."""
+    ok = sw.loss + margin_se * sw.loss_se <= target_loss_pt / 100.0 + 1e-12
+    ok[0] = True  # never exiting meets any non-negative target
+    idx = int(np.flatnonzero(ok)[-1])
+    return float(sw.thresholds[idx]), idx
+
+
+# ---------------------------------------------------------------- oracle bounds
+
+
+def oracle_first_correct(trace: ExitTrace) -> dict[str, float]:
+    """Each row leaves at the first exit (the MainNet included) that is right; a row no exit gets right leaves
+    at the first exit (the cheapest way to be wrong). The floor on compute for this exit placement at the highest
+    accuracy it can reach."""
+    correct = trace.correct()
+    any_right = correct.any(1)
+    idx = np.where(any_right, correct.argmax(1), 0)
+    cost = trace.cost[np.arange(trace.n_rows), idx]
+    return {"accuracy": float(any_right.mean()), "flops_per_sample": float(cost.mean())}
+
+
+def oracle_agree(trace: ExitTrace) -> dict[str, float]:
+    """Each row leaves at the first exit whose prediction equals the MainNet's: the MainNet's accuracy exactly,
+    at the least compute this placement allows for it."""
+    pred = trace.predictions()
+    agree = pred == pred[:, -1:]
+    idx = agree.argmax(1)  # the last column always agrees
+    rows = np.arange(trace.n_rows)
+    return {
+        "accuracy": float((pred[rows, idx] == trace.labels.numpy()).mean()),
+        "flops_per_sample": float(trace.cost[rows, idx].mean()),
+    }
+
+
+def oracle_flops_at(trace: ExitTrace, accuracy: float) -> float | None:
+    """The least FLOPs/sample any exit policy on this placement needs to reach ``accuracy`` (None: unreachable).
+
+    A row answered right costs at least its first right exit; a row answered wrong at least the first exit. So
+    reaching k right rows costs at least Σ first-exit costs + the k smallest (first-right − first-exit) extras:
+    every system's (accuracy, FLOPs) point on these exits lies on or above this curve.
+    """
+    correct = trace.correct()
+    any_right = correct.any(1)
+    rows = np.arange(trace.n_rows)
+    base = trace.cost[:, 0]
+    extra = np.sort(trace.cost[rows, correct.argmax(1)][any_right] - base[any_right])
+    need = int(np.ceil(accuracy * trace.n_rows - 1e-9))
+    if need > len(extra):
+        return None
+    return float((base.sum() + extra[: max(need, 0)].sum()) / trace.n_rows)
+
+
+def oracle_summary(trace: ExitTrace, accuracy: float, flops_per_sample: float) -> dict[str, float | None]:
+    """The two oracle points and the system's FLOPs relative to the oracle curve at its own accuracy."""
+    first, agree = oracle_first_correct(trace), oracle_agree(trace)
+    floor = oracle_flops_at(trace, accuracy)
+    return {
+        "first_correct_accuracy": first["accuracy"],
+        "first_correct_flops_per_sample": first["flops_per_sample"],
+        "agree_accuracy": agree["accuracy"],
+        "agree_flops_per_sample": agree["flops_per_sample"],
+        "flops_at_accuracy": floor,
+        "flops_vs_oracle": (flops_per_sample / floor) if floor else None,
+    }
