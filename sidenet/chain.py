@@ -27,13 +27,6 @@ from sidenet_core.errors import UserError
 
 NONE = "none"
 
-# Exit systems a cell can measure (``--exit``), with the one-line descriptions `sidenet-bench list` prints.
-EXIT_SYSTEM_DESCRIPTIONS: dict[str, str] = {
-    "none": "the MainNet alone: the baseline every speedup and accuracy delta is measured against",
-    "sidenet": "MainNet + SideNet cascade (Morisot 2020) at the threshold chosen on validation, or a fixed one",
-    "sidenet-noexit": "the same cascade with a threshold above 1: nothing exits, the SideNet's pure overhead",
-}
-EXIT_SYSTEMS: tuple[str, ...] = tuple(EXIT_SYSTEM_DESCRIPTIONS)
 GRAMMAR = "NAME[:KEY=VALUE[,KEY=VALUE...]] joined by '+' (e.g. 'prune:ratio=0.5+int8'), or 'none'"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -58,11 +51,11 @@ def _malformed(spec: str, why: str) -> UserError:
     return UserError(f"malformed chain {spec!r}: {why}; expected {GRAMMAR}")
 
 
-def _parse_step(spec: str, text: str) -> ChainStep:
+def _parse_step(spec: str, text: str, allow_none: bool = False) -> ChainStep:
     name, colon, rest = text.partition(":")
     if not _NAME.fullmatch(name):
-        raise _malformed(spec, f"{name!r} is not a compressor name")
-    if name == NONE:
+        raise _malformed(spec, f"{name!r} is not a valid name")
+    if name == NONE and not allow_none:
         raise _malformed(spec, "'none' cannot be combined with compressors")
     if not colon:
         return ChainStep(name)
@@ -82,6 +75,15 @@ def _parse_step(spec: str, text: str) -> ChainStep:
             raise _malformed(spec, f"parameter {key!r} of {name!r} is given twice")
         params[key] = value
     return ChainStep(name, tuple(sorted(params.items())))
+
+
+def parse_step(spec: str) -> ChainStep:
+    """One ``NAME[:KEY=VALUE,...]`` (the grammar of a chain step, also the exit systems'); names unchecked."""
+    if not isinstance(spec, str) or not spec:
+        raise _malformed(str(spec) if spec is not None else "", "it is empty")
+    if any(ch.isspace() for ch in spec) or "+" in spec:
+        raise _malformed(spec, "it contains whitespace or '+'")
+    return _parse_step(spec, spec, allow_none=True)
 
 
 def parse_chain(spec: str, registry: Any = None, *, check_names: bool = True) -> tuple[ChainStep, ...]:
@@ -137,12 +139,11 @@ def canonical_chain(spec: str, registry: Any = None) -> str:
 
 
 __all__ = [
-    "EXIT_SYSTEMS",
-    "EXIT_SYSTEM_DESCRIPTIONS",
     "GRAMMAR",
     "NONE",
     "ChainStep",
     "canonical_chain",
     "format_chain",
     "parse_chain",
+    "parse_step",
 ]

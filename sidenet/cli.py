@@ -27,7 +27,7 @@ PROG = "sidenet-bench"
 LISTINGS: tuple[tuple[str, str, str], ...] = (
     ("tasks", "sidenet.tasks", "TASKS"),
     ("compressors", "compressors", "COMPRESSORS"),
-    ("exit systems", "sidenet.chain", "EXIT_SYSTEM_DESCRIPTIONS"),
+    ("exit systems", "sidenet.exits", "EXIT_SYSTEMS"),
     ("exit policies", "sidenet.policies", "POLICIES"),
 )
 
@@ -200,7 +200,7 @@ def _find_bench_dir() -> Path:
 def _run_settings(args: argparse.Namespace) -> Any:
     from sidenet.harness import (
         DEFAULT_BATCH_SIZES,
-        EXIT_SYSTEMS,
+        DEFAULT_EXITS,
         BenchSettings,
         default_tasks,
         quiet_from_env,
@@ -209,7 +209,7 @@ def _run_settings(args: argparse.Namespace) -> Any:
     return BenchSettings.from_options(
         tasks=tuple(args.task or default_tasks()),
         chains=tuple(args.chain or ()),
-        exits=tuple(args.exit or EXIT_SYSTEMS),
+        exits=tuple(args.exit or DEFAULT_EXITS),
         batch_sizes=tuple(args.batch_size or DEFAULT_BATCH_SIZES),
         threads=(os.cpu_count() or 1) if args.threads is None else args.threads,
         target_loss_pt=args.target_loss,

@@ -309,15 +309,16 @@ def tap_for(task: Task, mainnet: nn.Module, model: nn.Module) -> str:
     A 6-layer MainNet tapped after layer 3 exits halfway; its 3-layer student is tapped after layer 2
     (round(3 · 3/6)), clamped to 1 … L−1 so a rest always remains.
     """
-    teacher_layers = _bert_layers(mainnet)
-    student_layers = _bert_layers(model)
+    teacher_layers = bert_layer_count(mainnet)
+    student_layers = bert_layer_count(model)
     if teacher_layers is None or student_layers is None or teacher_layers == student_layers:
         return task.tap
     k = round(int(task.tap) * student_layers / teacher_layers)
     return str(min(max(k, 1), student_layers - 1))
 
 
-def _bert_layers(model: nn.Module) -> int | None:
+def bert_layer_count(model: nn.Module) -> int | None:
+    """Encoder layers of a BERT-family model (or of a wrapper that says so); None for anything else."""
     layers = getattr(getattr(getattr(model, "bert", None), "encoder", None), "layer", None)
     if layers is None:
         layers = getattr(model, "num_encoder_layers", None)  # non-torch wrappers may say so directly

@@ -22,41 +22,42 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from sidenet import cache
 from sidenet.calibration import expected_calibration_error, reliability
+from sidenet.cascade import Cascade
 from sidenet.chain import NONE
 from sidenet.compressed import Compressed, compress_mainnet, tap_for
 from sidenet.data import stratified_split
 from sidenet.early_exit import EarlyExit
-from sidenet.fit import fit_sidenet
-from sidenet.policies import POLICIES
+from sidenet.exits import BuiltSystem, ExitSystemConfig, SystemContext
+from sidenet.heads import EVAL_BATCH, device_fields, freeze, load_or_train_sidenet
+from sidenet.policies import POLICIES, ExitView, make_policy
 from sidenet.sidenet import SideNet
-from sidenet.split import Split, split_model, to_device
+from sidenet.split import Split, to_device
 from sidenet.tasks import TASKS, Encoded, Task
 from sidenet.thresholds import NEVER_EXIT, outcome_at, select_threshold, sweep
+from sidenet.trace import (
+    ExitTrace,
+    collect_trace,
+    oracle_summary,
+    outcome,
+    outcome_summary,
+    select_shared,
+    shared_sweep,
+)
 from sidenet_core.flops import count_flops
 
 log = logging.getLogger(__name__)
 
-EVAL_BATCH = 256
 DEFAULT_POLICY = "softmax"  # the exit policy prepare() uses unless told otherwise (the bench does not choose)
 CPU = torch.device("cpu")
-
-
-def _device_fields(device: torch.device | str | None) -> dict[str, str]:
-    """What a cache key gains for the device: nothing on the CPU (keys stay as they were), else its type."""
-    if device is None or torch.device(device).type == "cpu":
-        return {}
-    return {"device": torch.device(device).type}
 
 
 def mainnet_forward(model: nn.Module, inputs: Any) -> torch.Tensor:
@@ -91,7 +92,12 @@ class RowOutputs:
         return cls(t["side_logits"], t["main_logits"], t["labels"], t["head_flops"].numpy(), t["rest_flops"].numpy())
 
     def confidence(self, policy: str) -> np.ndarray:
-        return POLICIES.get(policy).confidence(self.side_logits).numpy()
+        return make_policy(policy).score(ExitView(self.side_logits)).numpy()
+
+    def trace(self, tap: str) -> ExitTrace:
+        """The same rows as a one-exit trace (cumulative costs: head + SideNet; + rest)."""
+        cost = np.stack([self.head_flops, self.head_flops + self.rest_flops], 1)
+        return ExitTrace(self.side_logits[:, None], self.main_logits, self.labels, cost, (tap,))
 
     @property
     def side_correct(self) -> np.ndarray:
@@ -100,26 +106,6 @@ class RowOutputs:
     @property
     def main_correct(self) -> np.ndarray:
         return (self.main_logits.argmax(-1) == self.labels).numpy()
-
-
-@torch.inference_mode()
-def collect_features(
-    task: Task, split: Split, data: Encoded, progress: bool, desc: str, device: torch.device | str | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled tap features and MainNet logits for every row (SideNet training data), on the CPU.
-
-    ``device``: where the split's model is; each batch is moved there."""
-    feats, logits = [], []
-    order = []
-    for inputs, idx in tqdm(
-        task.batches(data, EVAL_BATCH, by_length=True), desc=desc, disable=not progress, leave=False
-    ):
-        state = split.head(to_device(inputs, device))
-        feats.append(split.features(state).cpu())
-        logits.append(split.rest(state).cpu())
-        order.append(idx)
-    inv = torch.argsort(torch.cat(order))
-    return torch.cat(feats)[inv], torch.cat(logits)[inv]
 
 
 @torch.inference_mode()
@@ -175,18 +161,13 @@ class Prepared:
     sweep: dict[str, list[float]]
     calibration: dict[str, Any]
     params: dict[str, int]
+    oracle: dict[str, float | None]  # sidenet.trace.oracle_summary of the SideNet's placement, at its operating point
+    compressed: Compressed  # what the chain made (shared with the other exit systems of this task × chain)
     logs: dict[str, Any] = field(default_factory=dict)
     device: torch.device = CPU  # where mainnet, baseline, split and side are (and where they were measured)
 
     def cascade(self, threshold: float | None = None) -> EarlyExit:
         return EarlyExit(self.split, self.side, self.threshold if threshold is None else threshold, self.policy)
-
-
-def _freeze(model: nn.Module) -> nn.Module:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 def load_or_train_mainnet(
@@ -206,79 +187,7 @@ def load_or_train_mainnet(
         train_log = task.train_mainnet(model, data["train"], progress=progress)
         meta = {"task": task.name, "recipe": task.recipe(), "train": train_log}
         cache.store(model, key, meta)
-    return _freeze(model), {"key": key, **meta}
-
-
-def weights_digest(module: nn.Module) -> str:
-    """Digest of everything in the state_dict: float, bf16 and quantised tensors, packed int8 params."""
-    h = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        _digest_value(h, value)
-    return h.hexdigest()[:16]
-
-
-def _digest_value(h: Any, value: Any) -> None:
-    if isinstance(value, torch.Tensor) and type(value) is not torch.Tensor and hasattr(value, "__tensor_flatten__"):
-        names, context = value.__tensor_flatten__()  # a wrapper subclass (e.g. torchao's int8 weights)
-        h.update(repr(context).encode())
-        for name in names:
-            _digest_value(h, getattr(value, name))
-    elif isinstance(value, torch.Tensor):
-        t = value.detach().cpu()
-        if t.is_quantized:
-            if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-                _digest_value(h, t.q_per_channel_scales())
-                _digest_value(h, t.q_per_channel_zero_points())
-            else:
-                h.update(repr((t.q_scale(), t.q_zero_point())).encode())
-            t = t.int_repr()
-        h.update(str(t.dtype).encode())
-        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    elif isinstance(value, tuple | list):
-        for v in value:
-            _digest_value(h, v)
-    else:
-        h.update(repr(value).encode())
-
-
-def load_or_train_sidenet(
-    task: Task,
-    split: Split,
-    data: dict[str, Encoded],
-    num_classes: int,
-    mainnet_key: str,
-    progress: bool,
-    device: torch.device | str | None = None,
-) -> tuple[SideNet, dict[str, Any]]:
-    """``mainnet_key``: cache key of the (compressed) MainNet the split cuts; ``device``: where that MainNet is.
-
-    The tap features are computed there, the SideNet is trained on the CPU and returned on ``device``."""
-    example = to_device(task.batches(data["val"], 2)[0][0], device)
-    side = SideNet(split.feature_dim(example), num_classes, task.sidenet.hidden, task.sidenet.dropout)
-    # Keyed by the MainNet's actual weights, not only its recipe: a rebuilt MainNet that differs by a bit
-    # (e.g. non-deterministic kernels) must not inherit a SideNet trained on the old one's features.
-    # Features computed on a GPU differ by rounding from the CPU's: off the CPU, the device is part of the key.
-    recipe = {
-        "mainnet": mainnet_key,
-        "weights": weights_digest(split),
-        "tap": split.tap,
-        "sidenet": task.sidenet.to_dict(),
-        **_device_fields(device),
-    }
-    key = cache.artifact_key("sidenet", recipe)
-    meta = cache.load_into(side, key)
-    if meta is None:
-        start = time.perf_counter()
-        feats, main_logits = collect_features(
-            task, split, data["train"], progress, f"{task.name}: tap features", device
-        )
-        side = fit_sidenet(
-            feats, data["train"].labels, main_logits, num_classes, task.sidenet, progress, f"train {task.name} SideNet"
-        )
-        meta = {"task": task.name, "tap": split.tap, "seconds": time.perf_counter() - start}
-        cache.store(side, key, meta)
-    return to_device(_freeze(side), device), {"key": key, **meta}
+    return freeze(model), {"key": key, **meta}
 
 
 @torch.inference_mode()
@@ -295,6 +204,7 @@ def run_eval(
     correct, total_flops, exited = 0, 0, 0
     predictions = torch.zeros(len(data), dtype=torch.long)
     exited_rows = torch.zeros(len(data), dtype=torch.bool)
+    exit_index = torch.zeros(len(data), dtype=torch.long)
     for inputs, idx in task.batches(data, EVAL_BATCH, by_length=True):
         flops, out = count_flops(fn, to_device(inputs, device))
         total_flops += flops
@@ -303,9 +213,11 @@ def run_eval(
         predictions[idx] = logits.argmax(-1).cpu()
         if hasattr(out, "exited"):
             exited_rows[idx] = out.exited.cpu()
+        if getattr(out, "exit_index", None) is not None:
+            exit_index[idx] = out.exit_index.cpu()
         correct += int((predictions[idx] == data.labels[idx]).sum())
     if per_row is not None:
-        per_row.update(prediction=predictions, exited=exited_rows)
+        per_row.update(prediction=predictions, exited=exited_rows, exit_index=exit_index)
     n = len(data)
     return {"accuracy": correct / n, "exit_rate": exited / n, "flops_per_sample": total_flops / n}
 
@@ -363,7 +275,7 @@ def measure(
             "margin_se": margin_se,
             "val": _digest(data["val"].labels),
             "test": _digest(data["test"].labels),
-            **_device_fields(device),
+            **device_fields(device),
         },
     )
     hit = cache.load_tensors(key)
@@ -424,6 +336,7 @@ def prepare(
     progress: bool = True,
     device: torch.device | str = "cpu",
     trained_mainnet: tuple[nn.Module, dict[str, Any]] | None = None,
+    compressed: Compressed | None = None,
 ) -> Prepared:
     """Build (or load) everything for one task × compressor chain and measure accuracy/FLOPs.
 
@@ -445,9 +358,11 @@ def prepare(
     if trained_mainnet is None:
         trained_mainnet = load_or_train_mainnet(task, data, loaded.num_classes, progress)
     mainnet, main_meta = trained_mainnet
-    comp = compress_mainnet(task, mainnet, main_meta["key"], data, chain, progress, device)
+    if compressed is None:
+        compressed = compress_mainnet(task, mainnet, main_meta["key"], data, chain, progress, device)
+    comp = compressed
     to_device(mainnet, device)  # the fp32 baseline is evaluated (and timed) on the device too
-    split = split_model(comp.model, tap_for(task, mainnet, comp.model))
+    split = task.staged_model(comp.model, (tap_for(task, mainnet, comp.model),))
     side, side_meta = load_or_train_sidenet(task, split, data, loaded.num_classes, comp.key, progress, device)
     m = measure(task, data, comp, mainnet, split, side, policy, target, margin_se, side_meta["key"], device)
     val, test, threshold = m["val"], m["test"], m["threshold"]
@@ -468,6 +383,7 @@ def prepare(
     )
     cascade_eval["predicted_accuracy"] = predicted["accuracy"]
     cascade_eval["predicted_flops_per_sample"] = predicted["flops_per_sample"]
+    oracle = oracle_summary(test.trace(split.tap), predicted["accuracy"], predicted["flops_per_sample"])
 
     conf_test = test.confidence(policy)
     grid = sorted({*np.quantile(sw_val.thresholds[1:], np.linspace(0, 1, 41)).tolist(), threshold, 0.0})
@@ -518,6 +434,8 @@ def prepare(
         sweep=sweep_table,
         calibration=calibration,
         params=params,
+        oracle=oracle,
+        compressed=comp,
         logs={
             "mainnet": main_meta,
             "sidenet": side_meta,
@@ -536,6 +454,153 @@ def _packed_params(model: nn.Module) -> int:
             if isinstance(t, torch.Tensor) and t.dtype != torch.int64 and t.dim() > 0:
                 total += t.numel()
     return total
+
+
+@dataclass
+class PreparedSystem:
+    """One exit system on one task × chain, measured: its traces, the thresholds chosen on validation and the
+    real cascade's run on test (what executed: accuracy, exit rates, FLOPs)."""
+
+    task: Task
+    chain: str
+    system: ExitSystemConfig
+    built: BuiltSystem
+    thresholds: list[float]
+    val: ExitTrace
+    test: ExitTrace
+    test_eval: dict[str, Any]  # the real run: accuracy, exit_rate, exit_rates, flops_per_sample; predicted_*
+    selection: dict[str, float]
+    sweep: dict[str, list[float]]
+    oracle: dict[str, float | None]
+    device: torch.device
+    logs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float:
+        """The shared threshold (every exit's)."""
+        return self.thresholds[0]
+
+    def cascade(self) -> Cascade:
+        return Cascade(self.built.staged, self.built.heads, self.built.policy, self.thresholds)
+
+
+def prepare_system(
+    task: Task,
+    data: dict[str, Encoded],
+    num_classes: int,
+    system: ExitSystemConfig,
+    comp: Compressed,
+    baseline: nn.Module,
+    *,
+    target_loss_pt: float | None = None,
+    margin_se: float | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> PreparedSystem:
+    """Build ``system`` on the chain's MainNet, trace it on val and test, select one shared threshold on val
+    (the SideNet's rule: loss + margin·SE ≤ target), run the real cascade on test under FlopCounterMode.
+
+    Traces and the test run are cached under the built parts' identity (which holds the trained heads' keys,
+    themselves keyed by the MainNet's weights); the sweep, selection statistics and oracle are recomputed from the
+    traces (cheap, and always consistent with them)."""
+    device = torch.device(device)
+    target = task.default_target_loss_pt if target_loss_pt is None else float(target_loss_pt)
+    margin_se = task.selection_margin_se if margin_se is None else float(margin_se)
+    ctx = SystemContext(
+        task=task,
+        data=data,
+        num_classes=num_classes,
+        model=comp.model,
+        model_key=comp.key,
+        baseline=baseline,
+        device=device,
+        progress=progress,
+        stage=lambda taps: task.staged_model(comp.model, taps),
+    )
+    built = system.build(ctx)
+    key = cache.artifact_key(
+        "system-evals",
+        {
+            "built": built.identity,
+            "model": comp.key,
+            "target_loss_pt": target,
+            "margin_se": margin_se,
+            "val": _digest(data["val"].labels),
+            "test": _digest(data["test"].labels),
+            **device_fields(device),
+        },
+    )
+    taps = tuple(built.staged.taps)
+    hit = cache.load_tensors(key)
+    if hit is not None:
+        tensors, meta = hit
+        val, test = ExitTrace.from_tensors(tensors, "val", taps), ExitTrace.from_tensors(tensors, "test", taps)
+        test_eval, cached = meta["test_eval"], True
+    else:
+        val, test = (
+            collect_trace(
+                task.batches(data[part], EVAL_BATCH, by_length=True),
+                len(data[part]),
+                data[part].labels,
+                built.staged,
+                built.heads,
+                device,
+            )
+            for part in ("val", "test")
+        )
+        test_eval, cached = None, False
+    scores_val = val.scores(built.policy)
+    sw_val = shared_sweep(val, scores_val)
+    threshold, i_sel = select_shared(sw_val, target, margin_se)
+    thresholds = [threshold] * val.n_exits
+    if test_eval is None:
+        cascade = Cascade(built.staged, built.heads, built.policy, thresholds)
+        per_row: dict[str, torch.Tensor] = {}
+        test_eval = run_eval(task, cascade.run, data["test"], device, per_row=per_row)
+        rates = [float((per_row["exit_index"] == e).float().mean()) for e in range(val.n_exits)]
+        test_eval = {**test_eval, "exit_rates": rates, "threshold": threshold}
+        cache.store_tensors(key, {**val.to_tensors("val"), **test.to_tensors("test")}, {"test_eval": test_eval})
+    if test_eval.get("threshold") != threshold:
+        raise RuntimeError("cached system evaluations belong to another threshold")
+    scores_test = test.scores(built.policy)
+    predicted = outcome(test, scores_test, thresholds)
+    test_eval = {
+        **test_eval,
+        "predicted_accuracy": predicted.accuracy,
+        "predicted_flops_per_sample": predicted.flops_per_sample,
+    }
+    selection = {
+        "val_accuracy": float(sw_val.accuracy[i_sel]),
+        "val_mainnet_accuracy": float(val.correct()[:, -1].mean()),
+        "val_exit_rate": float(sw_val.exit_rate[i_sel]),
+        "val_loss_pt": float(100 * sw_val.loss[i_sel]),
+        "val_loss_se_pt": float(100 * sw_val.loss_se[i_sel]),
+        "margin_se": margin_se,
+    }
+    grid = sorted({*np.quantile(sw_val.thresholds[1:], np.linspace(0, 1, 41)).tolist(), threshold, 0.0})
+    points = [outcome_summary(test, outcome(test, scores_test, [t] * test.n_exits)) for t in grid]
+    sweep_table: dict[str, list[float]] = {
+        "threshold": grid,
+        "test_accuracy": [float(p["accuracy"]) for p in points],
+        "exit_rate": [float(p["exit_rate"]) for p in points],
+        "flops_per_sample": [float(p["flops_per_sample"]) for p in points],
+    }
+    oracle = oracle_summary(test, predicted.accuracy, predicted.flops_per_sample)
+    return PreparedSystem(
+        task=task,
+        chain=comp.chain,
+        system=system,
+        built=built,
+        thresholds=thresholds,
+        val=val,
+        test=test,
+        test_eval=test_eval,
+        selection=selection,
+        sweep=sweep_table,
+        oracle=oracle,
+        device=device,
+        logs={"training_seconds": built.training_seconds, "evals_cached": cached, "evals_key": key},
+    )
 
 
 def timing_rows(prepared: Prepared, n_samples: int, seed: int = 0) -> torch.Tensor:

@@ -12,15 +12,20 @@ Costs are cumulative and include every exit head evaluated on the way: leaving a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from sidenet.policies import ExitView, Policy
+from sidenet.thresholds import NEVER_EXIT
+from sidenet_core.flops import count_flops
+from sidenet_core.layouts import to_device
+from sidenet_core.staged import StagedModel
 
-NEVER_EXIT = 1.000001  # any threshold above 1 means no row exits (scores lie in [0, 1])
 MAX_CANDIDATES = 4000  # distinct shared thresholds evaluated exactly; beyond, a quantile grid of this size
 
 
@@ -232,3 +237,51 @@ def oracle_summary(trace: ExitTrace, accuracy: float, flops_per_sample: float) -
         "flops_at_accuracy": floor,
         "flops_vs_oracle": (flops_per_sample / floor) if floor else None,
     }
+
+
+# ---------------------------------------------------------------- recording
+
+
+@torch.inference_mode()
+def collect_trace(
+    batches: Iterable[tuple[Any, torch.Tensor]],
+    n_rows: int,
+    labels: torch.Tensor,
+    staged: StagedModel,
+    heads: Sequence[nn.Module],
+    device: torch.device | str | None = None,
+) -> ExitTrace:
+    """Every row through every segment and every exit head (no exits taken), FLOPs counted per part.
+
+    ``batches``: (inputs, row indices) covering the split once, rows of equal length per batch (texts), so a
+    row's FLOPs do not depend on which rows shared its batch; ``heads[i]`` reads tap ``i``. Outputs come back to
+    the CPU."""
+    n_exits = len(heads)
+    if n_exits != len(staged.taps):
+        raise ValueError(f"{n_exits} exit heads for {len(staged.taps)} taps: give a head at every tap")
+    exit_logits: torch.Tensor | None = None
+    final_logits: torch.Tensor | None = None
+    segment_flops = np.zeros((n_rows, n_exits + 1))
+    head_flops = np.zeros((n_rows, n_exits))
+    for inputs, idx in batches:
+        rows = idx.numpy()
+        state = to_device(inputs, device)
+        for i in range(n_exits + 1):
+            flops, state = count_flops(staged.segment, i, state)
+            segment_flops[rows, i] = flops / len(idx)
+            if i == n_exits:
+                break
+            flops, logits = count_flops(lambda s=state, h=heads[i]: h(staged.features(s)))
+            head_flops[rows, i] = flops / len(idx)
+            if exit_logits is None:
+                exit_logits = torch.empty(n_rows, n_exits, logits.shape[-1])
+            exit_logits[idx, i] = logits.float().cpu()
+        if final_logits is None:
+            final_logits = torch.empty(n_rows, state.shape[-1])
+        final_logits[idx] = state.float().cpu()
+    if final_logits is None or exit_logits is None:
+        raise ValueError("no batches to trace")
+    cum_segments = np.cumsum(segment_flops, 1)
+    cum_heads = np.cumsum(head_flops, 1)
+    cost = np.concatenate([cum_segments[:, :n_exits] + cum_heads, (cum_segments[:, -1] + cum_heads[:, -1])[:, None]], 1)
+    return ExitTrace(exit_logits, final_logits, labels, cost, tuple(staged.taps))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from compressors import CompressorConfig
-from sidenet import pipeline
+from sidenet import heads, pipeline
 from sidenet.compressed import compress_mainnet, compute_dtype, tap_for
 from sidenet.early_exit import EarlyExit
 from sidenet.pipeline import load_or_train_mainnet, prepare, weights_digest
@@ -272,5 +272,5 @@ def test_an_int8_chain_off_the_cpu_is_refused_before_any_step_runs(chain, monkey
 
 def test_off_the_cpu_the_sidenet_and_evaluation_keys_carry_the_device_type():
     """GPU kernels round differently: a CUDA run must not share a CPU run's SideNet or per-row outputs."""
-    assert pipeline._device_fields(None) == pipeline._device_fields("cpu") == {}
-    assert pipeline._device_fields("cuda") == pipeline._device_fields(torch.device("cuda", 0)) == {"device": "cuda"}
+    assert heads.device_fields(None) == heads.device_fields("cpu") == {}
+    assert heads.device_fields("cuda") == heads.device_fields(torch.device("cuda", 0)) == {"device": "cuda"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from torch import nn
 from sidenet.data import Splits
 from sidenet.sidenet import SideNetConfig
 from sidenet_core.registry import Registry
+from sidenet_core.staged import StagedModel, stage_model
 
 Batch = tuple[Any, torch.Tensor]  # (model inputs, row indices into the split)
 
@@ -49,6 +50,9 @@ class Task(abc.ABC):
     selection_margin_se: float = 1.0
     # Compressor chains a bench runs for this task when none are given (sidenet.chain grammar).
     default_chains: tuple[str, ...] = ("none",)
+    # The chains (of default_chains) that exit systems other than the SideNet also run on by default, besides
+    # "none": enough for a complementarity verdict per system without multiplying the default bench.
+    exit_system_chains: tuple[str, ...] = ("int8",)
 
     @abc.abstractmethod
     def recipe(self) -> dict[str, Any]:
@@ -83,6 +87,12 @@ class Task(abc.ABC):
         ``overrides`` replace recipe fields for this call (e.g. ``epochs=1, lr=...`` to fine-tune a pruned
         model, see :meth:`finetune_overrides`).
         """
+
+    def staged_model(self, model: nn.Module, taps: Sequence[str]) -> StagedModel:
+        """``model`` (this task's MainNet, possibly compressed) cut at ``taps``. The default knows torchvision
+        ResNets, BERT classifiers and models that stage themselves (``sidenet_staged`` / ``sidenet_split``); a task
+        with another architecture overrides this, e.g. ``return CallableStaged([model.stem, model.body, ...])``."""
+        return stage_model(model, tuple(taps))
 
     def finetune_overrides(self) -> dict[str, Any]:
         """Recipe overrides for one epoch of recovery fine-tuning after a compressor changed the MainNet."""

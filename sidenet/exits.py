@@ -1,0 +1,235 @@
+"""The exit-system axis of a cell: each system a frozen config, registered by name, parsed from the chain grammar.
+
+``sidenet-multi:taps=layer1/layer2,policy=entropy`` → ``SideNetMulti(taps="layer1/layer2", policy="entropy")``.
+Every field takes part in the cell key (defaults included) and ``label()`` is the one spelling of a config, so
+``sidenet:policy=softmax`` and ``sidenet`` are one cell.
+
+A system says whether it is ``timed`` (the ``oracle`` bound is not: it is computed from every other system's
+trace and shown beside it) and whether it ``retrains_backbone``, and builds its cascade parts from a
+:class:`SystemContext` (the task, its data, the compressed MainNet and how to stage it, and a way to ask for the
+model of another chain: what the network-selection cascade needs). The generic measuring path
+(:func:`sidenet.pipeline.prepare_system`) traces what ``build`` returns, selects thresholds on validation and runs
+the real cascade on test. Adding a system: one config class here (or in your package) with
+``@register_exit_system`` and a ``build``, and one test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from sidenet.chain import parse_step
+from sidenet.compressed import bert_layer_count, tap_for
+from sidenet.heads import load_or_train_sidenet
+from sidenet.policies import POLICIES, Policy, make_policy
+from sidenet.tasks import Encoded, Task
+from sidenet_core.errors import UserError
+from sidenet_core.layouts import RESNET_STAGES
+from sidenet_core.registry import Registry
+from sidenet_core.staged import StagedModel
+
+TAP_SEPARATOR = "/"
+
+
+@dataclass
+class SystemContext:
+    """What a system builds from: one task × chain, its compressed MainNet on ``device``."""
+
+    task: Task
+    data: dict[str, Encoded]
+    num_classes: int
+    model: nn.Module  # the chain's MainNet (compressed; the fp32 one for chain none)
+    model_key: str  # its cache identity
+    baseline: nn.Module  # the task's fp32 MainNet
+    device: torch.device
+    progress: bool
+    stage: Callable[[Sequence[str]], StagedModel]  # the task's staging of ``model`` at the given taps
+    mainnet_for: Callable[[str], tuple[nn.Module, str]] | None = None  # another chain's model and key
+
+
+@dataclass
+class BuiltSystem:
+    """A system's cascade parts before thresholds are chosen."""
+
+    staged: StagedModel
+    heads: list[nn.Module]
+    policy: Policy
+    identity: dict[str, Any]  # everything that makes these parts what they are (cache keys of trained heads ...)
+    training_seconds: float  # training the heads took (as recorded when they were trained; cached ones too)
+    params: int  # parameters the system adds to the MainNet
+
+
+@dataclass(frozen=True)
+class ExitSystemConfig:
+    """Base of every exit system's config; fields are strings as written in the grammar."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    timed: ClassVar[bool] = True
+    retrains_backbone: ClassVar[bool] = False
+    has_exits: ClassVar[bool] = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"system": self.name, **dataclasses.asdict(self)}
+
+    def label(self) -> str:
+        """The canonical spec: the name, then the fields that differ from their defaults, sorted."""
+        changed = [
+            (f.name, getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != f.default and f.default is not dataclasses.MISSING
+        ]
+        return self.name + (":" + ",".join(f"{k}={v}" for k, v in sorted(changed)) if changed else "")
+
+    def build(self, ctx: SystemContext) -> BuiltSystem:
+        raise UserError(f"exit system {self.name!r} has no cascade to build")
+
+
+EXIT_SYSTEMS: Registry[type[ExitSystemConfig]] = Registry("exit system")
+
+
+def register_exit_system(cls: type[ExitSystemConfig]) -> type[ExitSystemConfig]:
+    EXIT_SYSTEMS.add(cls.name, cls)
+    return cls
+
+
+def parse_exit_system(spec: str) -> ExitSystemConfig:
+    """``NAME[:KEY=VALUE,...]`` → the registered config; one-line UserError for anything else."""
+    step = parse_step(spec)
+    cls = EXIT_SYSTEMS.get(step.name)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    params = dict(step.params)
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        valid = ", ".join(sorted(fields)) or "none"
+        raise UserError(f"exit system {step.name!r} has no parameter {unknown[0]!r} (valid: {valid})")
+    return cls(**params)
+
+
+def canonical_exit(spec: str) -> str:
+    return parse_exit_system(spec).label()
+
+
+def _check_policy(name: str) -> None:
+    POLICIES.get(name)
+
+
+def _sidenet_heads(ctx: SystemContext, taps: Sequence[str]) -> tuple[list[nn.Module], list[str], float]:
+    """One SideNet per tap, each trained on that tap alone (so it is the same cache entry the single ``sidenet``
+    system uses at that tap)."""
+    heads, keys, seconds = [], [], 0.0
+    for tap in taps:
+        side, meta = load_or_train_sidenet(
+            ctx.task, ctx.stage((tap,)), ctx.data, ctx.num_classes, ctx.model_key, ctx.progress, ctx.device
+        )
+        heads.append(side)
+        keys.append(meta["key"])
+        seconds += float(meta.get("seconds", 0.0))
+    return heads, keys, seconds
+
+
+def _n_params(modules: Sequence[nn.Module]) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+@register_exit_system
+@dataclass(frozen=True)
+class MainNetAlone(ExitSystemConfig):
+    name: ClassVar[str] = "none"
+    description: ClassVar[str] = "the MainNet alone: the baseline every speedup and accuracy delta is measured against"
+    has_exits: ClassVar[bool] = False
+
+
+@register_exit_system
+@dataclass(frozen=True)
+class SideNetSystem(ExitSystemConfig):
+    name: ClassVar[str] = "sidenet"
+    description: ClassVar[str] = (
+        "MainNet + SideNet cascade (Morisot 2020) at the threshold chosen on validation, or a fixed one"
+    )
+    policy: str = "softmax"
+
+    def __post_init__(self) -> None:
+        _check_policy(self.policy)
+
+    def build(self, ctx: SystemContext) -> BuiltSystem:
+        tap = tap_for(ctx.task, ctx.baseline, ctx.model)
+        heads, keys, seconds = _sidenet_heads(ctx, (tap,))
+        policy = make_policy(self.policy)
+        identity = {"system": self.to_dict(), "taps": [tap], "heads": keys, "policy": policy.identity()}
+        return BuiltSystem(ctx.stage((tap,)), heads, policy, identity, seconds, _n_params(heads))
+
+
+@register_exit_system
+@dataclass(frozen=True)
+class SideNetNoExit(ExitSystemConfig):
+    name: ClassVar[str] = "sidenet-noexit"
+    description: ClassVar[str] = "the same cascade with a threshold above 1: nothing exits, the SideNet's pure overhead"
+
+
+def all_taps(ctx: SystemContext) -> tuple[str, ...]:
+    """Every tap that leaves a rest: ResNet stages 1–3, BERT layers 1 … L−1 of the (compressed) model."""
+    layers = bert_layer_count(ctx.model)
+    if layers is not None:
+        return tuple(str(k) for k in range(1, layers))
+    return RESNET_STAGES[:-1]
+
+
+@register_exit_system
+@dataclass(frozen=True)
+class SideNetMulti(ExitSystemConfig):
+    name: ClassVar[str] = "sidenet-multi"
+    description: ClassVar[str] = (
+        "SideNets at several taps (default: every ResNet stage 1-3 / BERT layer 1..L-1); a row leaves at the first "
+        "exit whose confidence passes one shared threshold chosen on validation"
+    )
+    taps: str = "all"  # '/'-separated tap names (layer1/layer2, 1/3/5), or all
+    policy: str = "softmax"
+
+    def __post_init__(self) -> None:
+        _check_policy(self.policy)
+        if self.taps != "all":
+            names = self.taps.split(TAP_SEPARATOR)
+            if any(not n for n in names) or len(set(names)) != len(names):
+                raise UserError(f"sidenet-multi taps {self.taps!r}: give distinct tap names joined by '/', or all")
+
+    def resolve_taps(self, ctx: SystemContext) -> tuple[str, ...]:
+        return all_taps(ctx) if self.taps == "all" else tuple(self.taps.split(TAP_SEPARATOR))
+
+    def build(self, ctx: SystemContext) -> BuiltSystem:
+        taps = self.resolve_taps(ctx)
+        staged = ctx.stage(taps)  # validates the taps (order, range) with the adapters' one-line errors
+        heads, keys, seconds = _sidenet_heads(ctx, staged.taps)
+        policy = make_policy(self.policy)
+        identity = {"system": self.to_dict(), "taps": list(staged.taps), "heads": keys, "policy": policy.identity()}
+        return BuiltSystem(staged, heads, policy, identity, seconds, _n_params(heads))
+
+
+@register_exit_system
+@dataclass(frozen=True)
+class OracleBound(ExitSystemConfig):
+    name: ClassVar[str] = "oracle"
+    description: ClassVar[str] = (
+        "not timed: the least compute an exit placement allows (each row leaves at its first right exit, or at the "
+        "first agreeing with the MainNet), computed from every exit system's trace and shown beside it"
+    )
+    timed: ClassVar[bool] = False
+
+
+DEFAULT_EXITS: tuple[str, ...] = ("none", "sidenet", "sidenet-noexit", "sidenet-multi")
+
+__all__ = [
+    "DEFAULT_EXITS",
+    "EXIT_SYSTEMS",
+    "BuiltSystem",
+    "ExitSystemConfig",
+    "SystemContext",
+    "canonical_exit",
+    "parse_exit_system",
+    "register_exit_system",
+]
