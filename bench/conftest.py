@@ -28,7 +28,7 @@ import torch
 from sidenet.cache import check_cache_dir
 from sidenet.harness import (
     DEFAULT_BATCH_SIZES,
-    EXIT_SYSTEMS,
+    DEFAULT_EXITS,
     BenchContext,
     BenchSettings,
     check_out_dir,
@@ -42,7 +42,7 @@ from sidenet.report import write_report
 from sidenet.store import ResultsStore
 from sidenet_core.errors import UserError
 
-EXITS = EXIT_SYSTEMS
+EXITS = DEFAULT_EXITS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,7 +64,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--bench-batch-size", action="append", type=int, default=None, help="batch size (repeatable; default 1 and 64)"
     )
     g.addoption(
-        "--bench-exit", action="append", default=None, help=f"exit system (repeatable; default {', '.join(EXITS)})"
+        "--bench-exit",
+        action="append",
+        default=None,
+        help=f"exit system, NAME[:KEY=VALUE,...] (repeatable; default {', '.join(EXITS)}; see sidenet-bench list)",
     )
     g.addoption(
         "--bench-threads", type=int, default=None, help="torch threads, pinned and recorded (default: all cores)"

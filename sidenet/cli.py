@@ -311,7 +311,7 @@ def _add_run_parser(sub: Any) -> None:
         "'prune:ratio=0.5+int8'; 'none' = the plain MainNet (repeatable; default: each task's default chains)",
     )
     p.add_argument(
-        "--exit", action="append", metavar="NAME", help="exit system: none, sidenet, sidenet-noexit (repeatable)"
+        "--exit", action="append", metavar="SPEC", help="exit system NAME[:KEY=VALUE,...] (repeatable; see `list`)"
     )
     sel = p.add_mutually_exclusive_group()
     sel.add_argument(

@@ -19,7 +19,6 @@ machine that measured it; a results file holds the rows of one fingerprint only 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -37,17 +36,20 @@ from torch import nn
 
 from sidenet import atomic
 from sidenet.cache import library_versions
-from sidenet.chain import EXIT_SYSTEM_DESCRIPTIONS, EXIT_SYSTEMS, NONE
+from sidenet.chain import NONE
 from sidenet.compressed import chain_configs, cuda_only_message, cuda_only_steps, normalize_chain
+from sidenet.exits import DEFAULT_EXITS, EXIT_SYSTEMS, canonical_exit, parse_exit_system
 from sidenet.machine import MachineFingerprint, fingerprint
 from sidenet.pipeline import (
     DEFAULT_POLICY,
     Prepared,
+    PreparedSystem,
     TaskData,
     load_or_train_mainnet,
     load_task_data,
     mainnet_forward,
     prepare,
+    prepare_system,
     run_eval,
     timing_rows,
 )
@@ -125,13 +127,9 @@ class BenchSettings:
         for t in self.tasks:
             for c in TASKS.get(t).default_chains:
                 normalize_chain(c)
-        for e in self.exits:
-            if e not in EXIT_SYSTEMS:
-                close = difflib.get_close_matches(e, EXIT_SYSTEMS, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise UserError(f"unknown exit system {e!r}{hint} (valid: {', '.join(EXIT_SYSTEMS)})")
         if not self.exits:
-            raise UserError(f"no exit system given (valid: {', '.join(EXIT_SYSTEMS)})")
+            raise UserError(f"no exit system given (valid: {', '.join(EXIT_SYSTEMS.names())})")
+        exits = _unique(canonical_exit(e) for e in self.exits)  # one spelling per system config
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise UserError(f"batch sizes must be positive, got {list(self.batch_sizes)}")
         if self.threads < 1:
@@ -176,7 +174,7 @@ class BenchSettings:
             raise UserError(f"report name is {len(self.name.encode())} bytes; give one of at most {MAX_NAME_BYTES}")
         object.__setattr__(self, "tasks", _unique(self.tasks))
         object.__setattr__(self, "chains", chains)
-        object.__setattr__(self, "exits", _unique(self.exits))
+        object.__setattr__(self, "exits", exits)
         object.__setattr__(self, "batch_sizes", _unique(self.batch_sizes))
 
     def chains_for(self, task: str) -> tuple[str, ...]:
@@ -186,18 +184,39 @@ class BenchSettings:
 
     def cells(self) -> list[tuple[str, str, str, int]]:
         """(task, chain, exit, batch size) of every cell. ``sidenet-noexit`` (the SideNet's pure overhead) is
-        measured on the plain MainNet only: on a compressed one it would repeat the same question."""
+        measured on the plain MainNet only: on a compressed one it would repeat the same question. Systems that are
+        not timed (``oracle``: shown beside every system, from its trace) have no cells. The other exit systems run
+        on every chain given, and by default on ``none`` and the task's ``exit_system_chains``: one compressed
+        chain per task is enough for their complementarity verdict without multiplying the default bench."""
         return [
             (t, c, e, b)
             for t in self.tasks
             for c in self.chains_for(t)
             for b in self.batch_sizes
             for e in self.exits
-            if not (e == "sidenet-noexit" and c != NONE)
+            if self._runs_on(t, c, e)
         ]
+
+    def _runs_on(self, task: str, chain: str, exit_spec: str) -> bool:
+        system = parse_exit_system(exit_spec)
+        if not system.timed or (system.name == "sidenet-noexit" and chain != NONE):
+            return False
+        if uses_legacy_path(exit_spec) or chain == NONE or self.chains:
+            return True
+        return chain in {normalize_chain(c) for c in TASKS.get(task).exit_system_chains}
 
     def n_cells(self) -> int:
         return len(self.cells())
+
+
+LEGACY_EXITS = ("none", "sidenet", "sidenet-noexit")
+
+
+def uses_legacy_path(exit_spec: str) -> bool:
+    """``none``, ``sidenet`` and ``sidenet-noexit`` at their defaults are measured by :func:`sidenet.pipeline.prepare`
+    (with calibration, component latencies and the batch-composition check); every other system config by the
+    generic :func:`sidenet.pipeline.prepare_system` (which gives the same numbers for ``sidenet``: a test)."""
+    return exit_spec in LEGACY_EXITS
 
 
 def check_out_dir(out: Path, create: bool) -> None:
@@ -229,7 +248,8 @@ class BenchContext:
         self._prepared: dict[tuple[str, str], Prepared] = {}
         self._task_data: dict[str, TaskData] = {}  # loaded + encoded once per task, shared by its chains
         self._mainnets: dict[str, tuple[nn.Module, dict[str, Any]]] = {}  # fp32, loaded (or trained) once per task
-        self._failed: dict[tuple[str, str], UserError] = {}
+        self._failed: dict[tuple[str, ...], UserError] = {}
+        self._systems: dict[tuple[str, str, str], PreparedSystem] = {}
         self._fixed: dict[tuple[str, str], tuple[dict[str, float], dict[str, float]]] = {}
         self._timing: dict[tuple[str, int], list[Any]] = {}
         self._stored: set[str] | None = None
@@ -303,6 +323,31 @@ class BenchContext:
             self._prepared[key] = p
         return self._prepared[key]
 
+    def prepared_system(self, task: str, chain: str, exit_spec: str) -> PreparedSystem:
+        """An exit system on the chain's MainNet (the one :meth:`prepared` compressed), measured once per session."""
+        key = (task, chain, exit_spec)
+        if key in self._failed:
+            raise self._failed[key]
+        if key not in self._systems:
+            p = self.prepared(task, chain)
+            s = self.settings
+            try:
+                self._systems[key] = prepare_system(
+                    p.task,
+                    p.data,
+                    self._task_data[task].num_classes,
+                    parse_exit_system(exit_spec),
+                    p.compressed,
+                    p.baseline,
+                    target_loss_pt=s.target_loss_pt,
+                    device=self.device,
+                    progress=not s.quiet,
+                )
+            except UserError as exc:
+                self._failed[key] = exc
+                raise
+        return self._systems[key]
+
     def fixed_threshold(self, task: str, chain: str = NONE) -> tuple[dict[str, float], dict[str, float]]:
         """(test eval, validation selection stats) of the cascade at the fixed threshold."""
         self.prepared(task, chain)
@@ -355,6 +400,7 @@ def cell_key(
         "chain": normalize_chain(chain),
         "compressors": [c.to_dict() for c in chain_configs(chain)],
         "exit": exit_system,
+        "exit_system": parse_exit_system(exit_system).to_dict(),  # every field, defaults included
         "policy": DEFAULT_POLICY,
         "device": settings.device,
         "machine": machine.id,
@@ -365,8 +411,8 @@ def cell_key(
         "protocol": TIMING_PROTOCOL,
         "versions": {**library_versions(), "sidenet-bench": _version()},
     }
-    if exit_system == "sidenet":
-        if settings.threshold is not None:
+    if exit_system == "sidenet" or not uses_legacy_path(exit_system):
+        if settings.threshold is not None and exit_system == "sidenet":
             payload["threshold"] = settings.threshold
         else:
             target = t.default_target_loss_pt if settings.target_loss_pt is None else settings.target_loss_pt
@@ -478,6 +524,10 @@ def run_cell(
             info["aa_paired_ratios"] = info.pop("paired_speedup")
         return
 
+    if not uses_legacy_path(exit_system):
+        _system_cell(benchmark, ctx, p, task, chain, exit_system, batches, run_baseline)
+        return
+
     selection: dict[str, float] = dict(p.selection)
     if exit_system == "sidenet" and s.threshold is not None:
         threshold, source = s.threshold, "fixed"
@@ -502,6 +552,12 @@ def run_cell(
             "predicted_flops_per_sample": ev.get("predicted_flops_per_sample"),
             "flops_breakdown": {"head_side": float(p.test.head_flops.mean()), "rest": float(p.test.rest_flops.mean())},
             "batch_composition": p.batch_composition if source == "validation" else None,
+            "exit_system": parse_exit_system(exit_system).to_dict(),
+            "taps": [p.split.tap],
+            "exit_rates": [ev["exit_rate"]],
+            # the oracle at the validation-selected operating point (sidenet.trace.oracle_summary)
+            "oracle": p.oracle if source == "validation" else None,
+            "training_seconds": p.logs["sidenet"].get("seconds"),
         }
     )
     cascade = p.cascade(threshold)
@@ -509,6 +565,49 @@ def run_cell(
     run_cascade()  # warms head, SideNet and rest for the component timings too
     info["component_latency_s"] = _component_latency(p, batches, ctx, n_samples)
     _timed_paired(benchmark, run_cascade, run_baseline, s.rounds, info, warm=False)
+
+
+def _system_cell(
+    benchmark: Any,
+    ctx: BenchContext,
+    p: Prepared,
+    task: str,
+    chain: str,
+    exit_spec: str,
+    batches: list[Any],
+    run_baseline: Callable[[], None],
+) -> None:
+    """An exit system measured by the generic path (:func:`sidenet.pipeline.prepare_system`): its real cascade
+    timed against the fp32 MainNet like every other row, its trace's oracle recorded beside it."""
+    ps = ctx.prepared_system(task, chain, exit_spec)
+    ev = ps.test_eval
+    taps = list(ps.built.staged.taps)
+    benchmark.extra_info.update(
+        {
+            "exit_system": ps.system.to_dict(),
+            "retrains_backbone": ps.system.retrains_backbone,
+            "tap": "/".join(taps),
+            "taps": taps,
+            "policy": ps.built.policy.name,
+            "threshold": ps.threshold,
+            "thresholds": ps.thresholds,
+            "threshold_source": "validation",
+            "test_accuracy": ev["accuracy"],
+            "exit_rate": ev["exit_rate"],
+            "exit_rates": ev["exit_rates"],
+            "flops_per_sample": ev["flops_per_sample"],
+            "predicted_flops_per_sample": ev["predicted_flops_per_sample"],
+            "params": p.params["mainnet"] + ps.built.params,
+            "main_ece": p.calibration["main_ece"],
+            "sweep": ps.sweep,
+            **ps.selection,
+            "oracle": ps.oracle,
+            "training_seconds": ps.logs["training_seconds"],
+        }
+    )
+    run_cascade = _runner(ps.cascade().run, batches, ctx.sync)
+    run_cascade()
+    _timed_paired(benchmark, run_cascade, run_baseline, ctx.settings.rounds, benchmark.extra_info, warm=False)
 
 
 def _timed_paired(
@@ -614,9 +713,9 @@ def measured_by(commit_info: dict[str, Any] | None, command: str) -> dict[str, A
 
 __all__ = [
     "DEFAULT_BATCH_SIZES",
+    "DEFAULT_EXITS",
     "DEFAULT_TASKS",
     "EXIT_SYSTEMS",
-    "EXIT_SYSTEM_DESCRIPTIONS",
     "BenchContext",
     "BenchSettings",
     "cell_key",
