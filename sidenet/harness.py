@@ -53,6 +53,7 @@ from sidenet.pipeline import (
     run_eval,
     timing_rows,
 )
+from sidenet.row_record import check_row
 from sidenet.split import to_device
 from sidenet.store import pause_for_tests, stored_cell_keys
 from sidenet.tasks import TASKS
@@ -467,11 +468,17 @@ def _time_once(fn: Callable[[], None]) -> float:
 def run_cell(
     benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: BenchContext, chain: str = NONE
 ) -> None:
-    """Time one cell with ``benchmark.pedantic`` and fill ``benchmark.extra_info`` (sidenet.results).
+    """Time one cell with ``benchmark.pedantic`` and fill ``benchmark.extra_info``, checked against
+    :class:`sidenet.row_record.RowRecord` (a row that disagrees fails its cell instead of being stored).
 
     With ``ctx.settings.threshold`` set, the ``sidenet`` cell runs at that fixed threshold instead of the
     one selected on validation (``threshold_source`` records which).
     """
+    _run_cell(benchmark, task, exit_system, batch_size, ctx, chain)
+    check_row(benchmark.extra_info)
+
+
+def _run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: BenchContext, chain: str) -> None:
     s = ctx.settings
     p = ctx.prepared(task, chain)
     batches = ctx.timing_batches(task, batch_size, chain)

@@ -34,41 +34,8 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "params",
 )
 
-# Keys the harness also writes (optional for readers; the report degrades gracefully without them):
-#   timing_samples: int              inputs per timed round (latency per sample = round time / this)
-#   mainnet_test_accuracy: float     the task's fp32, uncompressed MainNet: the reference of every Δ and speedup
-#   mainnet_flops_per_sample: float  the same fp32 MainNet's FLOPs per sample
-#   chain_test_accuracy: float       the MainNet after this row's chain, alone (no exit)
-#   chain_flops_per_sample: float    its FLOPs per sample (int8 counted like fp32: see dtype)
-#   dtype: str                       compute precision of the chain's compressed stages: fp32 | int8 | fp16 | bf16
-#                                    | int8wo | int4wo (GPU weight-only; sidenet.compressed.compute_dtype)
-#   compression: [{"compressor", "config", <measured facts>, ...}]   one entry per chain step
-#   target_loss_pt: float            accuracy-loss target the threshold was chosen for, on validation
-#   tap: str                         where the SideNet is attached ("layer1", "3", ...)
-#   val_accuracy, val_exit_rate      the cascade on validation at the chosen threshold
-#   main_ece, side_ece: float        expected calibration error (15 bins) on test
-#   reliability: {"main"|"side": {"confidence": [...], "accuracy": [...], "count": [...]}}
-#   sweep: {"threshold": [...], "test_accuracy": [...], "exit_rate": [...], "flops_per_sample": [...]}
-#   component_latency_s: {"head_side": s, "rest": s}     per sample, measured at this batch size
-#   flops_breakdown: {"head_side": f, "rest": f}   per sample, each part on all rows (head + SideNet; the rest)
-#   batch_composition: {"survivors", "changed", "correct_delta", "eval_batch"}   sidenet rows at the selected
-#                                    threshold: test rows that did not exit, and how many of them change prediction
-#                                    because the rest ran on the survivors only (dynamic int8 re-quantises them)
-#   machine_id: str                  fingerprint id of the machine that measured the row (sidenet.machine); a
-#                                    results file and a report hold rows of one machine_id only
-#   machine: {...}                   that fingerprint: CPU vendor/family/model/microarch, ISA, torch dispatch, threads
-#   timing_protocol: int             sidenet.harness.TIMING_PROTOCOL when the row was timed
-#   train_precision: str             precision the task's MainNet was trained in here (fp32 | bf16)
-#   cell_key: str                    resume identity (sidenet.harness.cell_key)
-#   run: {"when", "commit", "dirty", "command"}   the run that measured the row
-#   paired_speedup: [...]            per-round fp32-MainNet time / this row's time, timed interleaved (every row
-#                                    except the fp32 MainNet's own); its median is the row's speedup
-#   pairing: "balanced"              the MainNet round ran before this row's round in even rounds, after it in
-#                                    odd ones (rows without it: always before)
-#   aa_paired_ratios: [...]          the fp32 MainNet's own row only: the same pairing with itself (A/A); ratios
-#                                    that should be 1, their spread the noise floor of paired speedups
-#   versions: {"torch": ..., "torchvision": ..., "transformers": ..., "onnxruntime": ..., ... "sidenet-bench": ...}
-#                                    every library on the measured path (sidenet.cache.MEASURED_LIBRARIES)
+# Every key a row may carry, with its type and meaning: sidenet.row_record.RowRecord (the harness checks each row
+# against it before storing it). Readers require only REQUIRED_KEYS, so files written before a key existed still load.
 
 
 MAX_DEPTH = 64  # real files nest about 8 levels; deeper is malformed (and would overflow the report's recursion)

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-MEASURING = {"sidenet.pipeline", "sidenet.harness", "sidenet.results", "sidenet.store"}
+MEASURING = {"sidenet.pipeline", "sidenet.harness", "sidenet.results", "sidenet.store", "sidenet.row_record"}
 ENTRY = {"sidenet.cli", "sidenet.report", "bench"}
 
 
