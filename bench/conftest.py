@@ -11,7 +11,6 @@ is rendered, both written atomically. A cell already stored there with the same 
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import shutil
 import sys
@@ -19,99 +18,28 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from sidenet.bench_options import BENCH_OPTIONS, add_pytest_options, resolve
 from sidenet.cache import check_cache_dir
 from sidenet.harness import (
-    DEFAULT_BATCH_SIZES,
-    DEFAULT_EXITS,
     BenchContext,
     BenchSettings,
     check_out_dir,
     check_output_files,
-    default_tasks,
     invocation,
     measured_by,
-    quiet_from_env,
 )
 from sidenet.report import write_report
 from sidenet.store import ResultsStore
 from sidenet_core.errors import UserError
 
-EXITS = DEFAULT_EXITS
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    g = parser.getgroup("sidenet-bench")
-    g.addoption(
-        "--bench-task",
-        action="append",
-        default=None,
-        help=f"task to run (repeatable; default {', '.join(default_tasks())}; env SIDENET_BENCH_TASKS=a,b)",
-    )
-    g.addoption(
-        "--bench-chain",
-        action="append",
-        default=None,
-        help="compressor chain, e.g. 'prune:ratio=0.5+int8' (repeatable; 'none' = the plain MainNet; "
-        "default: each task's default chains, see `sidenet-bench list`)",
-    )
-    g.addoption(
-        "--bench-batch-size", action="append", type=int, default=None, help="batch size (repeatable; default 1 and 64)"
-    )
-    g.addoption(
-        "--bench-exit",
-        action="append",
-        default=None,
-        help=f"exit system, NAME[:KEY=VALUE,...] (repeatable; default {', '.join(EXITS)}; see sidenet-bench list)",
-    )
-    g.addoption(
-        "--bench-threads", type=int, default=None, help="torch threads, pinned and recorded (default: all cores)"
-    )
-    g.addoption(
-        "--bench-target-loss",
-        type=float,
-        default=None,
-        help="accuracy-loss target in points for threshold selection on validation (default: the task's)",
-    )
-    g.addoption(
-        "--bench-threshold",
-        type=float,
-        default=None,
-        help="fixed exit threshold in [0, 1] for the sidenet cells instead of selection on validation",
-    )
-    g.addoption(
-        "--bench-timing-samples", type=int, default=192, help="inputs per timed round (a fixed stratified test subset)"
-    )
-    g.addoption(
-        "--bench-rounds",
-        type=int,
-        default=8,
-        help="timed rounds per benchmark, each paired with an fp32 MainNet round (odd numbers are rounded up to even)",
-    )
-    g.addoption("--bench-device", default="cpu", choices=("cpu", "cuda"), help="device to time on")
-    g.addoption("--bench-out", default="reports", help="directory for results/<name>.json and <name>.md")
-    g.addoption(
-        "--bench-name",
-        default=None,
-        help="report name (default: the machine fingerprint, e.g. cpu-amd-epyc-zen4-avx512-2t)",
-    )
-    g.addoption(
-        "--bench-force",
-        action="store_true",
-        default=False,
-        help="re-measure cells already stored in the results JSON (default: skip them, i.e. resume)",
-    )
-    g.addoption(
-        "--bench-quiet",
-        action="store_true",
-        default=False,
-        help="no progress bars while training/preparing (also env SIDENET_BENCH_QUIET=1)",
-    )
+    add_pytest_options(parser.getgroup("sidenet-bench"))  # declared once: sidenet.bench_options
 
 
 @dataclass(frozen=True)
@@ -140,25 +68,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _settings(config: pytest.Config) -> BenchSettings:
-    threads = config.getoption("bench_threads")
-    return BenchSettings.from_options(
-        tasks=tuple(config.getoption("bench_task") or default_tasks()),
-        batch_sizes=tuple(config.getoption("bench_batch_size") or DEFAULT_BATCH_SIZES),
-        exits=tuple(config.getoption("bench_exit") or EXITS),
-        threads=(os.cpu_count() or 1) if threads is None else threads,  # 0 is an error, not "all cores"
-        target_loss_pt=config.getoption("bench_target_loss"),
-        timing_samples=config.getoption("bench_timing_samples"),
-        rounds=config.getoption("bench_rounds"),
-        device="cpu" if _cuda_missing(config) else config.getoption("bench_device"),
-        out=Path(config.getoption("bench_out")),
-        name=config.getoption("bench_name"),
-        command=invocation(sys.argv),
-        chains=tuple(config.getoption("bench_chain") or ()),
-        threshold=config.getoption("bench_threshold"),
-        force=config.getoption("bench_force"),
-        quiet=config.getoption("bench_quiet") or quiet_from_env(),
-        cuda_missing=_cuda_missing(config),
-    )
+    values = {opt.dest: config.getoption("bench_" + opt.dest) for opt in BENCH_OPTIONS}
+    return resolve(values, command=invocation(sys.argv), cuda_missing=_cuda_missing(config))
 
 
 _DEFAULT_STORAGE = "file://./.benchmarks"

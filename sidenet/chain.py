@@ -26,6 +26,8 @@ from typing import Any
 from sidenet_core.errors import UserError
 
 NONE = "none"
+# the exit systems (sidenet.exits) a bench measures when none are given
+DEFAULT_EXITS: tuple[str, ...] = ("none", "sidenet", "sidenet-noexit", "sidenet-multi")
 
 GRAMMAR = "NAME[:KEY=VALUE[,KEY=VALUE...]] joined by '+' (e.g. 'prune:ratio=0.5+int8'), or 'none'"
 
@@ -51,10 +53,10 @@ def _malformed(spec: str, why: str) -> UserError:
     return UserError(f"malformed chain {spec!r}: {why}; expected {GRAMMAR}")
 
 
-def _parse_step(spec: str, text: str, allow_none: bool = False) -> ChainStep:
+def _parse_step(spec: str, text: str, allow_none: bool = False, what: str = "compressor") -> ChainStep:
     name, colon, rest = text.partition(":")
     if not _NAME.fullmatch(name):
-        raise _malformed(spec, f"{name!r} is not a valid name")
+        raise _malformed(spec, f"{name!r} is not a {what} name")
     if name == NONE and not allow_none:
         raise _malformed(spec, "'none' cannot be combined with compressors")
     if not colon:
@@ -83,7 +85,7 @@ def parse_step(spec: str) -> ChainStep:
         raise _malformed(str(spec) if spec is not None else "", "it is empty")
     if any(ch.isspace() for ch in spec) or "+" in spec:
         raise _malformed(spec, "it contains whitespace or '+'")
-    return _parse_step(spec, spec, allow_none=True)
+    return _parse_step(spec, spec, allow_none=True, what="valid")
 
 
 def parse_chain(spec: str, registry: Any = None, *, check_names: bool = True) -> tuple[ChainStep, ...]:
@@ -139,6 +141,7 @@ def canonical_chain(spec: str, registry: Any = None) -> str:
 
 
 __all__ = [
+    "DEFAULT_EXITS",
     "GRAMMAR",
     "NONE",
     "ChainStep",

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sidenet.bench_options import add_cli_options, pytest_args
+from sidenet.bench_options import resolve as resolve_options
 from sidenet_core.errors import UserError
 
 PROG = "sidenet-bench"
@@ -198,58 +200,13 @@ def _find_bench_dir() -> Path:
 
 
 def _run_settings(args: argparse.Namespace) -> Any:
-    from sidenet.harness import (
-        DEFAULT_BATCH_SIZES,
-        DEFAULT_EXITS,
-        BenchSettings,
-        default_tasks,
-        quiet_from_env,
-    )
-
-    return BenchSettings.from_options(
-        tasks=tuple(args.task or default_tasks()),
-        chains=tuple(args.chain or ()),
-        exits=tuple(args.exit or DEFAULT_EXITS),
-        batch_sizes=tuple(args.batch_size or DEFAULT_BATCH_SIZES),
-        threads=(os.cpu_count() or 1) if args.threads is None else args.threads,
-        target_loss_pt=args.target_loss,
-        threshold=args.threshold,
-        timing_samples=args.timing_samples,
-        rounds=args.rounds,
-        device=args.device,
-        out=Path(args.out),
-        name=args.name,
-        command="sidenet-bench run",
-        force=args.force,
-        quiet=args.quiet or quiet_from_env(),
-    )
+    return resolve_options(vars(args), command="sidenet-bench run")
 
 
 def _pytest_args(settings: Any, bench: Path, quiet: bool) -> list[str]:
     args = [str(bench), "--benchmark-only", "-p", "no:cacheprovider"]  # rootdir + ini: the checkout's
     args += ["-q", "--benchmark-quiet"] if quiet else ["-s"]  # -s: progress bars (with ETA) reach the terminal
-    for flag, values in (
-        ("--bench-task", settings.tasks),
-        ("--bench-chain", settings.chains),
-        ("--bench-exit", settings.exits),
-        ("--bench-batch-size", settings.batch_sizes),
-    ):
-        for value in values:
-            args += [flag, str(value)]
-    args += ["--bench-threads", str(settings.threads), "--bench-device", settings.device]
-    args += ["--bench-timing-samples", str(settings.timing_samples), "--bench-rounds", str(settings.rounds)]
-    args += ["--bench-out", str(settings.out.resolve())]
-    if settings.name:
-        args += ["--bench-name", settings.name]
-    if settings.target_loss_pt is not None:
-        args += ["--bench-target-loss", repr(settings.target_loss_pt)]
-    if settings.threshold is not None:
-        args += ["--bench-threshold", repr(settings.threshold)]
-    if settings.force:
-        args.append("--bench-force")
-    if quiet:
-        args.append("--bench-quiet")
-    return args
+    return args + pytest_args(settings, quiet)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -302,46 +259,7 @@ def _add_run_parser(sub: Any) -> None:
         "stored there with the same settings and library versions are skipped (resume) unless --force. "
         "Trained MainNets/SideNets are cached ($SIDENET_BENCH_CACHE) and reused.",
     )
-    p.add_argument("--task", action="append", metavar="NAME", help="task (repeatable; default: the offline pair)")
-    p.add_argument(
-        "--chain",
-        action="append",
-        metavar="SPEC",
-        help="compressor chain, names joined by '+', each with optional ':key=value[,key=value]', e.g. "
-        "'prune:ratio=0.5+int8'; 'none' = the plain MainNet (repeatable; default: each task's default chains)",
-    )
-    p.add_argument(
-        "--exit", action="append", metavar="SPEC", help="exit system NAME[:KEY=VALUE,...] (repeatable; see `list`)"
-    )
-    sel = p.add_mutually_exclusive_group()
-    sel.add_argument(
-        "--threshold", type=float, metavar="T", help="fixed exit threshold in [0, 1] instead of selection on val"
-    )
-    sel.add_argument(
-        "--target-loss",
-        type=float,
-        metavar="PT",
-        help="accuracy-loss target (points, on validation) for threshold selection (default: the task's)",
-    )
-    p.add_argument("--batch-size", action="append", type=int, metavar="N", help="batch size (repeatable; 1 and 64)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device to time on (default cpu)")
-    p.add_argument("--threads", type=int, metavar="N", help="torch threads, pinned (default: all cores)")
-    p.add_argument("--timing-samples", type=int, default=192, metavar="N", help="inputs per timed round (192)")
-    p.add_argument(
-        "--rounds",
-        type=int,
-        default=8,
-        metavar="N",
-        help="timed rounds per cell (8; odd numbers are rounded up to even)",
-    )
-    p.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports)")
-    p.add_argument(
-        "--name",
-        metavar="NAME",
-        help="report name (default: the machine fingerprint, e.g. cpu-amd-epyc-zen4-avx512-2t)",
-    )
-    p.add_argument("--force", action="store_true", help="re-measure cells already stored in the results JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, terse pytest output")
+    add_cli_options(p)
     p.set_defaults(handler=_cmd_run)
 
 

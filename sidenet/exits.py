@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sidenet.chain import parse_step
+from sidenet.chain import DEFAULT_EXITS, parse_step
 from sidenet.compressed import bert_layer_count, tap_for
 from sidenet.heads import load_or_train_sidenet
 from sidenet.policies import POLICIES, Policy, make_policy
@@ -220,8 +220,6 @@ class OracleBound(ExitSystemConfig):
     )
     timed: ClassVar[bool] = False
 
-
-DEFAULT_EXITS: tuple[str, ...] = ("none", "sidenet", "sidenet-noexit", "sidenet-multi")
 
 __all__ = [
     "DEFAULT_EXITS",

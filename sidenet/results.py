@@ -40,6 +40,14 @@ REQUIRED_KEYS: tuple[str, ...] = (
 
 MAX_DEPTH = 64  # real files nest about 8 levels; deeper is malformed (and would overflow the report's recursion)
 MAX_MAGNITUDE = 1e100  # no measured quantity comes near; larger numbers overflow plot arithmetic into inf
+_ORACLE_KEYS = (
+    "first_correct_accuracy",
+    "first_correct_flops_per_sample",
+    "agree_accuracy",
+    "agree_flops_per_sample",
+    "flops_at_accuracy",
+    "flops_vs_oracle",
+)
 _COLUMN_KEYS = ("test_accuracy", "exit_rate", "flops_per_sample")  # sweep columns besides "threshold"
 _CURVE_KEYS = ("confidence", "accuracy", "count")  # reliability curve columns
 
@@ -239,6 +247,9 @@ def _optional_problem(info: dict[str, Any]) -> str | None:
         problem = _list_problem(key, ratios, _is_number, "a number")
         if problem:
             return problem
+    problem = _exit_system_problem(info)
+    if problem:
+        return problem
     sweep = info.get("sweep")
     if sweep is not None:
         if not isinstance(sweep, dict):
@@ -262,6 +273,34 @@ def _optional_problem(info: dict[str, Any]) -> str | None:
             for key in _CURVE_KEYS:
                 if curve.get(key) is not None and not isinstance(curve[key], list):
                     return _bad(f"reliability {side} {key}", curve[key], "a list or null")
+    return None
+
+
+def _exit_system_problem(info: dict[str, Any]) -> str | None:
+    """The keys exit systems add (sidenet.row_record.RowRecord), for the shapes the report reads."""
+    problem = (
+        _list_problem("taps", info.get("taps"), lambda t: isinstance(t, str) and bool(t), "a tap name")
+        or _list_problem(
+            "exit_rates", info.get("exit_rates"), lambda x: _is_finite(x) and 0 <= x <= 1, "a fraction in [0, 1]"
+        )
+        or _list_problem("thresholds", info.get("thresholds"), _is_finite, "a finite number")
+    )
+    if problem:
+        return problem
+    for key in ("training_seconds", "predicted_flops_per_sample"):
+        if info.get(key) is not None and (not _is_finite(info[key]) or info[key] < 0):
+            return _bad(key, info[key], "a finite number ≥ 0 or null")
+    if info.get("retrains_backbone") is not None and not isinstance(info["retrains_backbone"], bool):
+        return _bad("retrains_backbone", info["retrains_backbone"], "true, false or null")
+    if info.get("exit_system") is not None and not isinstance(info["exit_system"], dict):
+        return _bad("exit_system", info["exit_system"], "an object or null")
+    oracle = info.get("oracle")
+    if oracle is not None:
+        if not isinstance(oracle, dict):
+            return _bad("oracle", oracle, "an object or null")
+        for key in _ORACLE_KEYS:
+            if oracle.get(key) is not None and (not _is_finite(oracle[key]) or oracle[key] < 0):
+                return _bad(f"oracle {key}", oracle[key], "a finite number ≥ 0 or null")
     return None
 
 

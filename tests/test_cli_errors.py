@@ -346,7 +346,14 @@ def test_list_shows_exit_systems_and_policies_separately(capsys: pytest.CaptureF
     assert main(["list"]) == 0
     text = capsys.readouterr().out
     systems = text.split("exit systems:\n", 1)[1].split("exit policies:\n", 1)[0]
-    assert [line.split()[0] for line in systems.splitlines()] == ["none", "sidenet", "sidenet-noexit"]
+    assert [line.split()[0] for line in systems.splitlines()] == [
+        "none",
+        "oracle",
+        "sidenet",
+        "sidenet-multi",
+        "sidenet-noexit",
+    ]
+    assert "not timed" in systems.split("oracle", 1)[1].splitlines()[0]
     assert "softmax" in text.split("exit policies:\n", 1)[1]
 
 

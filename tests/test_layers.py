@@ -15,7 +15,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-MEASURING = {"sidenet.pipeline", "sidenet.harness", "sidenet.results", "sidenet.store", "sidenet.row_record"}
+MEASURING = {
+    "sidenet.pipeline",
+    "sidenet.harness",
+    "sidenet.results",
+    "sidenet.store",
+    "sidenet.row_record",
+    "sidenet.bench_options",
+}
 ENTRY = {"sidenet.cli", "sidenet.report", "bench"}
 
 

@@ -92,3 +92,29 @@ def test_the_report_reads_only_declared_keys() -> None:
     assert len(read) >= 10, f"the scan found too few reads to mean anything: {sorted(read)}"
     undeclared = sorted(read - set(FIELDS))
     assert not undeclared, f"the report reads keys RowRecord does not declare: {undeclared}"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("exit_rates", [0.2, 1.5], "exit_rates[1]"),
+        ("taps", ["layer1", ""], "taps[1]"),
+        ("oracle", {"flops_at_accuracy": "x"}, "oracle flops_at_accuracy"),
+        ("training_seconds", -1, "training_seconds"),
+        ("retrains_backbone", "yes", "retrains_backbone"),
+    ],
+)
+def test_results_files_with_malformed_exit_system_keys_are_refused(tmp_path, key, value, message) -> None:
+    import json
+
+    from sidenet.results import load_results
+    from sidenet_core.errors import UserError
+
+    row = {"name": "r", "stats": {"median": 0.01}, "extra_info": {**minimal_row(), key: value}}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"benchmarks": [row]}), encoding="utf-8")
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_results(path)
+    row["extra_info"][key] = None
+    path.write_text(json.dumps({"benchmarks": [row]}), encoding="utf-8")
+    assert load_results(path)["benchmarks"]

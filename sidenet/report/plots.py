@@ -1,5 +1,6 @@
-"""Per-task figures for the report: accuracy vs FLOPs, accuracy vs latency, reliability diagram, and (with
-compressor chains) the accuracy-vs-latency Pareto plot over every chain × threshold.
+"""Per-task figures for the report: accuracy vs FLOPs, accuracy vs latency, reliability diagram, (with
+compressor chains) the accuracy-vs-latency Pareto plot over every chain × threshold, and (with several exit
+systems or oracle bounds) accuracy vs FLOPs per exit system with the oracle points.
 
 Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot): no global backend or figure
 state, so reports can be rendered from tests, threads or a headless box. Which plots exist is decided
@@ -19,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from sidenet import atomic
+from sidenet.report.exit_systems import exit_variants, has_exits, oracle_points, system_specs
 from sidenet.report.tables import (
     NONE,
     Variant,
@@ -37,7 +39,9 @@ DPI = 110
 FIGSIZE = (6.4, 4.4)
 LEGEND_ROW_IN = 0.16  # figure height added per legend row: the legend goes below the axes, never over the data
 _CHOSEN = "chosen threshold (measured on test)"
-KINDS = ("pareto", "flops", "latency", "reliability")
+KINDS = ("pareto", "exit_systems", "flops", "latency", "reliability")
+EXIT_SYSTEMS_FIGSIZE = (7.4, 5.0)
+ZOOM_PT = 10.0  # the exit-systems plot shows accuracy from the fp32 MainNet − this many points up
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class PlotSpec:
     caption: str
     draw: Callable[[Axes, Sequence[Variant]], None]
     variants: tuple[Variant, ...]
+    device: str | None = None  # the device whose rows it shows, when the figure is per device
+    title: str | None = None  # the axes title when shorter than the caption (default: the caption)
+    figsize: tuple[float, float] = FIGSIZE
 
 
 def _slug(name: str) -> str:
@@ -248,6 +255,151 @@ def draw_pareto(ax: Axes, variants: Sequence[Variant]) -> None:
     ax.set_ylabel("test accuracy (%)")
 
 
+_CHAIN_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
+
+
+def _fp32_mainnet(variants: Sequence[Variant]) -> Variant | None:
+    return next((v for v in variants if v.chain == NONE and v.is_mainnet), None)
+
+
+def _exit_system_points(variants: Sequence[Variant]) -> list[tuple[float, float]]:
+    """Every (FLOPs/sample, accuracy) the exit-systems plot draws, in data units (FLOPs, fraction)."""
+    pts: list[tuple[float, float]] = []
+    for v in variants:
+        acc, flops = as_float(v.get("test_accuracy")), as_float(v.get("flops_per_sample"))
+        if (v.is_mainnet or has_exits(v)) and acc is not None and flops is not None:
+            pts.append((flops, acc))
+    for v in exit_variants(variants):
+        sweep = _sweep(v)
+        if sweep is not None:
+            pts += list(
+                zip(*_pairs(sweep.get("flops_per_sample") or [], sweep.get("test_accuracy") or []), strict=True)
+            )
+    pts += [(p.flops_per_sample, p.accuracy) for p in oracle_points(variants) if p.flops_per_sample and p.accuracy]
+    return [(x, y) for x, y in pts if x > 0]
+
+
+def exit_systems_floor(variants: Sequence[Variant]) -> float | None:
+    """The lowest accuracy (%) the exit-systems plot shows when that cuts points off: the fp32 MainNet − ZOOM_PT."""
+    main = _fp32_mainnet(variants)
+    acc = as_float(main.get("test_accuracy")) if main is not None else None
+    if acc is None:
+        return None
+    floor = 100 * acc - ZOOM_PT
+    return floor if any(100 * y < floor for _, y in _exit_system_points(variants)) else None
+
+
+def _taps_text(taps: Sequence[str]) -> str:
+    return f"tap{'s' if len(taps) > 1 else ''} {'/'.join(taps)}" if taps else "taps not recorded"
+
+
+def draw_exit_systems(ax: Axes, variants: Sequence[Variant]) -> None:
+    """Accuracy vs FLOPs/sample per exit system: its sweep over thresholds on test (solid on the fp32 MainNet,
+    dashed or dotted on each compressed chain), its validation-selected operating point (filled on the fp32
+    MainNet, hollow on a compressed chain), the MainNets (stars) and each exit placement's oracle points
+    (triangle: first right exit, diamond: agrees with the MainNet) in the colour of the system that placed them."""
+    biggest = max((x for x, _ in _exit_system_points(variants)), default=0.0)
+    scale, unit = (1e9, "GFLOP") if biggest >= 1e9 else (1e6, "MFLOP")
+    colors = {spec: f"C{i % 10}" for i, spec in enumerate(system_specs(variants))}
+    chains = list(dict.fromkeys(v.chain for v in exit_variants(variants) if v.chain != NONE))
+    styles = {NONE: "-", **{c: _CHAIN_STYLES[i % len(_CHAIN_STYLES)] for i, c in enumerate(chains)}}
+    for v in exit_variants(variants):
+        sweep, color, plain = _sweep(v), colors[v.exit], v.chain == NONE
+        name = v.exit if plain else f"{v.exit} [{v.chain}]"
+        if sweep is not None:
+            pts = sorted(
+                zip(*_pairs(sweep.get("flops_per_sample") or [], sweep.get("test_accuracy") or []), strict=True)
+            )
+            ax.plot(
+                [x / scale for x, _ in pts],
+                [100 * y for _, y in pts],
+                ls=styles[v.chain],
+                lw=1.6 if plain else 1.2,
+                alpha=1.0 if plain else 0.75,
+                color=color,
+                label=f"{name}: sweep",
+            )
+        acc, flops = as_float(v.get("test_accuracy")), as_float(v.get("flops_per_sample"))
+        if acc is not None and flops is not None:
+            ax.plot(
+                flops / scale,
+                100 * acc,
+                "o",
+                ms=8,
+                color=color,
+                mfc=color if plain else "white",
+                mec="black" if plain else color,
+                mew=1.0 if plain else 2.0,
+                zorder=4,
+                label="_nolegend_" if sweep is not None else f"{name}: operating point",
+            )
+    for v in variants:
+        acc, flops = as_float(v.get("test_accuracy")), as_float(v.get("flops_per_sample"))
+        if not v.is_mainnet or acc is None or flops is None:
+            continue
+        plain = v.chain == NONE  # a compressed MainNet is a larger hollow star: the fp32 one stays visible inside
+        ax.plot(
+            flops / scale,
+            100 * acc,
+            "*",
+            ms=13 if plain else 19,
+            color="black" if plain else "none",
+            mec="black" if plain else "dimgray",
+            mew=1.0 if plain else 1.2,
+            zorder=6 if plain else 5,
+            label="fp32 MainNet" if plain else "_nolegend_",
+        )
+        if not plain:  # a legend-sized proxy: the big hollow star would crowd the legend's rows
+            ax.plot([], [], "*", ms=12, color="none", mec="dimgray", mew=1.2, label=f"MainNet [{v.chain}]")
+    for p in oracle_points(variants):
+        if p.accuracy is None or p.flops_per_sample is None:
+            continue
+        ax.plot(
+            p.flops_per_sample / scale,
+            100 * p.accuracy,
+            "^" if p.kind == "first_correct" else "D",
+            ms=11 if p.kind == "first_correct" else 6,  # both stay visible where the two points coincide
+            color=colors.get(p.systems[0], "gray"),
+            mec="black",
+            mew=1.0,
+            zorder=6,
+            label=f"{p.label.replace(chr(92) + '|', '|')} [{_taps_text(p.taps)}]",
+        )
+    # legend proxies (no data): what the operating-point markers mean
+    if any(v.chain == NONE for v in exit_variants(variants)):
+        ax.plot([], [], "o", ms=8, color="gray", mec="black", label="operating point (chosen on validation)")
+    if chains:
+        ax.plot([], [], "o", ms=8, mfc="white", mec="gray", mew=2.0, label="operating point, compressed chain")
+    _exit_systems_limits(ax, variants, scale)
+    ax.set_xlabel(f"FLOPs/sample ({unit})")
+    ax.set_ylabel("test accuracy (%)")
+
+
+def _exit_systems_limits(ax: Axes, variants: Sequence[Variant], scale: float) -> None:
+    """Zoom on the interesting region: accuracy from max(lowest point, fp32 MainNet − ZOOM_PT) to the highest point;
+    FLOPs over the points inside that band (log when they span more than 8×)."""
+    pts = _exit_system_points(variants)
+    if not pts:
+        return
+    floor = exit_systems_floor(variants)
+    ys = [100 * y for _, y in pts]
+    lo = max(min(ys), floor) if floor is not None else min(ys)
+    hi = max(ys)
+    pad = max(0.3, 0.06 * (hi - lo))
+    ax.set_ylim(lo - pad, min(hi + pad, 100.0 + pad))
+    xs = [x / scale for x, y in pts if 100 * y >= lo - pad]
+    if not xs:
+        return
+    x_lo, x_hi = min(xs), max(xs)
+    if x_hi / x_lo > 8:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlim(x_lo / 1.15, x_hi * 1.15)
+    else:
+        margin = 0.05 * (x_hi - x_lo) or 0.05 * x_hi
+        ax.set_xlim(max(0.0, x_lo - margin), x_hi + margin)
+
+
 def _reliability_curve(ax: Axes, curve: Any, label: str, style: str) -> None:
     if not isinstance(curve, dict):
         return
@@ -300,6 +452,13 @@ def _has_reliability(v: Variant) -> bool:
     return not v.is_mainnet and isinstance(rel, dict) and any(isinstance(rel.get(k), dict) for k in ("main", "side"))
 
 
+def _wants_exit_systems_plot(variants: Sequence[Variant]) -> bool:
+    """Only where it shows more than the accuracy-vs-FLOPs plot: several exit systems, or oracle points."""
+    exits = exit_variants(variants)
+    drawable = [v for v in exits if _sweep(v) is not None or as_float(v.get("flops_per_sample")) is not None]
+    return bool(drawable) and (len(system_specs(exits)) > 1 or bool(oracle_points(variants)))
+
+
 def plan_plots(results: dict[str, Any]) -> list[PlotSpec]:
     """The figures this data supports, in report order; a plot whose data is absent is simply not planned."""
     specs: list[PlotSpec] = []
@@ -328,6 +487,30 @@ def plan_plots(results: dict[str, Any]) -> list[PlotSpec]:
                         mine,
                     )
                 )
+        several = len(devices(vs)) > 1
+        for device in devices(vs):
+            mine = tuple(v for v in vs if v.device == device)
+            if not _wants_exit_systems_plot(mine):
+                continue
+            suffix = f"_{_slug(device)}" if several else ""
+            floor = exit_systems_floor(mine)
+            cut = f"; accuracy axis from the fp32 MainNet − {ZOOM_PT:g} pt ({floor:.1f}%)" if floor is not None else ""
+            specs.append(
+                PlotSpec(
+                    task,
+                    "exit_systems",
+                    f"{slug}{suffix}_exit_systems.png",
+                    "accuracy vs FLOPs/sample per exit system: threshold sweep on test (solid: fp32 MainNet; "
+                    "dashed/dotted: compressed chains), operating points chosen on validation, MainNets (stars), "
+                    f"oracle bounds per exit placement (triangle: first right exit; diamond: agrees with MainNet){cut}"
+                    + (f" ({device})" if several else ""),
+                    draw_exit_systems,
+                    mine,
+                    device=device,
+                    title="accuracy vs FLOPs per exit system" + (f" ({device})" if several else ""),
+                    figsize=EXIT_SYSTEMS_FIGSIZE,
+                )
+            )
         if any(not v.is_mainnet and _sweep(v) is not None for v in vs):
             specs.append(
                 PlotSpec(
@@ -366,15 +549,16 @@ def plan_plots(results: dict[str, Any]) -> list[PlotSpec]:
 
 def render_figure(spec: PlotSpec) -> Figure:
     """One figure; its legend sits below the axes (the figure grows to hold it) so it never hides data."""
-    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    fig = Figure(figsize=spec.figsize, layout="constrained")
     ax = fig.subplots()
     spec.draw(ax, spec.variants)
-    ax.set_title(f"{spec.task}: {spec.caption}", fontsize=10)
+    ax.set_title(f"{spec.task}: {spec.title or spec.caption}", fontsize=10)
     ax.grid(True, alpha=0.3)
     labels = ax.get_legend_handles_labels()[1]
     if labels:
-        ncols = 2 if len(labels) > 4 and max(map(len, labels)) <= 48 else 1
-        fig.set_size_inches(FIGSIZE[0], FIGSIZE[1] + LEGEND_ROW_IN * -(-len(labels) // ncols))
+        fits = round(48 * spec.figsize[0] / FIGSIZE[0])  # label characters two legend columns hold side by side
+        ncols = 2 if len(labels) > 4 and max(map(len, labels)) <= fits else 1
+        fig.set_size_inches(spec.figsize[0], spec.figsize[1] + LEGEND_ROW_IN * -(-len(labels) // ncols))
         fig.legend(loc="outside lower center", fontsize=7, ncols=ncols, frameon=False)
     return fig
 

@@ -18,6 +18,12 @@ from tabulate import tabulate
 from sidenet import atomic
 from sidenet.machine import from_machine_info
 from sidenet.report import plots
+from sidenet.report.exit_systems import (
+    exit_systems_reading,
+    exit_systems_table,
+    exit_variants,
+    system_complementarity_table,
+)
 from sidenet.report.tables import (
     BEST_MAX_LOSS_PT,
     DASH,
@@ -37,6 +43,7 @@ from sidenet.report.tables import (
     complementarity_missing,
     complementarity_quads,
     complementarity_table,
+    compressed_chains,
     compression_line,
     devices,
     fmt_threshold,
@@ -73,6 +80,11 @@ speedups on this machine; a speedup or overhead inside that band is not distingu
 FLOP speedup below 1 means the skipped layers cost less time than their FLOP share (or overheads dominate); \
 above 1, more. FLOPs ignore precision: an int8 or fp16 multiply-add counts like an fp32 one (see **dtype**).
 - **sidenet-noexit** is the cascade with a threshold above 1 (nothing exits): the SideNet's pure overhead.
+- **Exit systems** compares every system with exits at its validation-selected operating point. The **oracle** \
+rows are bounds from the recorded outputs of every exit on test, for one exit placement: each input leaving at \
+its first right exit, or at the first exit agreeing with the MainNet. **FLOPs ÷ oracle** divides a system's \
+FLOPs by the least any exit policy on its exits needs for its accuracy (Σ first-exit costs + the k smallest \
+extra costs of reaching each input's first right exit, k = the inputs it must get right).
 """
 
 
@@ -277,11 +289,44 @@ def _complementarity(variants: list[Variant]) -> list[str]:
     return lines
 
 
+def _exit_systems(
+    task: str, variants: list[Variant], specs: list[plots.PlotSpec], plot_dir_rel: str | None
+) -> list[str]:
+    """Per device: every exit system at its operating point with the oracle rows, a reading computed from them, the
+    complementarity of each system with each compressed chain it ran on, and the accuracy-vs-FLOPs plot."""
+    if not exit_variants(variants):
+        return []
+    lines = ["### Exit systems", ""]
+    show_device = len(devices(variants)) > 1
+    for device in devices(variants):
+        mine = [v for v in variants if v.device == device]
+        if not exit_variants(mine):
+            continue
+        sizes = batch_sizes(mine)
+        if show_device:
+            lines += [f"#### Device {_code(device)}", ""]
+        lines += _table(exit_systems_table(mine, sizes))
+        reading = exit_systems_reading(mine, sizes)
+        if reading:
+            lines += [reading, ""]
+        comp = system_complementarity_table(mine, sizes)
+        heading = "#####" if show_device else "####"
+        if comp is not None:
+            lines += [f"{heading} Complementarity per exit system", ""]
+            lines += _table(comp)
+        elif compressed_chains(mine):
+            lines += [f"Complementarity per exit system: {DASH} (no exit system ran on a compressed chain).", ""]
+        mine_specs = [s for s in specs if s.device in (None, device)]
+        lines += _images(task, mine_specs, plot_dir_rel, kinds=("exit_systems",))
+    return lines
+
+
 def render_markdown(results: dict[str, Any], plot_dir_rel: str | None) -> str:
     """The whole report as Markdown; plot links point into ``plot_dir_rel`` (None: no plots).
 
     Per task: the complementarity headline and the Pareto plot (only when the task has compressed
-    chains), the table of every row, the operating points, then the other figures.
+    chains), the exit systems compared (when it has exit rows), the table of every row, the operating points,
+    then the other figures.
     """
     check_one_machine(results)
     specs = plots.plan_plots(results) if plot_dir_rel is not None else []
@@ -292,10 +337,14 @@ def render_markdown(results: dict[str, Any], plot_dir_rel: str | None) -> str:
         if headline:
             lines += headline
             lines += _images(task, specs, plot_dir_rel, kinds=("pareto",))
+        exits = _exit_systems(task, variants, specs, plot_dir_rel)
+        lines += exits
+        if headline or exits:
             lines += ["### All rows", ""]
         lines += _table(main_table(variants))
         lines += _operating_points(variants)
-        lines += _images(task, specs, plot_dir_rel, kinds=tuple(k for k in plots.KINDS if k != "pareto"))
+        later = tuple(k for k in plots.KINDS if k not in ("pareto", "exit_systems"))
+        lines += _images(task, specs, plot_dir_rel, kinds=later)
     lines.append(NOTES)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -496,10 +496,17 @@ class Quad:
     alone: Variant | None
     side: Variant | None
     both: Variant | None
+    system: str = SIDENET  # the exit system (its canonical spec): ``side`` and ``both`` are its rows
+
+    @property
+    def system_label(self) -> str:
+        """How the tables name the system: "SideNet" for the default ``sidenet``, else its spec in backticks."""
+        return "SideNet" if self.system == SIDENET else f"`{md_escape(self.system)}`"
 
 
-def complementarity_quads(variants: Sequence[Variant]) -> list[Quad]:
-    """One :class:`Quad` per (device, compressed chain), devices in first-seen order, chains in report order."""
+def complementarity_quads(variants: Sequence[Variant], system: str = SIDENET) -> list[Quad]:
+    """One :class:`Quad` per (device, compressed chain) for exit system ``system``, devices in first-seen order,
+    chains in report order."""
     quads = []
     for device in devices(variants):
         mine = [v for v in variants if v.device == device]
@@ -510,8 +517,9 @@ def complementarity_quads(variants: Sequence[Variant]) -> list[Quad]:
                     device,
                     mainnet=find_variant(mine, NONE, NONE, device),
                     alone=find_variant(mine, chain, NONE, device),
-                    side=find_variant(mine, NONE, SIDENET, device),
-                    both=find_variant(mine, chain, SIDENET, device),
+                    side=find_variant(mine, NONE, system, device),
+                    both=find_variant(mine, chain, system, device),
+                    system=system,
                 )
             )
     return quads
@@ -605,7 +613,8 @@ def complementarity_missing(quad: Quad, bs: int) -> list[str]:
     """What a complementarity at ``bs`` lacks: absent rows, or rows without a timing at that batch size."""
     missing = []
     chain = f"`{md_escape(quad.chain)}`"
-    for label, v in ((f"{chain} alone", quad.alone), ("SideNet alone", quad.side), (f"{chain} + SideNet", quad.both)):
+    name = quad.system_label
+    for label, v in ((f"{chain} alone", quad.alone), (f"{name} alone", quad.side), (f"{chain} + {name}", quad.both)):
         if v is None:
             missing.append(f"no {label} row")
         elif speedup(v, quad.mainnet, bs) is None:
@@ -613,19 +622,35 @@ def complementarity_missing(quad: Quad, bs: int) -> list[str]:
     return missing
 
 
-def verdict(c: Complementarity | None, missing: Sequence[str] = ()) -> str:
-    """One phrase from the measured number (compared as displayed, two decimals); ⚠ when its timings are noisy."""
+def verdict_word(c: Complementarity) -> str:
+    """The verdict's class from the number as displayed (two decimals): super-additive, complementary, partly
+    complementary or overlapping."""
+    v = round(c.value, 2)
+    if v > SUPER_ADDITIVE_ABOVE:
+        return "super-additive"
+    if v >= COMPLEMENTARY_AT:
+        return "complementary"
+    return "partly complementary" if v >= PARTLY_AT else "overlapping"
+
+
+def verdict(c: Complementarity | None, missing: Sequence[str] = (), system: str = SIDENET) -> str:
+    """One phrase from the measured number (compared as displayed, two decimals); ⚠ when its timings are noisy.
+    ``system`` names the exit system in the explanation ("the SideNet" for ``sidenet``)."""
     if c is None:
         return f"{DASH} ({', '.join(missing)})" if missing else f"{DASH} (a speedup is missing)"
     v = round(c.value, 2)
-    if v > SUPER_ADDITIVE_ABOVE:
-        text = f"super-additive ({v:.2f} > {SUPER_ADDITIVE_ABOVE:g}): the SideNet saves more on the compressed MainNet"
-    elif v >= COMPLEMENTARY_AT:
+    word = verdict_word(c)
+    who, exits = (
+        ("the SideNet", "the SideNet's exit saves") if system == SIDENET else (f"`{system}`", f"`{system}` saves")
+    )
+    if word == "super-additive":
+        text = f"super-additive ({v:.2f} > {SUPER_ADDITIVE_ABOVE:g}): {who} saves more on the compressed MainNet"
+    elif word == "complementary":
         text = f"complementary ({v:.2f} ≥ {COMPLEMENTARY_AT:g})"
-    elif v >= PARTLY_AT:
+    elif word == "partly complementary":
         text = f"partly complementary ({v:.2f})"
     else:
-        text = f"overlapping ({v:.2f}): the SideNet's exit saves less on the compressed MainNet"
+        text = f"overlapping ({v:.2f}): {exits} less on the compressed MainNet"
     return text + (f" {NOISY_MARK} noisy" if c.noisy else "")
 
 
