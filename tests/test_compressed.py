@@ -13,7 +13,8 @@ from compressors import CompressorConfig
 from sidenet import heads, pipeline
 from sidenet.compressed import compress_mainnet, compute_dtype, tap_for
 from sidenet.early_exit import EarlyExit
-from sidenet.pipeline import load_or_train_mainnet, prepare, weights_digest
+from sidenet.heads import weights_digest
+from sidenet.pipeline import load_or_train_mainnet, prepare
 from sidenet.split import split_model
 from sidenet.tasks import TASKS
 from sidenet_core.errors import UserError

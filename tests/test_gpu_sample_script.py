@@ -173,7 +173,16 @@ def test_a_spent_budget_skips_the_steps_and_exits_3_with_the_log_in_out(tmp_path
 @pytest.mark.slow
 def test_a_rehearsal_passes_and_leaves_what_the_device_tool_can_bring_back(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = run(tmp_path, "--rehearse", "--task", "tiny-resnet", OUT=str(out), GPU_SAMPLE_BUDGET_S="900", timeout=1200)
+    proc = run(
+        tmp_path,
+        "--rehearse",
+        "--task",
+        "tiny-resnet",
+        "--skip-tests",
+        OUT=str(out),
+        GPU_SAMPLE_BUDGET_S="900",
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     files = [p.relative_to(out) for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 8 and all(len(f.parts) <= 3 for f in files), files  # the device tool's limits
