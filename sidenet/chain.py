@@ -27,7 +27,7 @@ from sidenet_core.errors import UserError
 
 NONE = "none"
 # the exit systems (sidenet.exits) a bench measures when none are given
-DEFAULT_EXITS: tuple[str, ...] = ("none", "sidenet", "sidenet-noexit", "sidenet-multi")
+DEFAULT_EXITS: tuple[str, ...] = ("none", "sidenet", "sidenet-noexit", "sidenet-multi", "learned", "cascade")
 
 GRAMMAR = "NAME[:KEY=VALUE[,KEY=VALUE...]] joined by '+' (e.g. 'prune:ratio=0.5+int8'), or 'none'"
 

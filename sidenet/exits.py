@@ -62,6 +62,9 @@ class BuiltSystem:
     identity: dict[str, Any]  # everything that makes these parts what they are (cache keys of trained heads ...)
     training_seconds: float  # training the heads took (as recorded when they were trained; cached ones too)
     params: int  # parameters the system adds to the MainNet
+    # the validation step: (val trace, target pt, margin) → (policy, thresholds); None: one shared threshold on
+    # ``policy``'s scores (sidenet.trace.select_shared). Learned policies pick among fitted candidates here.
+    choose: Callable[[Any, float, float], tuple[Policy, list[float]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,9 @@ class OracleBound(ExitSystemConfig):
     )
     timed: ClassVar[bool] = False
 
+
+# the systems of the papers after the SideNet register themselves on import (one file each)
+from sidenet import bolukbasi as _bolukbasi  # noqa: E402, F401
 
 __all__ = [
     "DEFAULT_EXITS",

@@ -37,7 +37,14 @@ from torch import nn
 from sidenet import atomic
 from sidenet.cache import library_versions
 from sidenet.chain import NONE
-from sidenet.compressed import chain_configs, cuda_only_message, cuda_only_steps, normalize_chain
+from sidenet.compressed import (
+    Compressed,
+    chain_configs,
+    compress_mainnet,
+    cuda_only_message,
+    cuda_only_steps,
+    normalize_chain,
+)
 from sidenet.exits import DEFAULT_EXITS, EXIT_SYSTEMS, canonical_exit, parse_exit_system
 from sidenet.machine import MachineFingerprint, fingerprint
 from sidenet.pipeline import (
@@ -251,6 +258,7 @@ class BenchContext:
         self._mainnets: dict[str, tuple[nn.Module, dict[str, Any]]] = {}  # fp32, loaded (or trained) once per task
         self._failed: dict[tuple[str, ...], UserError] = {}
         self._systems: dict[tuple[str, str, str], PreparedSystem] = {}
+        self._compressed: dict[tuple[str, str], Compressed] = {}
         self._fixed: dict[tuple[str, str], tuple[dict[str, float], dict[str, float]]] = {}
         self._timing: dict[tuple[str, int], list[Any]] = {}
         self._stored: set[str] | None = None
@@ -298,15 +306,10 @@ class BenchContext:
         if key not in self._prepared:
             s = self.settings
             try:
-                if task not in self._task_data:
-                    self._task_data[task] = load_task_data(TASKS.get(task))
-                if task not in self._mainnets:  # one fp32 MainNet per task: every chain's copy source and baseline
-                    loaded = self._task_data[task]
-                    self._mainnets[task] = load_or_train_mainnet(
-                        TASKS.get(task), loaded.data, loaded.num_classes, progress=not s.quiet
-                    )
+                self.mainnet(task)
                 # compressed and measured on the timing device: mainnet, baseline and side come back on it.
                 # An int8 chain off the CPU, or a CUDA-only one on it, is a one-line UserError before any step runs.
+                compressed = self.compressed(task, chain)
                 p = prepare(
                     task,
                     chain=chain,
@@ -315,6 +318,7 @@ class BenchContext:
                     progress=not s.quiet,
                     device=self.device,
                     trained_mainnet=self._mainnets[task],
+                    compressed=compressed,
                 )
             except UserError as exc:
                 self._failed[key] = exc
@@ -323,6 +327,29 @@ class BenchContext:
                 self._fixed[key] = fixed_threshold_eval(p, s.threshold)
             self._prepared[key] = p
         return self._prepared[key]
+
+    def mainnet(self, task: str) -> tuple[nn.Module, dict[str, Any]]:
+        """The task's fp32 MainNet (loaded, or trained once), with its encoded data loaded once too."""
+        if task not in self._task_data:
+            self._task_data[task] = load_task_data(TASKS.get(task))
+        if task not in self._mainnets:  # one fp32 MainNet per task: every chain's copy source and baseline
+            loaded = self._task_data[task]
+            self._mainnets[task] = load_or_train_mainnet(
+                TASKS.get(task), loaded.data, loaded.num_classes, progress=not self.settings.quiet
+            )
+        return self._mainnets[task]
+
+    def compressed(self, task: str, chain: str) -> Compressed:
+        """The task's MainNet after ``chain``, on the timing device, made once per session: the cells of every
+        exit system on that chain share it, and network selection asks for another chain's through it."""
+        key = (task, chain)
+        if key not in self._compressed:
+            mainnet, meta = self.mainnet(task)
+            data = self._task_data[task].data
+            self._compressed[key] = compress_mainnet(
+                TASKS.get(task), mainnet, meta["key"], data, chain, not self.settings.quiet, self.device
+            )
+        return self._compressed[key]
 
     def prepared_system(self, task: str, chain: str, exit_spec: str) -> PreparedSystem:
         """An exit system on the chain's MainNet (the one :meth:`prepared` compressed), measured once per session."""
@@ -343,6 +370,7 @@ class BenchContext:
                     target_loss_pt=s.target_loss_pt,
                     device=self.device,
                     progress=not s.quiet,
+                    mainnet_for=lambda other: _model_and_key(self.compressed(task, normalize_chain(other))),
                 )
             except UserError as exc:
                 self._failed[key] = exc
@@ -370,6 +398,10 @@ class BenchContext:
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+
+
+def _model_and_key(comp: Compressed) -> tuple[nn.Module, str]:
+    return comp.model, comp.key
 
 
 def cell_key(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ from sidenet.data import stratified_split
 from sidenet.early_exit import EarlyExit
 from sidenet.exits import BuiltSystem, ExitSystemConfig, SystemContext
 from sidenet.heads import EVAL_BATCH, device_fields, freeze, load_or_train_sidenet
-from sidenet.policies import POLICIES, ExitView, make_policy
+from sidenet.policies import POLICIES, ExitView, Policy, make_policy
 from sidenet.sidenet import SideNet
 from sidenet.split import Split, to_device
 from sidenet.tasks import TASKS, Encoded, Task
@@ -465,6 +466,7 @@ class PreparedSystem:
     chain: str
     system: ExitSystemConfig
     built: BuiltSystem
+    policy: Policy  # the one chosen on validation (a learned system fits several)
     thresholds: list[float]
     val: ExitTrace
     test: ExitTrace
@@ -481,7 +483,7 @@ class PreparedSystem:
         return self.thresholds[0]
 
     def cascade(self) -> Cascade:
-        return Cascade(self.built.staged, self.built.heads, self.built.policy, self.thresholds)
+        return Cascade(self.built.staged, self.built.heads, self.policy, self.thresholds)
 
 
 def prepare_system(
@@ -496,6 +498,7 @@ def prepare_system(
     margin_se: float | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    mainnet_for: Callable[[str], tuple[nn.Module, str]] | None = None,
 ) -> PreparedSystem:
     """Build ``system`` on the chain's MainNet, trace it on val and test, select one shared threshold on val
     (the SideNet's rule: loss + margin·SE ≤ target), run the real cascade on test under FlopCounterMode.
@@ -516,6 +519,7 @@ def prepare_system(
         device=device,
         progress=progress,
         stage=lambda taps: task.staged_model(comp.model, taps),
+        mainnet_for=mainnet_for,
     )
     built = system.build(ctx)
     key = cache.artifact_key(
@@ -549,12 +553,16 @@ def prepare_system(
             for part in ("val", "test")
         )
         test_eval, cached = None, False
-    scores_val = val.scores(built.policy)
-    sw_val = shared_sweep(val, scores_val)
-    threshold, i_sel = select_shared(sw_val, target, margin_se)
-    thresholds = [threshold] * val.n_exits
+    if built.choose is not None:
+        policy, thresholds = built.choose(val, target, margin_se)
+    else:
+        policy = built.policy
+        thresholds = [select_shared(shared_sweep(val, val.scores(policy)), target, margin_se)[0]] * val.n_exits
+    threshold = thresholds[0]
+    sw_val = shared_sweep(val, val.scores(policy))
+    i_sel = int(np.flatnonzero(sw_val.thresholds == threshold)[0])
     if test_eval is None:
-        cascade = Cascade(built.staged, built.heads, built.policy, thresholds)
+        cascade = Cascade(built.staged, built.heads, policy, thresholds)
         per_row: dict[str, torch.Tensor] = {}
         test_eval = run_eval(task, cascade.run, data["test"], device, per_row=per_row)
         rates = [float((per_row["exit_index"] == e).float().mean()) for e in range(val.n_exits)]
@@ -562,7 +570,7 @@ def prepare_system(
         cache.store_tensors(key, {**val.to_tensors("val"), **test.to_tensors("test")}, {"test_eval": test_eval})
     if test_eval.get("threshold") != threshold:
         raise RuntimeError("cached system evaluations belong to another threshold")
-    scores_test = test.scores(built.policy)
+    scores_test = test.scores(policy)
     predicted = outcome(test, scores_test, thresholds)
     test_eval = {
         **test_eval,
@@ -591,6 +599,7 @@ def prepare_system(
         chain=comp.chain,
         system=system,
         built=built,
+        policy=policy,
         thresholds=thresholds,
         val=val,
         test=test,

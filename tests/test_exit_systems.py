@@ -220,6 +220,12 @@ def test_the_generic_path_keeps_the_sidenets_numbers(task_name: str) -> None:
     assert len(multi.test_eval["exit_rates"]) == len(multi.built.staged.taps) >= 2
     assert multi.test_eval["accuracy"] == pytest.approx(multi.test_eval["predicted_accuracy"])
     assert multi.test_eval["flops_per_sample"] == pytest.approx(multi.test_eval["predicted_flops_per_sample"])
+    # a policy is selected per system: the same head under entropy scores is another operating point
+    ent = prepare_system(
+        task, data.data, data.num_classes, parse_exit_system("sidenet:policy=entropy"), p.compressed, p.baseline
+    )
+    assert ent.built.policy.name == "entropy" and ent.built.identity["heads"] == s.built.identity["heads"]
+    assert ent.logs["evals_key"] != s.logs["evals_key"]
     # the single SideNet is the multi system's head at the same tap: one cache entry
     at = multi.built.staged.taps.index(p.split.tap)
     assert multi.built.identity["heads"][at] == s.built.identity["heads"][0]

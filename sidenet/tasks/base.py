@@ -53,6 +53,8 @@ class Task(abc.ABC):
     # The chains (of default_chains) that exit systems other than the SideNet also run on by default, besides
     # "none": enough for a complementarity verdict per system without multiplying the default bench.
     exit_system_chains: tuple[str, ...] = ("int8",)
+    # The small network of network selection (the `cascade` exit system): a chain of this task's MainNet.
+    small_network_chain: str = "distil"
 
     @abc.abstractmethod
     def recipe(self) -> dict[str, Any]:

@@ -52,6 +52,7 @@ register_task(
                 "prune:ratio=0.5+int8",
                 "distil:epochs=8+int8",
             ),
+            small_network_chain="distil:epochs=8",
         )
     )
 )
@@ -127,6 +128,7 @@ register_task(
             lr=0.05,
             tap="layer1",
             sidenet=SideNetConfig(hidden=32, epochs=30, batch_size=64),
+            small_network_chain="distil:epochs=2,student_width=4",
         )
     )
 )
@@ -144,6 +146,7 @@ register_task(
             tap="2",
             tiny_vocab=D.TINY_TEXT_VOCAB,
             sidenet=SideNetConfig(hidden=32, epochs=30, batch_size=64),
+            small_network_chain="distil:epochs=2,student_layers=2",
         )
     )
 )

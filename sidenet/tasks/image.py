@@ -48,6 +48,7 @@ class ImageTaskConfig:
     selection_margin_se: float = 1.0  # see Task.selection_margin_se
     sidenet: SideNetConfig = field(default_factory=SideNetConfig)
     default_chains: tuple[str, ...] = ("none",)  # compressor chains a bench runs when none are given
+    small_network_chain: str = "distil"  # the small network of the `cascade` exit system (a chain of the MainNet)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -83,6 +84,7 @@ class ImageTask(Task):
         self.default_target_loss_pt = config.target_loss_pt
         self.selection_margin_se = config.selection_margin_se
         self.default_chains = config.default_chains
+        self.small_network_chain = config.small_network_chain
         self._norm: tuple[float, float] | None = None
 
     def recipe(self) -> dict[str, Any]:
@@ -94,6 +96,7 @@ class ImageTask(Task):
             "target_loss_pt",
             "selection_margin_se",
             "default_chains",
+            "small_network_chain",
         ):  # do not change the MainNet
             cfg.pop(k)
         cfg["train_precision"] = self.precision()  # "auto" differs per CPU

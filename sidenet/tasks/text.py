@@ -58,6 +58,7 @@ class TextTaskConfig:
     selection_margin_se: float = 1.0  # see Task.selection_margin_se
     sidenet: SideNetConfig = field(default_factory=SideNetConfig)
     default_chains: tuple[str, ...] = ("none",)  # compressor chains a bench runs when none are given
+    small_network_chain: str = "distil"  # the small network of the `cascade` exit system (a chain of the MainNet)
     tiny_vocab: tuple[str, ...] = ()  # for model == tiny-bert
 
     def __post_init__(self) -> None:
@@ -81,11 +82,20 @@ class TextTask(Task):
         self.default_target_loss_pt = config.target_loss_pt
         self.selection_margin_se = config.selection_margin_se
         self.default_chains = config.default_chains
+        self.small_network_chain = config.small_network_chain
         self._tokenizer: Any = None
 
     def recipe(self) -> dict[str, Any]:
         cfg = asdict(self.config)
-        for k in ("description", "tap", "sidenet", "target_loss_pt", "selection_margin_se", "default_chains"):
+        for k in (  # do not change the MainNet
+            "description",
+            "tap",
+            "sidenet",
+            "target_loss_pt",
+            "selection_margin_se",
+            "default_chains",
+            "small_network_chain",
+        ):
             cfg.pop(k)
         cfg["train_precision"] = resolve(self.config.train_precision)  # "auto" differs per CPU
         return {"type": "text", **cfg}
