@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -202,14 +203,17 @@ def _choose(candidates: list[LearnedPolicy]) -> Any:
 
 def _learned_parts(
     ctx: SystemContext, staged: StagedModel, heads: list[nn.Module], tradeoff: str, rows: int, key: dict
-) -> tuple[list[LearnedPolicy], Any]:
+) -> tuple[list[LearnedPolicy], Any, float]:
+    """The fitted candidates, their validation step, and the seconds the fitting took (the training-split trace
+    comes from the cache after the first run; fitting the policies runs every time, in seconds)."""
+    start = time.perf_counter()
     trace = _train_trace(ctx, staged, heads, rows, key)
     candidates = []
     for lam in _tradeoffs(tradeoff):
         policy = LearnedPolicy(lam)
         policy.fit(trace)
         candidates.append(policy)
-    return candidates, _choose(candidates)
+    return candidates, _choose(candidates), time.perf_counter() - start
 
 
 @register_exit_system
@@ -234,9 +238,10 @@ class LearnedExit(ExitSystemConfig):
         staged = ctx.stage(taps)
         heads, keys, seconds = _sidenet_heads(ctx, staged.taps)
         key = {"heads": keys, "taps": list(staged.taps), "model": ctx.model_key}
-        candidates, choose = _learned_parts(ctx, staged, list(heads), self.tradeoff, int(self.fit_rows), key)
+        candidates, choose, fit_s = _learned_parts(ctx, staged, list(heads), self.tradeoff, int(self.fit_rows), key)
         identity = {"system": self.to_dict(), **key, "policies": [p.identity() for p in candidates]}
-        return BuiltSystem(staged, list(heads), candidates[0], identity, seconds, _n_params(heads), choose=choose)
+        params = _n_params(heads)
+        return BuiltSystem(staged, list(heads), candidates[0], identity, seconds + fit_s, params, choose=choose)
 
 
 class TwoNetworks(StagedModel):
@@ -305,7 +310,7 @@ class NetworkCascade(ExitSystemConfig):
         staged = TwoNetworks(small, ctx.model)
         heads: list[nn.Module] = [_Logits()]
         key = {"small": small_key, "big": ctx.model_key}
-        candidates, choose = _learned_parts(ctx, staged, heads, self.tradeoff, int(self.fit_rows), key)
+        candidates, choose, fit_s = _learned_parts(ctx, staged, heads, self.tradeoff, int(self.fit_rows), key)
         identity = {"system": self.to_dict(), **key, "policies": [p.identity() for p in candidates]}
         params = sum(p.numel() for p in small.parameters())
-        return BuiltSystem(staged, heads, candidates[0], identity, 0.0, params, choose=choose)
+        return BuiltSystem(staged, heads, candidates[0], identity, fit_s, params, choose=choose)

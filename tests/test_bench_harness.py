@@ -302,17 +302,18 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # how far the run is, a line per cell: 28 cells here, the last says all were measured
-    assert "sidenet-bench: cell 1/28 (1 measured, 0 skipped)" in proc.stdout
-    assert "sidenet-bench: cell 28/28 (28 measured, 0 skipped)" in proc.stdout
+    # how far the run is, a line per cell: 44 cells here, the last says all were measured
+    assert "sidenet-bench: cell 1/44 (1 measured, 0 skipped)" in proc.stdout
+    assert "sidenet-bench: cell 44/44 (44 measured, 0 skipped)" in proc.stdout
     results = load_results(out / "results" / "ci.json")
     rows = results["benchmarks"]
     key = ("task", "chain", "exit", "batch_size")
     cells = {tuple(b["extra_info"][k] for k in key) for b in rows}
     assert cells == {(t, "none", e, bs) for t in ("tiny-resnet", "tiny-bert")
-                     for e in ("none", "sidenet", "sidenet-noexit", "sidenet-multi") for bs in (1, 8)} | {
+                     for e in ("none", "sidenet", "sidenet-noexit", "sidenet-multi", "learned", "cascade")
+                     for bs in (1, 8)} | {
         (t, "int8", e, bs) for t in ("tiny-resnet", "tiny-bert")
-        for e in ("none", "sidenet", "sidenet-multi") for bs in (1, 8)
+        for e in ("none", "sidenet", "sidenet-multi", "learned", "cascade") for bs in (1, 8)
     }  # fmt: skip
     for b in rows:
         info = b["extra_info"]
@@ -344,16 +345,18 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
         if info["exit"] in ("sidenet", "sidenet-noexit"):
             # the SideNet adds FLOPs on top of the MainNet only for rows that do not exit
             assert info["flops_breakdown"]["head_side"] > 0
-        if info["exit"] in ("sidenet", "sidenet-multi"):  # every exit system carries its oracle bound
+        if info["exit"] in ("sidenet", "sidenet-multi", "learned", "cascade"):  # every exit system: its oracle bound
             oracle = info["oracle"]
             assert oracle["flops_at_accuracy"] <= info["predicted_flops_per_sample"] * (1 + 1e-9)
             assert len(info["exit_rates"]) == len(info["taps"]) and sum(info["exit_rates"]) == pytest.approx(
                 info["exit_rate"]
             )
-        if info["exit"] == "sidenet-multi":
+        if info["exit"] in ("sidenet-multi", "learned"):
             assert info["taps"] == (
                 ["layer1", "layer2", "layer3"] if info["task"] == "tiny-resnet" else ["1", "2", "3"]
             )
+        if info["exit"] == "cascade":  # network selection: one exit, the small network's answer
+            assert info["taps"] == ["small"] and info["exit_system"]["small"] == "task"
         if info["exit"] == "sidenet":  # fp32 rows do not depend on their batch-mates
             bc = info["batch_composition"]
             assert bc["changed"] == 0 and bc["survivors"] == round((1 - info["exit_rate"]) * bc["test_rows"])
