@@ -50,6 +50,12 @@ def to_device(obj: Any, device: torch.device | str | None) -> Any:
     return obj
 
 
+def model_logits(model: nn.Module, inputs: Inputs) -> torch.Tensor:
+    """A classifier's logits for a tensor or a dict of tensors (transformers models return an output object)."""
+    out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    return out.logits if hasattr(out, "logits") else out
+
+
 def batch_size_of(obj: Any) -> int:
     if isinstance(obj, torch.Tensor):
         return int(obj.shape[0])
