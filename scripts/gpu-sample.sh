@@ -232,12 +232,21 @@ chains_for() { # compressor chains per model family; CUDA-only ones on the GPU o
     esac
 }
 
-bench_cmd() { # the pytest command line of one task (exit systems: the bench's defaults)
-    local t=$1 c b
+exits_for() { # exit systems per task: `cascade` needs the task's distilled student, trained on the host CPU (the
+    # library trains on the CPU whatever the device): minutes for a real task, so the sample keeps it to the tiny ones
+    case "$1" in
+        tiny-*) echo none sidenet sidenet-noexit sidenet-multi learned cascade ;;
+        *) echo none sidenet sidenet-noexit sidenet-multi learned ;;
+    esac
+}
+
+bench_cmd() { # the pytest command line of one task
+    local t=$1 c b e
     BENCH=("$PY" -m pytest bench/ --benchmark-only -p no:cacheprovider -q "${WARN_FLAGS[@]}"
         --bench-device "$DEVICE" --bench-task "$t" --bench-rounds "$ROUNDS" --bench-timing-samples "$SAMPLES"
         --bench-out "$BENCH_OUT" --bench-name "$NAME" --bench-quiet)
     for c in $(chains_for "$t"); do BENCH+=(--bench-chain "$c"); done
+    for e in $(exits_for "$t"); do BENCH+=(--bench-exit "$e"); done
     for b in "${BATCH_SIZES[@]}"; do BENCH+=(--bench-batch-size "$b"); done
 }
 

@@ -110,7 +110,15 @@ def test_the_rehearsal_plan_runs_the_tiny_tasks_on_the_cpu_without_gpu_only_chai
         assert values(argv, "--bench-batch-size") == ["1", "64", "256"]
         assert values(argv, "--bench-name") == ["rehearse-cpu"]
         assert values(argv, "--bench-out") == [str(tmp_path / "work" / "out")]
-        assert "--bench-exit" not in argv  # the bench's default exit systems, whatever they become
+        # every exit system; cascade (whose distilled student trains on the host CPU) on the tiny tasks only
+        assert values(argv, "--bench-exit") == [
+            "none",
+            "sidenet",
+            "sidenet-noexit",
+            "sidenet-multi",
+            "learned",
+            "cascade",
+        ]
         assert "--benchmark-only" in argv and argv[:3] == [sys.executable, "-m", "pytest"]
     assert "env: no installs (rehearse)" in proc.stdout
     assert "--target" not in proc.stdout
@@ -133,6 +141,10 @@ def test_the_gpu_plan_runs_the_carried_real_task_first_and_the_cuda_chains(tmp_p
     assert values(p["fashion-mnist"], "--bench-chain") == ["none", "fp16", "bf16"]  # ResNet: no weight-only
     assert values(p["rotten-tomatoes"], "--bench-chain") == ["none", "fp16", "bf16", "int8wo", "int4wo"]
     assert values(p["tiny-bert"], "--bench-chain")[-2:] == ["int8wo", "int4wo:group_size=32"]  # hidden 32
+    assert "cascade" not in values(p["fashion-mnist"], "--bench-exit")  # its student would train on the host CPU
+    assert "cascade" in values(p["tiny-bert"], "--bench-exit") and "learned" in values(
+        p["fashion-mnist"], "--bench-exit"
+    )
     for argv in p.values():
         assert values(argv, "--bench-device") == ["cuda"]
         assert values(argv, "--bench-batch-size") == ["1", "64", "256"]
