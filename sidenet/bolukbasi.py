@@ -39,14 +39,14 @@ from torch import nn
 from sidenet import cache
 from sidenet.compressed import normalize_chain
 from sidenet.exits import (
-    TAP_SEPARATOR,
     BuiltSystem,
     ExitSystemConfig,
     SystemContext,
     _n_params,
     _sidenet_heads,
-    all_taps,
+    check_taps,
     register_exit_system,
+    resolve_taps,
 )
 from sidenet.heads import EVAL_BATCH, device_fields
 from sidenet.policies import ExitView, Policy
@@ -161,6 +161,12 @@ def _tradeoffs(spec: str) -> tuple[float, ...]:
     return (value,)
 
 
+def _check_fit(system: str, tradeoff: str, fit_rows: str) -> None:
+    _tradeoffs(tradeoff)
+    if not fit_rows.isdigit() or int(fit_rows) < 100:
+        raise UserError(f"{system} fit_rows must be an integer ≥ 100, got {fit_rows!r}")
+
+
 def _train_trace(
     ctx: SystemContext, staged: StagedModel, heads: Sequence[nn.Module], rows: int, key: dict
 ) -> ExitTrace:
@@ -229,12 +235,11 @@ class LearnedExit(ExitSystemConfig):
     fit_rows: str = "20000"  # training rows the policy is fitted on (a seeded subset)
 
     def __post_init__(self) -> None:
-        _tradeoffs(self.tradeoff)
-        if not self.fit_rows.isdigit() or int(self.fit_rows) < 100:
-            raise UserError(f"learned fit_rows must be an integer ≥ 100, got {self.fit_rows!r}")
+        _check_fit(self.name, self.tradeoff, self.fit_rows)
+        check_taps(self.name, self.taps)
 
     def build(self, ctx: SystemContext) -> BuiltSystem:
-        taps = all_taps(ctx) if self.taps == "all" else tuple(self.taps.split(TAP_SEPARATOR))
+        taps = resolve_taps(ctx, self.taps)
         staged = ctx.stage(taps)
         heads, keys, seconds = _sidenet_heads(ctx, staged.taps)
         key = {"heads": keys, "taps": list(staged.taps), "model": ctx.model_key}
@@ -295,9 +300,7 @@ class NetworkCascade(ExitSystemConfig):
     fit_rows: str = "20000"
 
     def __post_init__(self) -> None:
-        _tradeoffs(self.tradeoff)
-        if not self.fit_rows.isdigit() or int(self.fit_rows) < 100:
-            raise UserError(f"cascade fit_rows must be an integer ≥ 100, got {self.fit_rows!r}")
+        _check_fit(self.name, self.tradeoff, self.fit_rows)
 
     def small_chain(self, ctx: SystemContext) -> str:
         spec = ctx.task.small_network_chain if self.small == "task" else self.small

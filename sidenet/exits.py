@@ -183,6 +183,18 @@ def all_taps(ctx: SystemContext) -> tuple[str, ...]:
     return RESNET_STAGES[:-1]
 
 
+def check_taps(system: str, spec: str) -> None:
+    """``all`` or distinct tap names joined by '/' (whether they exist is checked against the model)."""
+    if spec != "all":
+        names = spec.split(TAP_SEPARATOR)
+        if any(not n for n in names) or len(set(names)) != len(names):
+            raise UserError(f"{system} taps {spec!r}: give distinct tap names joined by '/', or all")
+
+
+def resolve_taps(ctx: SystemContext, spec: str) -> tuple[str, ...]:
+    return all_taps(ctx) if spec == "all" else tuple(spec.split(TAP_SEPARATOR))
+
+
 @register_exit_system
 @dataclass(frozen=True)
 class SideNetMulti(ExitSystemConfig):
@@ -196,16 +208,10 @@ class SideNetMulti(ExitSystemConfig):
 
     def __post_init__(self) -> None:
         _check_policy(self.policy)
-        if self.taps != "all":
-            names = self.taps.split(TAP_SEPARATOR)
-            if any(not n for n in names) or len(set(names)) != len(names):
-                raise UserError(f"sidenet-multi taps {self.taps!r}: give distinct tap names joined by '/', or all")
-
-    def resolve_taps(self, ctx: SystemContext) -> tuple[str, ...]:
-        return all_taps(ctx) if self.taps == "all" else tuple(self.taps.split(TAP_SEPARATOR))
+        check_taps(self.name, self.taps)
 
     def build(self, ctx: SystemContext) -> BuiltSystem:
-        taps = self.resolve_taps(ctx)
+        taps = resolve_taps(ctx, self.taps)
         staged = ctx.stage(taps)  # validates the taps (order, range) with the adapters' one-line errors
         heads, keys, seconds = _sidenet_heads(ctx, staged.taps)
         policy = make_policy(self.policy)

@@ -168,6 +168,7 @@ def test_configs_parse_and_refuse_bad_parameters() -> None:
         ("learned:tradeoff=-1", "tradeoff"),
         ("learned:tradeoff=fast", "tradeoff"),
         ("cascade:fit_rows=5", "fit_rows"),
+        ("learned:taps=layer1/layer1", "distinct tap names"),
     ]:
         with pytest.raises(UserError, match=message):
             parse_exit_system(spec)

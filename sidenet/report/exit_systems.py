@@ -46,6 +46,7 @@ from sidenet.report.tables import (
     fmt_complementarity,
     fmt_flops,
     fmt_latency,
+    fmt_params,
     fmt_pct,
     fmt_pt,
     fmt_ratio,
@@ -60,6 +61,11 @@ from sidenet.report.tables import (
 )
 
 NO_EXIT_SYSTEMS = ("none", "sidenet-noexit", "oracle")  # systems whose rows have no exit taken
+MULTI = "sidenet-multi"
+LEARNED = "learned"  # Bolukbasi et al. 2017: adaptive early exit, a learned policy at each exit
+CASCADE = "cascade"  # Bolukbasi et al. 2017: network selection, a small network first, the MainNet for the rest
+SYSTEM_ORDER = (SIDENET, MULTI, LEARNED, CASCADE)  # table, legend and colour order; other systems after, by name
+CASCADE_TAP = "small"  # the one "tap" a network-selection row records: the small network's output
 NOT_TIMED = "not timed"
 FIRST_RIGHT = "oracle: first right exit"
 AGREES = "oracle: agrees with MainNet"
@@ -87,12 +93,14 @@ def exit_variants(variants: Sequence[Variant]) -> list[Variant]:
     return sorted((v for v in variants if has_exits(v)), key=lambda v: (*_variant_order(v)[:2], _system_order(v.exit)))
 
 
-def _system_order(exit_spec: str) -> tuple[bool, str]:
-    return (exit_spec != SIDENET, exit_spec)
+def _system_order(exit_spec: str) -> tuple[int, str]:
+    name = system_name(exit_spec)
+    return (SYSTEM_ORDER.index(name) if name in SYSTEM_ORDER else len(SYSTEM_ORDER), exit_spec)
 
 
 def system_specs(variants: Sequence[Variant]) -> list[str]:
-    """The distinct exit systems with exits, ``sidenet`` first, the others by name."""
+    """The distinct exit systems with exits: ``sidenet``, ``sidenet-multi``, ``learned``, ``cascade`` (each at its
+    default first), then the others by name."""
     return sorted({v.exit for v in variants if has_exits(v)}, key=_system_order)
 
 
@@ -107,6 +115,40 @@ def taps_of(v: Variant) -> tuple[str, ...] | None:
 
 def fmt_taps(taps: Sequence[str] | None) -> str:
     return DASH if not taps else md_escape("/".join(taps))
+
+
+def is_cascade(v: Variant) -> bool:
+    """A network-selection row (``cascade``): its one exit is a whole small network, not a head on a tap."""
+    return system_name(v.exit) == CASCADE
+
+
+def small_network(v: Variant) -> str:
+    """What answers first in a network-selection row: the chain it names (``cascade:small=prune``), else the
+    task's small network (its distilled student by default)."""
+    system = v.get("exit_system")
+    small = system.get("small") if isinstance(system, dict) else None
+    return f"`{md_escape(small)}`" if isinstance(small, str) and small not in ("", "task") else "small network"
+
+
+def placement(v: Variant) -> str | None:
+    """Where a row's exits sit, as read in the report: ``layer1/layer2``; a network selection's
+    ``small network → MainNet``; None when not recorded."""
+    taps = taps_of(v)
+    if is_cascade(v) and (taps is None or taps == (CASCADE_TAP,)):
+        return f"{small_network(v)} → MainNet"
+    return None if not taps else md_escape("/".join(taps))
+
+
+def fmt_placement(v: Variant) -> str:
+    return placement(v) or DASH
+
+
+def placement_phrase(v: Variant) -> str:
+    """``tap layer1``, ``taps layer1/layer2``, ``small network → MainNet`` (for running text)."""
+    if is_cascade(v):
+        text = fmt_placement(v)
+        return f"the {text}" if text.startswith("small network") else text
+    return _taps_phrase(taps_of(v))
 
 
 def per_exit_rates(v: Variant) -> list[float | None] | None:
@@ -208,7 +250,12 @@ def oracle_points(variants: Sequence[Variant], chain: str = NONE) -> list[Oracle
             label += f" ({', '.join(md_escape(v.exit) for v in vs)})"
         points.append(OraclePoint(label, kind, taps, acc, flops, tuple(v.exit for v in vs), vs[0]))
     order = {kind: i for i, (kind, _) in enumerate(ORACLE_KINDS)}
-    return sorted(points, key=lambda p: (len(p.taps), p.taps, order[p.kind], p.label))
+    return sorted(points, key=lambda p: (is_cascade(p.variant), len(p.taps), p.taps, order[p.kind], p.label))
+
+
+def point_placement(p: OraclePoint) -> str:
+    """The placement an oracle point belongs to, as the table reads it (a network selection's included)."""
+    return (placement(p.variant) or DASH) if is_cascade(p.variant) else fmt_taps(p.taps)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -250,7 +297,7 @@ def exit_systems_table(variants: Sequence[Variant], sizes: Sequence[int]) -> Tab
 
 
 def _system_row(v: Variant, base: Variant | None, sizes: Sequence[int], marks: set[str]) -> list[str]:
-    cells = [system_cell(v), md_escape(v.chain), fmt_taps(taps_of(v)), fmt_threshold_of(v)]
+    cells = [system_cell(v), md_escape(v.chain), fmt_placement(v), fmt_threshold_of(v)]
     cells += [fmt_pct(v.get("test_accuracy")), fmt_pt(delta_acc_pt(v, base))]
     cells += [fmt_exit_rates(v), fmt_flops(v.get("flops_per_sample")), fmt_ratio(flop_speedup(v, base))]
     for bs in sizes:
@@ -279,7 +326,7 @@ def _oracle_row(p: OraclePoint, base: Variant | None, sizes: Sequence[int]) -> l
     ref_flops = as_float(base.get("flops_per_sample")) if base is not None else None
     delta = None if p.accuracy is None or ref_acc is None else 100.0 * (p.accuracy - ref_acc)
     ratio = ref_flops / p.flops_per_sample if ref_flops is not None and p.flops_per_sample else None
-    cells = [p.label, NONE, fmt_taps(p.taps), DASH, fmt_pct(p.accuracy), fmt_pt(delta), DASH]
+    cells = [p.label, NONE, point_placement(p) or DASH, DASH, fmt_pct(p.accuracy), fmt_pt(delta), DASH]
     cells += [fmt_flops(p.flops_per_sample), fmt_ratio(ratio)]
     return [*cells, *([NOT_TIMED] * (2 * len(sizes))), DASH, DASH]
 
@@ -296,6 +343,16 @@ def _footnotes(exits: Sequence[Variant], any_oracle: bool, marks: set[str]) -> l
         "at least its first right exit, every other input at least the first exit; 1.00× = no policy on these "
         "exits could be cheaper.",
     ]
+    if any(system_name(v.exit) in (LEARNED, CASCADE) or v.get("policy") == LEARNED for v in exits):
+        notes.append(
+            f"`{LEARNED}` and `{CASCADE}` (Bolukbasi et al. 2017): a policy learned on the training split decides at "
+            "each exit; their threshold applies to that policy's score (P(leave here)), not to a softmax confidence. "
+            f"`{LEARNED}` has a SideNet at each tap, its training (s) = the SideNets' + fitting the policy. "
+            f"`{CASCADE}` is network selection: the small network (by default the task's distilled student) answers "
+            "every input first, the MainNet runs only for the inputs the policy sends on; its exit rate is the share "
+            "the small network answers, its FLOPs count both networks, and its training (s) is fitting the policy "
+            "only — the small network is trained (and cached) as its own compressor chain, at a cost not counted here."
+        )
     if any_oracle:
         notes.append(
             f"{FIRST_RIGHT} / {AGREES}: bounds, not systems, computed from every exit's outputs on test for one exit "
@@ -407,7 +464,7 @@ def exit_systems_reading(variants: Sequence[Variant], sizes: Sequence[int]) -> s
             + ", ".join(f"{_who(v)} ({_pt(delta_acc_pt(v, base))})" for v in missed)
             + "."
         )
-    gaps = [f"{_who(v)} {r:.2f}× on {_taps_phrase(taps_of(v))}" for v in plain if (r := flops_vs_oracle(v)) is not None]
+    gaps = [f"{_who(v)} {r:.2f}× on {placement_phrase(v)}" for v in plain if (r := flops_vs_oracle(v)) is not None]
     if gaps:
         out.append(
             "Against the oracle on the same exits (its least FLOPs for the same accuracy): " + ", ".join(gaps) + "."
@@ -419,7 +476,8 @@ def exit_systems_reading(variants: Sequence[Variant], sizes: Sequence[int]) -> s
         delta = None if ref_acc is None or p.accuracy is None else 100.0 * (p.accuracy - ref_acc)
         ratio = ref_flops / p.flops_per_sample if ref_flops is not None and p.flops_per_sample else None
         out.append(
-            f"If each input left at its first right exit, the exits on {_taps_phrase(p.taps)} would reach "
+            f"If each input left at its first right exit, the exits on "
+            f"{point_placement(p) if is_cascade(p.variant) else _taps_phrase(p.taps)} would reach "
             f"{fmt_pct(p.accuracy)}% ({_pt(delta)}) at {fmt_flops(p.flops_per_sample)}/sample"
             + (f" (FLOP speedup {ratio:.2f}×)." if ratio is not None else ".")
         )
@@ -445,6 +503,354 @@ def _taps_phrase(taps: Sequence[str] | None) -> str:
     if not taps:
         return "exits not recorded"
     return f"tap{'s' if len(taps) > 1 else ''} {fmt_taps(taps)}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bolukbasi et al. 2017 here: learned policy vs softmax threshold, network selection vs early exit, the headline
+# ---------------------------------------------------------------------------------------------------
+
+HEADLINE_FLOPS = 2.8  # Bolukbasi et al. 2017's headline: 2.8× fewer FLOPs than the full network ...
+HEADLINE_LATENCY = 2.0  # ... and the project's goal: 2× lower latency at bs 1 ...
+HEADLINE_LOSS_PT = BEST_MAX_LOSS_PT  # ... at ≤ 1 pt accuracy loss on test
+EQUAL_FLOPS_TOL = 0.02  # FLOP ratios within ±2% of 1 at equal accuracy count as a tie
+EARLY_EXIT = (SIDENET, MULTI, LEARNED)  # early exit within one network, what network selection is compared to
+_ACC_TOL = 1e-9
+
+
+def sweep_points(v: Variant) -> list[tuple[float, float]]:
+    """The row's threshold sweep on test as (FLOPs/sample, accuracy) points, cheapest first; [] when not recorded."""
+    sweep = v.get("sweep")
+    if not isinstance(sweep, dict):
+        return []
+    flops, acc = sweep.get("flops_per_sample"), sweep.get("test_accuracy")
+    if not isinstance(flops, list) or not isinstance(acc, list):
+        return []
+    pts = [(f, a) for f, a in zip(map(as_float, flops), map(as_float, acc), strict=False) if f is not None]
+    return sorted((f, a) for f, a in pts if a is not None and f > 0 and 0 <= a <= 1)
+
+
+def flops_at_accuracy(points: Sequence[tuple[float, float]], accuracy: float) -> float | None:
+    """The least FLOPs/sample at which the sweep (piecewise linear, cheapest first) reaches ``accuracy``: the first
+    point that reaches it, interpolated linearly from the point before it; None when the sweep never does."""
+    prev: tuple[float, float] | None = None
+    for f, a in points:
+        if a >= accuracy - _ACC_TOL:
+            if prev is None:
+                return f
+            f0, a0 = prev  # a0 < accuracy: else the loop had returned at it
+            return f0 + (f - f0) * (accuracy - a0) / (a - a0)
+        prev = (f, a)
+    return None
+
+
+def _op_flops(v: Variant) -> float | None:
+    """The operating point's FLOPs as its sweep counts them (``predicted_flops_per_sample``, from the same trace),
+    else the measured FLOPs."""
+    for key in ("predicted_flops_per_sample", "flops_per_sample"):
+        x = as_float(v.get(key))
+        if x is not None and x > 0:
+            return x
+    return None
+
+
+def _pct(x: float | None) -> str:
+    return DASH if x is None else f"{100 * x:.2f}%"
+
+
+def _bs1(v: Variant, base: Variant, bs: int | None) -> str:
+    s = speedup(v, base, bs) if bs is not None else None
+    if s is None:
+        return f"{DASH} at bs {bs}" if bs is not None else "not timed at bs 1"
+    spread = f" ({s.q1:.2f}–{s.q3:.2f})" if s.paired and s.q1 is not None and s.q3 is not None else ""
+    return f"{s.value:.2f}×{spread}{PAIRED_MARK if s.paired else UNPAIRED_MARK} at bs {bs}"
+
+
+def _operating(v: Variant, base: Variant, bs: int | None) -> str:
+    """``91.80% (+1.17 pt), 126 kFLOP/sample (2.06× fewer than the MainNet), 0.71× (0.70–0.72)† at bs 1``."""
+    acc = as_float(v.get("test_accuracy"))
+    fs = flop_speedup(v, base)
+    flops = fmt_flops(v.get("flops_per_sample")) + "/sample"
+    flops += f" (FLOP speedup {fs:.2f}×)" if fs is not None else ""
+    return f"{_pct(acc)} ({_pt(delta_acc_pt(v, base))}), {flops}, {_bs1(v, base, bs)}"
+
+
+def _brief(v: Variant, base: Variant, bs: int | None) -> str:
+    """```learned` (2.06× fewer FLOPs, 0.71× (0.70–0.72)† at bs 1, +1.17 pt)``."""
+    fs = flop_speedup(v, base)
+    flops = DASH if fs is None else f"{fs:.2f}×"
+    return f"{_who(v)} ({flops} fewer FLOPs, {_bs1(v, base, bs)}, {_pt(delta_acc_pt(v, base))})"
+
+
+def _on_chain(chain: str) -> str:
+    return "on the fp32 MainNet" if chain == NONE else f"on `{md_escape(chain)}`"
+
+
+def _softmax_twin(learned: Variant, rows: Sequence[Variant]) -> Variant | None:
+    """The softmax-threshold system on the same placement and chain as a ``learned`` row: ``sidenet-multi`` (else
+    ``sidenet``) with the same taps and the softmax policy."""
+    taps = taps_of(learned)
+    if taps is None:
+        return None
+    for name in (MULTI, SIDENET):
+        for v in rows:
+            system = v.get("exit_system")
+            policy = system.get("policy") if isinstance(system, dict) else v.get("policy")
+            if (
+                system_name(v.exit) == name
+                and v.chain == learned.chain
+                and taps_of(v) == taps
+                and policy in (None, "softmax")
+            ):
+                return v
+    return None
+
+
+@dataclass(frozen=True)
+class EqualAccuracy:
+    """One side of an equal-accuracy comparison: at ``accuracy`` (``at``'s operating point) ``at`` spends ``own``
+    FLOPs/sample and ``other``'s sweep ``needed`` (None: its sweep never reaches that accuracy, or is missing)."""
+
+    accuracy: float
+    at: Variant
+    other: Variant
+    own: float
+    needed: float | None
+    swept: bool  # ``other`` recorded a sweep at all
+
+    def winner(self) -> Variant | str | None:
+        """The row needing fewer FLOPs at this accuracy (ties within EQUAL_FLOPS_TOL: ``"tie"``); the one that
+        reaches it when the other's sweep never does; None when the other recorded no sweep."""
+        if self.needed is not None:
+            ratio = self.needed / self.own
+            if ratio > 1 + EQUAL_FLOPS_TOL:
+                return self.at
+            return self.other if ratio < 1 - EQUAL_FLOPS_TOL else "tie"
+        return self.at if self.swept else None
+
+    def clause(self) -> str:
+        """``at 91.80% (`learned`'s operating point) `sidenet-multi` needs 0.131 MFLOP/sample vs 0.126: `learned`
+        1.04× fewer``."""
+        head = f"at {_pct(self.accuracy)} ({_who(self.at)}'s operating point, {fmt_flops(self.own)}/sample) "
+        if not self.swept:
+            return head + f"{_who(self.other)} recorded no sweep"
+        if self.needed is None:
+            top = max((a for _, a in sweep_points(self.other)), default=None)
+            return head + f"{_who(self.other)}'s sweep never gets there (at most {_pct(top)})"
+        text = head + f"{_who(self.other)}'s sweep needs {fmt_flops(self.needed)}/sample: "
+        w = self.winner()
+        if not isinstance(w, Variant):
+            return text + f"the same within {100 * EQUAL_FLOPS_TOL:g}%"
+        ratio = self.needed / self.own if w is self.at else self.own / self.needed
+        return text + f"{_who(w)} needs {ratio:.2f}× fewer"
+
+
+def equal_accuracy(learned: Variant, softmax: Variant) -> list[EqualAccuracy]:
+    """Both directions: the softmax sweep at the learned operating point's accuracy, the learned sweep at the
+    softmax operating point's (operating points with an accuracy and FLOPs only)."""
+    out = []
+    for at, other in ((learned, softmax), (softmax, learned)):
+        acc, own = as_float(at.get("test_accuracy")), _op_flops(at)
+        if acc is None or own is None:
+            continue
+        pts = sweep_points(other)
+        out.append(EqualAccuracy(acc, at, other, own, flops_at_accuracy(pts, acc) if pts else None, bool(pts)))
+    return out
+
+
+def learned_vs_softmax(learned: Variant, softmax: Variant | None, base: Variant, bs: int | None) -> str:
+    """(a): does the learned policy beat the softmax threshold on the same exits at equal accuracy?"""
+    head = f"*Learned policy vs softmax threshold* ({placement_phrase(learned)}, {_on_chain(learned.chain)}): "
+    text = head + f"{_who(learned)} at {_operating(learned, base, bs)}"
+    if softmax is None:
+        return text + "; no softmax-threshold row on the same exits to compare with."
+    text += f"; {_who(softmax)} at {_operating(softmax, base, bs)}."
+    sides = equal_accuracy(learned, softmax)
+    if sides:
+        text += " At equal accuracy (test sweeps, interpolated): " + "; ".join(e.clause() for e in sides) + "."
+    winners = {system_name(w.exit) if isinstance(w, Variant) else w for e in sides if (w := e.winner()) is not None}
+    if not winners:
+        return text + " No equal-accuracy comparison can be made from the recorded sweeps."
+    if winners == {"tie"}:
+        return text + " → No difference here."
+    if winners <= {LEARNED, "tie"}:
+        return text + " → The learned policy beats the softmax threshold here."
+    if winners <= {system_name(softmax.exit), "tie"}:
+        return text + " → The softmax threshold beats the learned policy here."
+    return text + " → Neither dominates here: which needs fewer FLOPs depends on the accuracy."
+
+
+def selection_vs_early_exit(
+    cascade: Variant, rows: Sequence[Variant], base: Variant, bs: int | None, target: float, recorded: bool
+) -> str:
+    """(b): network selection vs the best early exit within one network, on the same chain, at the Reading's target."""
+    budget = f"≤ {target:g} pt below the fp32 MainNet on test, " + (
+        "the task's selection target, as in the Reading" if recorded else "no target recorded: the report's default"
+    )
+    text = f"*Network selection vs early exit* ({_on_chain(cascade.chain)}; {budget}): {_who(cascade)} at "
+    text += _operating(cascade, base, bs)
+    rates = per_exit_rates(cascade)
+    share = rates[0] if rates else as_float(cascade.get("exit_rate"))
+    if share is not None:
+        text += f", the {small_network(cascade)} answering {100 * share:.1f}% of inputs alone"
+    params, main_params = as_float(cascade.get("params")), as_float(base.get("params"))
+    if params is not None:
+        text += f", {fmt_params(params)} parameters in both networks"
+        text += f" (MainNet {fmt_params(main_params)})" if main_params is not None else ""
+    text += "."
+    early = [v for v in rows if v.chain == cascade.chain and system_name(v.exit) in EARLY_EXIT]
+    within = [v for v in early if _within(v, base, target) and flop_speedup(v, base) is not None]
+    best = max(within, key=lambda v: flop_speedup(v, base) or 0.0) if within else None
+    mine_ok = _within(cascade, base, target)
+    if best is not None:
+        text += f" Best early exit within the target: {_brief(best, base, bs)}."
+    if best is None and not early:
+        return text + " No early-exit row on this chain to compare with."
+    if not mine_ok and best is None:
+        text += " → Neither stays within the target on test."
+    elif not mine_ok:
+        text += f" → Early exit within one network wins at this budget: {_who(cascade)} misses the target on test."
+    elif best is None:
+        text += " → Network selection wins at this budget: no early exit stays within the target on test."
+    else:
+        text += _selection_verdict(cascade, best, base, bs)
+    ref_acc = as_float(base.get("test_accuracy"))
+    goal = None if ref_acc is None else ref_acc - target / 100.0
+    swept = [(v, flops_at_accuracy(pts, goal)) for v in early if goal is not None and (pts := sweep_points(v))]
+    reached = [(v, f) for v, f in swept if f is not None]
+    mine_pts = sweep_points(cascade)
+    if goal is not None and mine_pts and reached:
+        f_mine = flops_at_accuracy(mine_pts, goal)
+        v_best, f_best = min(reached, key=lambda vf: vf[1])
+        text += f" At exactly the target ({_pct(goal)}) the sweeps need: {_who(cascade)} "
+        text += f"{fmt_flops(f_mine)}/sample" if f_mine is not None else "never gets there"
+        text += f", the cheapest early exit {_who(v_best)} {fmt_flops(f_best)}/sample."
+    return text
+
+
+def _selection_verdict(cascade: Variant, best: Variant, base: Variant, bs: int | None) -> str:
+    """Both within the target: who needs fewer FLOPs (ties within EQUAL_FLOPS_TOL), and who is faster at ``bs``."""
+    mine_f, best_f = as_float(cascade.get("flops_per_sample")), as_float(best.get("flops_per_sample"))
+    if mine_f is None or best_f is None or mine_f <= 0 or best_f <= 0:
+        return f" → {DASH}: a FLOP count is missing."
+    ratio = mine_f / best_f
+    if ratio > 1 + EQUAL_FLOPS_TOL:
+        text = f" → Early exit within one network beats network selection here: {ratio:.2f}× fewer FLOPs"
+    elif ratio < 1 - EQUAL_FLOPS_TOL:
+        text = f" → Network selection beats early exit within one network here: {1 / ratio:.2f}× fewer FLOPs"
+    else:
+        text = f" → Network selection and early exit need the same FLOPs here (within {100 * EQUAL_FLOPS_TOL:g}%)"
+    s_mine = speedup(cascade, base, bs) if bs is not None else None
+    s_best = speedup(best, base, bs) if bs is not None else None
+    if s_mine is not None and s_best is not None and min(s_mine.value, s_best.value) > 0:
+        faster = _who(best) if s_best.value >= s_mine.value else _who(cascade)
+        lat = max(s_best.value, s_mine.value) / min(s_best.value, s_mine.value)
+        text += f"; at bs {bs} {faster} is {lat:.2f}× faster"
+    return text + "."
+
+
+def _oracle_bound(v: Variant, base: Variant) -> float | None:
+    """FLOP speedup of the least compute any policy on the row's exits needs for the row's test accuracy
+    (``oracle.flops_at_accuracy``)."""
+    o, ref = oracle_of(v), as_float(base.get("flops_per_sample"))
+    flops = as_float(o.get("flops_at_accuracy")) if o is not None else None
+    return ref / flops if ref is not None and flops is not None and flops > 0 else None
+
+
+def _sweep_best(v: Variant, base: Variant, loss_pt: float) -> float | None:
+    """FLOP speedup of the cheapest point of the row's test sweep within ``loss_pt`` of the fp32 MainNet."""
+    ref_acc, ref_flops = as_float(base.get("test_accuracy")), as_float(base.get("flops_per_sample"))
+    pts = sweep_points(v)
+    if ref_acc is None or ref_flops is None or not pts:
+        return None
+    flops = flops_at_accuracy(pts, ref_acc - loss_pt / 100.0)
+    return ref_flops / flops if flops else None
+
+
+def headline(exits: Sequence[Variant], base: Variant, bs: int | None) -> str:
+    """(c): which system reaches the most FLOP reduction vs the fp32 MainNet at ≤ 1 pt on test, its bs-1 speedup,
+    and whether that meets the paper's 2.8× FLOPs and the project's 2× latency — else which comes closest and why."""
+    text = (
+        f"*Headline* (Bolukbasi et al.: ≥ {HEADLINE_FLOPS:g}× fewer FLOPs at ≤ {HEADLINE_LOSS_PT:g} pt loss; the goal "
+        f"here adds ≥ {HEADLINE_LATENCY:g}× lower latency at bs 1; both vs the fp32 MainNet, on test): "
+    )
+    within = [v for v in exits if _within(v, base, HEADLINE_LOSS_PT) and flop_speedup(v, base) is not None]
+    if not within:
+        return text + f"no exit system with a FLOP count stays within {HEADLINE_LOSS_PT:g} pt on test."
+    at = 1 if bs == 1 else None
+
+    def fs(v: Variant) -> float:
+        return flop_speedup(v, base) or 0.0
+
+    def lat(v: Variant) -> float | None:
+        s = speedup(v, base, 1) if at is not None else None
+        return s.value if s is not None else None
+
+    def brief(v: Variant) -> str:
+        return _brief(v, base, at)
+
+    best = max(within, key=fs)
+    text += f"the most FLOP reduction within {HEADLINE_LOSS_PT:g} pt: {brief(best)}."
+    meets = [v for v in within if fs(v) >= HEADLINE_FLOPS and (lat(v) or 0.0) >= HEADLINE_LATENCY]
+    if best in meets:
+        return text + " → Met."
+    if meets:
+        return text + f" → Met by {brief(max(meets, key=fs))}."
+    if at is None:
+        return text + " → Latency not checked: no bs 1 timing."
+    near = max(within, key=lambda v: min(fs(v) / HEADLINE_FLOPS, (lat(v) or 0.0) / HEADLINE_LATENCY))
+    text += " → Not met."
+    if near is not best:
+        text += f" Closest to both (the smaller of FLOP speedup ÷ {HEADLINE_FLOPS:g} and bs-1 speedup ÷ "
+        text += f"{HEADLINE_LATENCY:g} the largest): {brief(near)}."
+    why = []
+    if fs(near) < HEADLINE_FLOPS:
+        part = f"FLOPs {fs(near):.2f}× < {HEADLINE_FLOPS:g}×"
+        swept, bound = _sweep_best(near, base, HEADLINE_LOSS_PT), _oracle_bound(near, base)
+        if swept is not None:
+            part += f"; its own sweep on test reaches {swept:.2f}× at most within {HEADLINE_LOSS_PT:g} pt"
+        if bound is not None:
+            part += f"; an oracle policy on the same exits saves {bound:.2f}× at its accuracy" + (
+                ", so no policy on these exits gets there at that accuracy" if bound < HEADLINE_FLOPS else ""
+            )
+        why.append(part)
+    l_near = lat(near)
+    if l_near is None:
+        why.append("latency not measured at bs 1")
+    elif l_near < HEADLINE_LATENCY:
+        part = f"bs 1 {l_near:.2f}× < {HEADLINE_LATENCY:g}×"
+        if fs(near) > 0 and l_near < fs(near):
+            part += (
+                f"; time falls less than FLOPs (bs-1 speedup ÷ FLOP speedup {l_near / fs(near):.2f}): the skipped "
+                "layers cost less time than their FLOP share, or the exits' own overhead dominates"
+            )
+        why.append(part)
+    return text + (f" Why ({_who(near)}): " + "; ".join(why) + "." if why else "")
+
+
+def bolukbasi_reading(variants: Sequence[Variant], sizes: Sequence[int]) -> str:
+    """The paragraph "Bolukbasi et al. 2017 here" (only with ``learned`` or ``cascade`` rows): (a) per ``learned``
+    row, the learned policy vs the softmax threshold on the same exits at equal accuracy; (b) per ``cascade`` row,
+    network selection vs the best early exit on the same chain at the Reading's target; (c) the headline check.
+    Chain ``none`` first, then each compressed chain; every number from the rows."""
+    exits = exit_variants(variants)
+    ours = [v for v in exits if system_name(v.exit) in (LEARNED, CASCADE)]
+    if not ours:
+        return ""
+    base = find_variant(variants, NONE, NONE, exits[0].device)
+    title = "**Bolukbasi et al. 2017 here:**"
+    if base is None or as_float(base.get("test_accuracy")) is None:
+        return f"{title} no fp32 MainNet row, so nothing to compare the learned policy and network selection to."
+    bs = best_batch_size(sizes)
+    target, recorded = accuracy_target(variants)
+    out = [title]
+    for v in ours:
+        if system_name(v.exit) == LEARNED:
+            out.append(learned_vs_softmax(v, _softmax_twin(v, exits), base, bs))
+    for v in ours:
+        if is_cascade(v):
+            out.append(selection_vs_early_exit(v, exits, base, bs, target, recorded))
+    out.append(headline(exits, base, bs))
+    return " ".join(out)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -20,7 +20,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from sidenet import atomic
-from sidenet.report.exit_systems import exit_variants, has_exits, oracle_points, system_specs
+from sidenet.report.exit_systems import (
+    exit_variants,
+    has_exits,
+    is_cascade,
+    oracle_points,
+    point_placement,
+    system_specs,
+)
 from sidenet.report.tables import (
     NONE,
     Variant,
@@ -42,6 +49,8 @@ _CHOSEN = "chosen threshold (measured on test)"
 KINDS = ("pareto", "exit_systems", "flops", "latency", "reliability")
 EXIT_SYSTEMS_FIGSIZE = (7.4, 5.0)
 ZOOM_PT = 10.0  # the exit-systems plot shows accuracy from the fp32 MainNet − this many points up
+SWEEP_LW_STEP = 0.6  # exit-systems plot: each earlier system's fp32 sweep this much wider (points) ...
+POINT_MS_STEP = 1.6  # ... and its operating point this much larger, so coinciding systems stay visible
 
 
 @dataclass(frozen=True)
@@ -293,6 +302,13 @@ def _taps_text(taps: Sequence[str]) -> str:
     return f"tap{'s' if len(taps) > 1 else ''} {'/'.join(taps)}" if taps else "taps not recorded"
 
 
+def _oracle_placement(p: Any) -> str:
+    """``taps layer1/layer2``; a network selection's ``small network → MainNet`` (plain text: no Markdown)."""
+    if is_cascade(p.variant):
+        return point_placement(p).replace("`", "").replace(chr(92) + "|", "|")
+    return _taps_text(p.taps)
+
+
 def draw_exit_systems(ax: Axes, variants: Sequence[Variant]) -> None:
     """Accuracy vs FLOPs/sample per exit system: its sweep over thresholds on test (solid on the fp32 MainNet,
     dashed or dotted on each compressed chain), its validation-selected operating point (filled on the fp32
@@ -300,7 +316,11 @@ def draw_exit_systems(ax: Axes, variants: Sequence[Variant]) -> None:
     (triangle: first right exit, diamond: agrees with the MainNet) in the colour of the system that placed them."""
     biggest = max((x for x, _ in _exit_system_points(variants)), default=0.0)
     scale, unit = (1e9, "GFLOP") if biggest >= 1e9 else (1e6, "MFLOP")
-    colors = {spec: f"C{i % 10}" for i, spec in enumerate(system_specs(variants))}
+    specs = system_specs(variants)
+    colors = {spec: f"C{i % 10}" for i, spec in enumerate(specs)}
+    # systems whose curves and operating points coincide (a learned policy on the softmax system's heads often
+    # lands on it): earlier systems are drawn wider and larger underneath, so each stays visible as a rim
+    under = {spec: len(specs) - 1 - i for i, spec in enumerate(specs)}
     chains = list(dict.fromkeys(v.chain for v in exit_variants(variants) if v.chain != NONE))
     styles = {NONE: "-", **{c: _CHAIN_STYLES[i % len(_CHAIN_STYLES)] for i, c in enumerate(chains)}}
     for v in exit_variants(variants):
@@ -314,9 +334,10 @@ def draw_exit_systems(ax: Axes, variants: Sequence[Variant]) -> None:
                 [x / scale for x, _ in pts],
                 [100 * y for _, y in pts],
                 ls=styles[v.chain],
-                lw=1.6 if plain else 1.2,
+                lw=(1.4 + SWEEP_LW_STEP * under[v.exit]) if plain else 1.2,
                 alpha=1.0 if plain else 0.75,
                 color=color,
+                zorder=2 + 0.01 * (len(specs) - under[v.exit]),
                 label=f"{name}: sweep",
             )
         acc, flops = as_float(v.get("test_accuracy")), as_float(v.get("flops_per_sample"))
@@ -325,12 +346,12 @@ def draw_exit_systems(ax: Axes, variants: Sequence[Variant]) -> None:
                 flops / scale,
                 100 * acc,
                 "o",
-                ms=8,
+                ms=8 + POINT_MS_STEP * under[v.exit],
                 color=color,
                 mfc=color if plain else "white",
                 mec="black" if plain else color,
                 mew=1.0 if plain else 2.0,
-                zorder=4,
+                zorder=4 + 0.01 * (len(specs) - under[v.exit]),
                 label="_nolegend_" if sweep is not None else f"{name}: operating point",
             )
     for v in variants:
@@ -363,7 +384,7 @@ def draw_exit_systems(ax: Axes, variants: Sequence[Variant]) -> None:
             mec="black",
             mew=1.0,
             zorder=6,
-            label=f"{p.label.replace(chr(92) + '|', '|')} [{_taps_text(p.taps)}]",
+            label=f"{p.label.replace(chr(92) + '|', '|')} [{_oracle_placement(p)}]",
         )
     # legend proxies (no data): what the operating-point markers mean
     if any(v.chain == NONE for v in exit_variants(variants)):

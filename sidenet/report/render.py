@@ -19,6 +19,7 @@ from sidenet import atomic
 from sidenet.machine import from_machine_info
 from sidenet.report import plots
 from sidenet.report.exit_systems import (
+    bolukbasi_reading,
     exit_systems_reading,
     exit_systems_table,
     exit_variants,
@@ -309,6 +310,9 @@ def _exit_systems(
         reading = exit_systems_reading(mine, sizes)
         if reading:
             lines += [reading, ""]
+        bolukbasi = bolukbasi_reading(mine, sizes)
+        if bolukbasi:
+            lines += [bolukbasi, ""]
         comp = system_complementarity_table(mine, sizes)
         heading = "#####" if show_device else "####"
         if comp is not None:
