@@ -347,6 +347,8 @@ def test_list_shows_exit_systems_and_policies_separately(capsys: pytest.CaptureF
     text = capsys.readouterr().out
     systems = text.split("exit systems:\n", 1)[1].split("exit policies:\n", 1)[0]
     assert [line.split()[0] for line in systems.splitlines()] == [
+        "cascade",
+        "learned",
         "none",
         "oracle",
         "sidenet",

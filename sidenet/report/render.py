@@ -23,6 +23,8 @@ from sidenet.report.exit_systems import (
     exit_systems_reading,
     exit_systems_table,
     exit_variants,
+    fmt_placement,
+    is_cascade,
     system_complementarity_table,
 )
 from sidenet.report.tables import (
@@ -86,6 +88,12 @@ rows are bounds from the recorded outputs of every exit on test, for one exit pl
 its first right exit, or at the first exit agreeing with the MainNet. **FLOPs ÷ oracle** divides a system's \
 FLOPs by the least any exit policy on its exits needs for its accuracy (Σ first-exit costs + the k smallest \
 extra costs of reaching each input's first right exit, k = the inputs it must get right).
+- **Bolukbasi et al. 2017 here** (with `learned` or `cascade` rows): the learned policy vs the softmax threshold \
+on the same exits compares FLOPs at equal accuracy — each operating point's FLOPs (as its sweep counts them) vs the \
+least FLOPs at which the other system's threshold sweep on test reaches that accuracy, interpolated linearly; \
+differences within 2% count as none. Network selection (`cascade`) is compared with the early exit (`sidenet`, \
+`sidenet-multi`, `learned`) saving the most FLOPs within the task's target on the same chain. The headline check \
+takes every exit system on every chain within 1 pt of the fp32 MainNet on test.
 """
 
 
@@ -207,7 +215,9 @@ def _table(table: Table) -> list[str]:
 def _choice_sentence(v: Variant) -> str:
     """How the threshold was chosen, from whichever optional keys the harness recorded."""
     parts = [f"**{md_escape(v.exit)}** on chain {_code(v.chain)}"]
-    if v.get("tap") is not None:
+    if is_cascade(v):
+        parts.append(fmt_placement(v))  # network selection: the small network first, then the MainNet
+    elif v.get("tap") is not None:
         parts.append(f"tap {_code(str(v.get('tap')))}")
     text = ", ".join(parts)
     threshold, target = as_float(v.get("threshold")), as_float(v.get("target_loss_pt"))
