@@ -188,7 +188,7 @@ def test_second_prepare_reuses_cache(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(weight_files(tmp_path, "mainnet")) == 1 and len(weight_files(tmp_path, "sidenet")) == 1
     task = TASKS.get(TASK)
     monkeypatch.setattr(task, "train_mainnet", forbid("MainNet training"))
-    monkeypatch.setattr("sidenet.pipeline.fit_sidenet", forbid("SideNet training"))
+    monkeypatch.setattr("sidenet.heads.fit_sidenet", forbid("SideNet training"))
     second = prepare(TASK, progress=False)
     assert second.logs["mainnet"]["key"] == first.logs["mainnet"]["key"]
     assert second.logs["sidenet"]["key"] == first.logs["sidenet"]["key"]

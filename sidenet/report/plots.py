@@ -17,7 +17,7 @@ from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from sidenet import atomic
 from sidenet.report.exit_systems import (
@@ -141,6 +141,17 @@ def draw_accuracy_vs_flops(ax: Axes, variants: Sequence[Variant]) -> None:
     ax.set_ylabel("test accuracy (%)")
 
 
+# one marker per exit system (colour = batch size, hollow = a compressed chain), so every point can be told apart
+EXIT_MARKERS = {
+    "none": "*",
+    "sidenet": "o",
+    "sidenet-noexit": "X",
+    "sidenet-multi": "s",
+    "learned": "^",
+    "cascade": "D",
+}
+
+
 def draw_accuracy_vs_latency(ax: Axes, variants: Sequence[Variant]) -> None:
     """Measured points per batch size; dashed estimate head_side + (1 − exit_rate(t)) × rest when timed."""
     colors = [f"C{i}" for i in range(10)]
@@ -155,13 +166,15 @@ def draw_accuracy_vs_latency(ax: Axes, variants: Sequence[Variant]) -> None:
                 continue
             lat = latency_per_sample(row) * 1e3
             latencies.append(lat)
-            marker = "*" if v.is_mainnet else "o"
+            marker = EXIT_MARKERS.get(v.exit.split(":")[0], "P")
             ax.plot(
                 lat,
                 100 * acc,
                 marker,
                 ms=13 if v.is_mainnet else 8,
                 color=color,
+                markerfacecolor=color if v.chain == NONE else "none",  # hollow: a compressed chain
+                markeredgewidth=1.5,
                 zorder=3,
                 label=f"bs {bs}: {_label(v, variants)} (measured)",
             )
@@ -180,7 +193,7 @@ def draw_accuracy_vs_latency(ax: Axes, variants: Sequence[Variant]) -> None:
                 "--",
                 color=color,
                 alpha=0.8,
-                label=None if estimated else f"bs {bs}: estimated from component timings",
+                label=None if estimated else f"bs {bs}: {_label(v, variants)} estimated from component timings",
             )
             estimated = True
     _log_x_if_wide(ax, latencies, ratio=20)
@@ -195,8 +208,16 @@ def _chain_name(chain: str) -> str:
 def _log_x_if_wide(ax: Axes, xs: Sequence[float], ratio: float) -> None:
     positive = [x for x in xs if x > 0]
     if positive and max(positive) / min(positive) > ratio:
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on log axes
+        log_x(ax)
+
+
+def log_x(ax: Axes) -> None:
+    """A log x axis labelled at 1, 2, 5 × 10^k in plain numbers: a range under a decade would otherwise show one
+    label (or none), and minor labels collide."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def draw_pareto(ax: Axes, variants: Sequence[Variant]) -> None:
@@ -413,8 +434,7 @@ def _exit_systems_limits(ax: Axes, variants: Sequence[Variant], scale: float) ->
         return
     x_lo, x_hi = min(xs), max(xs)
     if x_hi / x_lo > 8:
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        log_x(ax)
         ax.set_xlim(x_lo / 1.15, x_hi * 1.15)
     else:
         margin = 0.05 * (x_hi - x_lo) or 0.05 * x_hi
