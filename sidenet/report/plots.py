@@ -106,20 +106,26 @@ def _pairs(xs: Sequence[Any], ys: Sequence[Any]) -> tuple[list[float], list[floa
 def draw_accuracy_vs_flops(ax: Axes, variants: Sequence[Variant]) -> None:
     """Threshold sweep as a line per exit system; MainNet as a star, chosen threshold as a ring."""
     scale, unit = _flops_scale(variants)
+    chains = list(dict.fromkeys(v.chain for v in variants))
     for v in variants:
         acc, flops = as_float(v.get("test_accuracy")), as_float(v.get("flops_per_sample"))
+        color = f"C{chains.index(v.chain) % 10}"  # colour = chain; line style and marker = exit system
         if v.is_mainnet:
             if acc is not None and flops is not None:
-                ax.plot(flops / scale, 100 * acc, "*", ms=14, label=_label(v, variants), zorder=3)
+                ax.plot(flops / scale, 100 * acc, "*", ms=14, color=color, label=_label(v, variants), zorder=3)
             continue
         sweep = _sweep(v)
         if sweep is not None:
             xs, ys = _pairs(sweep.get("flops_per_sample") or [], sweep.get("test_accuracy") or [])
             pts = sorted(zip(xs, ys, strict=True))
+            system = v.exit.split(":")[0]
             ax.plot(
                 [x / scale for x, _ in pts],
                 [100 * y for _, y in pts],
-                ".-",
+                linestyle=EXIT_LINESTYLES.get(system, "-"),
+                marker=EXIT_MARKERS.get(system, "P"),
+                ms=3,
+                color=color,
                 label=f"{_label(v, variants)} sweep",
             )
         if acc is not None and flops is not None and v.get("threshold_source") != "never-exit":
@@ -150,6 +156,7 @@ EXIT_MARKERS = {
     "learned": "^",
     "cascade": "D",
 }
+EXIT_LINESTYLES = {"sidenet": "-", "sidenet-noexit": ":", "sidenet-multi": "--", "learned": "-.", "cascade": ":"}
 
 
 def draw_accuracy_vs_latency(ax: Axes, variants: Sequence[Variant]) -> None:
