@@ -23,6 +23,7 @@ from sidenet.report.tables import (
     NOISY_MARK,
     NOISY_REL_IQR,
     NONE,
+    PAIRED_FOOTNOTE,
     PAIRED_MARK,
     PARTLY_AT,
     SIDENET,
@@ -377,10 +378,7 @@ def _footnotes(exits: Sequence[Variant], any_oracle: bool, marks: set[str]) -> l
             "recorded them, or an oracle that cannot reach the row's accuracy); re-run the bench to fill them in."
         )
     if PAIRED_MARK in marks:
-        notes.append(
-            f"{PAIRED_MARK} paired speedup: median (q1–q3) of per-round fp32-MainNet/this-row time ratios, rounds "
-            "timed interleaved."
-        )
+        notes.append(f"{PAIRED_MARK} {PAIRED_FOOTNOTE}")
     if AA_MARK in marks:
         notes.append(f"{AA_MARK} {AA_FOOTNOTE}")
     if UNPAIRED_MARK in marks:

@@ -203,6 +203,9 @@ def fmt_reference(aa: Speedup | None) -> str:
     return f"ref; A/A {aa.value:.2f} ({aa.q1:.2f}–{aa.q3:.2f}){AA_MARK}"
 
 
+PAIRED_FOOTNOTE = (
+    "paired speedup: median (q1–q3) of per-round fp32-MainNet/this-row time ratios, rounds timed interleaved."
+)
 AA_FOOTNOTE = (
     "A/A = the fp32 MainNet paired with itself under the same protocol: median (q1–q3) of ratios that should "
     "be 1.00; a paired speedup inside that band is not distinguishable from no change on this machine."
@@ -836,10 +839,7 @@ def complementarity_table(quad: Quad, sizes: Sequence[int]) -> Table:
         "multiply-add counts like an fp32 one), so it only tells whether the exit skips the same share of work.",
     ]
     if PAIRED_MARK in marks:
-        notes.append(
-            f"{PAIRED_MARK} paired speedup: median (q1–q3) of per-round fp32-MainNet/this-row time ratios, "
-            "rounds timed interleaved."
-        )
+        notes.append(f"{PAIRED_MARK} {PAIRED_FOOTNOTE}")
     if AA_MARK in marks:
         notes.append(f"{AA_MARK} {AA_FOOTNOTE}")
     if UNPAIRED_MARK in marks:
