@@ -555,12 +555,14 @@ def prepare_system(
         test_eval, cached = None, False
     if built.choose is not None:
         policy, thresholds = built.choose(val, target, margin_se)
+        sw_val = shared_sweep(val, val.scores(policy))
+        i_sel = int(np.flatnonzero(sw_val.thresholds == thresholds[0])[0])
     else:
         policy = built.policy
-        thresholds = [select_shared(shared_sweep(val, val.scores(policy)), target, margin_se)[0]] * val.n_exits
+        sw_val = shared_sweep(val, val.scores(policy))
+        threshold, i_sel = select_shared(sw_val, target, margin_se)
+        thresholds = [threshold] * val.n_exits
     threshold = thresholds[0]
-    sw_val = shared_sweep(val, val.scores(policy))
-    i_sel = int(np.flatnonzero(sw_val.thresholds == threshold)[0])
     if test_eval is None:
         cascade = Cascade(built.staged, built.heads, policy, thresholds)
         per_row: dict[str, torch.Tensor] = {}

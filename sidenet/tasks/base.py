@@ -131,6 +131,18 @@ def finish_training(
     }
 
 
+# Task config fields that say how a task is benchmarked, not how its MainNet is trained: left out of ``recipe()``
+# (the MainNet's cache key), so changing them never retrains it.
+NOT_IN_RECIPE: tuple[str, ...] = (
+    "description",
+    "tap",
+    "sidenet",
+    "target_loss_pt",
+    "selection_margin_se",
+    "default_chains",
+    "small_network_chain",
+)
+
 TASKS: Registry[Task] = Registry("task")
 
 

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from sidenet.data import Splits
 from sidenet.sidenet import SideNetConfig
-from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, finish_training
+from sidenet.tasks.base import DATASETS, NOT_IN_RECIPE, Batch, Encoded, Task, finish_training
 from sidenet_core.errors import UserError
 from sidenet_core.layouts import ARCHS, build_resnet
 from sidenet_core.precision import autocast, resolve
@@ -89,15 +89,7 @@ class ImageTask(Task):
 
     def recipe(self) -> dict[str, Any]:
         cfg = asdict(self.config)
-        for k in (
-            "description",
-            "tap",
-            "sidenet",
-            "target_loss_pt",
-            "selection_margin_se",
-            "default_chains",
-            "small_network_chain",
-        ):  # do not change the MainNet
+        for k in NOT_IN_RECIPE:  # do not change the MainNet
             cfg.pop(k)
         cfg["train_precision"] = self.precision()  # "auto" differs per CPU
         return {"type": "image", **cfg}

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from sidenet.data import Splits
 from sidenet.sidenet import SideNetConfig
-from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, finish_training
+from sidenet.tasks.base import DATASETS, NOT_IN_RECIPE, Batch, Encoded, Task, finish_training
 from sidenet_core.errors import UserError
 from sidenet_core.precision import autocast, resolve
 
@@ -87,15 +87,7 @@ class TextTask(Task):
 
     def recipe(self) -> dict[str, Any]:
         cfg = asdict(self.config)
-        for k in (  # do not change the MainNet
-            "description",
-            "tap",
-            "sidenet",
-            "target_loss_pt",
-            "selection_margin_se",
-            "default_chains",
-            "small_network_chain",
-        ):
+        for k in NOT_IN_RECIPE:
             cfg.pop(k)
         cfg["train_precision"] = resolve(self.config.train_precision)  # "auto" differs per CPU
         return {"type": "text", **cfg}
