@@ -13,6 +13,16 @@ graph: a single FX graph would hide the stages, and splitting it into head/rest 
 tie the compressed model to one tap. ``avgpool`` and the classifier ``fc`` stay fp32 unless
 ``include_head=True`` (then ``fc`` becomes a static int8 linear too).
 
+**int8, ResNet — ``granularity="block"``: one graph per residual block.** Early-exit systems that place
+exits after individual residual blocks inside a stage (EENets) need the quantised ResNet cut at block
+boundaries, and per-stage graphs hide those. With ``granularity="block"`` every element of
+``layer1``..``layer4`` (a BasicBlock) is FX-prepared, calibrated in order on the same batches and
+converted as its own graph, and each stage becomes an ``nn.Sequential`` of the converted blocks (so
+``model.layer2[0]`` is the first block of layer2, and the state between any two blocks is fp32). The stem
+and ``include_head`` are as above. The price is one dequantise + quantise per block boundary instead of
+per stage boundary. torch.ao backends only: ``ort``, ``pt2e`` and ``torchao`` refuse it (one-line
+UserError); BERT ignores it.
+
 **int8, BERT — dynamic quantisation** (``torch.ao.quantization.quantize_dynamic(layer, {nn.Linear},
 torch.qint8)``) of each ``bert.encoder.layer[i]`` in place; embeddings stay fp32 and the pooler +
 classifier too unless ``include_head=True``.
@@ -43,6 +53,7 @@ import torch
 from torch import nn
 
 from compressors.base import (
+    RESNET_STAGES,
     CompressContext,
     CompressorConfig,
     is_quantized,
@@ -57,6 +68,7 @@ from sidenet_core.errors import UserError
 
 BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")  # torch.ao quantised engines
 ORT_BACKEND = "ort"  # ONNX Runtime dynamic int8 through optimum (BERT only): compressors/ort.py
+GRANULARITIES = ("stage", "block")  # ResNet torch.ao int8: one FX graph per stage or per residual block
 
 
 @contextmanager
@@ -81,7 +93,7 @@ def _quiet_torch_ao() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Int8Config(CompressorConfig):
-    """int8 on CPU: static FX PTQ per stage for ResNets (needs ``calibration``), dynamic for BERT."""
+    """int8 on CPU: static FX PTQ per stage (or per block) for ResNets (needs ``calibration``), dynamic for BERT."""
 
     name: ClassVar[str] = "int8"
 
@@ -89,6 +101,9 @@ class Int8Config(CompressorConfig):
     backend: str = "x86"
     calibration_batches: int = 16  # at most this many batches of ``calibration`` are used
     include_head: bool = False  # also quantise the classifier (ResNet fc; BERT pooler + classifier)
+    # ResNet, torch.ao backends: one FX graph per stage ("stage") or per residual block ("block", for exits
+    # after single blocks). BERT ignores it; ort / pt2e / torchao refuse "block" (they quantise per stage)
+    granularity: str = "stage"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,6 +112,13 @@ class Int8Config(CompressorConfig):
             raise UserError(f"int8 backend {self.backend!r} is not one of {valid} (use x86 on x86 CPUs)")
         if self.calibration_batches < 1:
             raise UserError(f"int8 calibration_batches must be >= 1, got {self.calibration_batches}")
+        if self.granularity not in GRANULARITIES:
+            raise UserError(f"int8 granularity {self.granularity!r} is not one of {', '.join(GRANULARITIES)}")
+        if self.granularity == "block" and self.backend not in BACKENDS:
+            raise UserError(
+                f"int8 granularity=block needs a torch.ao backend ({', '.join(BACKENDS)}), not "
+                f"backend={self.backend}: use backend=x86 or drop granularity=block"
+            )
 
 
 def _set_engine(backend: str) -> None:
@@ -109,8 +131,8 @@ def _set_engine(backend: str) -> None:
 @register_compressor(
     "int8",
     Int8Config,
-    "int8 (CPU): static FX PTQ per ResNet stage, dynamic int8 BERT encoder (backend=ort: ONNX Runtime; "
-    "pt2e / torchao: torchao + torch.compile)",
+    "int8 (CPU): static FX PTQ per ResNet stage (granularity=block: per block), dynamic int8 BERT encoder "
+    "(backend=ort: ONNX Runtime; pt2e / torchao: torchao + torch.compile)",
 )
 def _apply_int8(model: nn.Module, config: Int8Config, ctx: CompressContext) -> nn.Module:
     family = model_family(model, "int8")
@@ -136,7 +158,8 @@ def _apply_int8(model: nn.Module, config: Int8Config, ctx: CompressContext) -> n
         batches = list(islice(ctx.calibration, config.calibration_batches))
         with _quiet_torch_ao():
             _quantize_resnet_static(model, batches, config)
-        record(model, method="static-fx-per-stage", backend=config.backend, calibration_batches=len(batches))
+        method = f"static-fx-per-{config.granularity}"  # static-fx-per-stage / static-fx-per-block
+        record(model, method=method, backend=config.backend, calibration_batches=len(batches))
     else:
         with _quiet_torch_ao():
             _quantize_bert_dynamic(model, config)
@@ -168,17 +191,13 @@ def _quantize_resnet_static(model: nn.Module, batches: list[torch.Tensor], confi
     if not all(isinstance(b, torch.Tensor) for b in batches):
         raise UserError("ResNet calibration batches must be input tensors [B, C, H, W]")
     qconfig_mapping = get_default_qconfig_mapping(config.backend)
-    names = ["stem", "layer1", "layer2", "layer3", "layer4"]
-    parts: list[nn.Module] = [
-        nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool),
-        model.layer1,
-        model.layer2,
-        model.layer3,
-        model.layer4,
-    ]
+    # the parts, in forward order: (stage, module); one per stage, or one per residual block of each stage
+    parts: list[tuple[str, nn.Module]] = [("stem", nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool))]
+    for stage in RESNET_STAGES:
+        layer = getattr(model, stage)
+        parts += [(stage, block) for block in layer] if config.granularity == "block" else [(stage, layer)]
     if config.include_head:
-        names.append("fc")
-        parts.append(nn.Sequential(model.fc))
+        parts.append(("fc", nn.Sequential(model.fc)))
 
     def tail(h: torch.Tensor) -> torch.Tensor:  # between layer4 and fc
         return torch.flatten(model.avgpool(h), 1)
@@ -186,23 +205,26 @@ def _quantize_resnet_static(model: nn.Module, batches: list[torch.Tensor], confi
     # example input of every part, from the first calibration batch
     examples, h = [], batches[0].float()
     with torch.no_grad():
-        for name, part in zip(names, parts, strict=True):
-            h = tail(h) if name == "fc" else h
+        for stage, part in parts:
+            h = tail(h) if stage == "fc" else h
             examples.append(h)
             h = part(h)
-    prepared = [prepare_fx(p, qconfig_mapping, example_inputs=(x,)) for p, x in zip(parts, examples, strict=True)]
+    prepared = [prepare_fx(p, qconfig_mapping, example_inputs=(x,)) for (_, p), x in zip(parts, examples, strict=True)]
     with torch.no_grad():  # calibrate: run the batches through the prepared parts in order
         for batch in batches:
             h = batch.float()
-            for name, part in zip(names, prepared, strict=True):
-                h = part(tail(h) if name == "fc" else h)
-    converted = dict(zip(names, (convert_fx(p) for p in prepared), strict=True))
-    model.conv1 = converted["stem"]  # fused conv1 + bn1 + relu + maxpool
+            for (stage, _), part in zip(parts, prepared, strict=True):
+                h = part(tail(h) if stage == "fc" else h)
+    converted: dict[str, list[nn.Module]] = {}
+    for (stage, _), part in zip(parts, prepared, strict=True):
+        converted.setdefault(stage, []).append(convert_fx(part))
+    model.conv1 = converted["stem"][0]  # fused conv1 + bn1 + relu + maxpool
     model.bn1, model.relu, model.maxpool = nn.Identity(), nn.Identity(), nn.Identity()
-    for name in ("layer1", "layer2", "layer3", "layer4"):
-        setattr(model, name, converted[name])
+    for stage in RESNET_STAGES:  # per stage: the stage's graph; per block: a Sequential of the blocks' graphs
+        graphs = converted[stage]
+        setattr(model, stage, nn.Sequential(*graphs) if config.granularity == "block" else graphs[0])
     if config.include_head:
-        model.fc = converted["fc"]
+        model.fc = converted["fc"][0]
 
 
 def _quantize_bert_dynamic(model: nn.Module, config: Int8Config) -> None:

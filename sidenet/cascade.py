@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sidenet.policies import ExitView, Policy
+from sidenet.policies import ExitView, Policy, head_output
 from sidenet_core.layouts import Inputs, batch_size_of
 from sidenet_core.staged import StagedModel
 
@@ -79,8 +79,8 @@ class Cascade(nn.Module):
                 state = staged.segment(j, state)
             at = i
             features = staged.features(state)
-            logits = self.heads[i](features)
-            score = self.policy.score(ExitView(logits, features, i))
+            logits, own = head_output(self.heads[i](features))
+            score = self.policy.score(ExitView(logits, features, i, own))
             if exit_index is None:
                 exit_index = torch.full((n,), self.n_exits, dtype=torch.long, device=score.device)
                 confidence = torch.zeros(n, dtype=torch.float32, device=score.device)

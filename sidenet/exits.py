@@ -50,6 +50,11 @@ class SystemContext:
     progress: bool
     stage: Callable[[Sequence[str]], StagedModel]  # the task's staging of ``model`` at the given taps
     mainnet_for: Callable[[str], tuple[nn.Module, str]] | None = None  # another chain's model and key
+    chain: str = "none"  # the canonical chain ``model`` came from
+    baseline_key: str = ""  # the fp32 MainNet's cache identity (systems that retrain start from it)
+    # apply a chain to any model: (model, its key, chain) -> (compressed copy, key); what EENets need to put the
+    # post-training steps (int8, casts) on the network they retrained
+    compress: Callable[[nn.Module, str, str], tuple[nn.Module, str]] | None = None
 
 
 @dataclass
@@ -65,6 +70,11 @@ class BuiltSystem:
     # the validation step: (val trace, target pt, margin) → (policy, thresholds); None: one shared threshold on
     # ``policy``'s scores (sidenet.trace.select_shared). Learned policies pick among fitted candidates here.
     choose: Callable[[Any, float, float], tuple[Policy, list[float]]] | None = None
+    # [N val rows] whether the network the loss is measured against is right (None: the trace's own last column).
+    # Systems that retrain the backbone give the original MainNet's, so selection counts what retraining cost.
+    reference_val: Any = None
+    # (val trace, test trace) -> JSON-able details of the system recorded with its rows (e.g. EENets' collapse)
+    describe: Callable[[Any, Any], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +242,7 @@ class OracleBound(ExitSystemConfig):
 
 # the systems of the papers after the SideNet register themselves on import (one file each)
 from sidenet import bolukbasi as _bolukbasi  # noqa: E402, F401
+from sidenet import eenet as _eenet  # noqa: E402, F401
 
 __all__ = [
     "DEFAULT_EXITS",

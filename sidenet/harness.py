@@ -371,6 +371,7 @@ class BenchContext:
                     device=self.device,
                     progress=not s.quiet,
                     mainnet_for=lambda other: _model_and_key(self.compressed(task, normalize_chain(other))),
+                    baseline_key=self.mainnet(task)[1]["key"],
                 )
             except UserError as exc:
                 self._failed[key] = exc
@@ -642,6 +643,7 @@ def _system_cell(
             **ps.selection,
             "oracle": ps.oracle,
             "training_seconds": ps.logs["training_seconds"],
+            "system_details": ps.details,
         }
     )
     run_cascade = _runner(ps.cascade().run, batches, ctx.sync)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -476,6 +476,7 @@ class PreparedSystem:
     oracle: dict[str, float | None]
     device: torch.device
     logs: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] | None = None  # the system's own facts (BuiltSystem.describe), recorded with its rows
 
     @property
     def threshold(self) -> float:
@@ -499,6 +500,7 @@ def prepare_system(
     device: torch.device | str = "cpu",
     progress: bool = True,
     mainnet_for: Callable[[str], tuple[nn.Module, str]] | None = None,
+    baseline_key: str | None = None,
 ) -> PreparedSystem:
     """Build ``system`` on the chain's MainNet, trace it on val and test, select one shared threshold on val
     (the SideNet's rule: loss + margin·SE ≤ target), run the real cascade on test under FlopCounterMode.
@@ -520,6 +522,11 @@ def prepare_system(
         progress=progress,
         stage=lambda taps: task.staged_model(comp.model, taps),
         mainnet_for=mainnet_for,
+        chain=comp.chain,
+        baseline_key=comp.key if baseline_key is None else baseline_key,
+        compress=lambda model, key, chain: _compressed_pair(
+            compress_mainnet(task, model, key, data, chain, progress, device)
+        ),
     )
     built = system.build(ctx)
     key = cache.artifact_key(
@@ -553,15 +560,12 @@ def prepare_system(
             for part in ("val", "test")
         )
         test_eval, cached = None, False
-    if built.choose is not None:
-        policy, thresholds = built.choose(val, target, margin_se)
-        sw_val = shared_sweep(val, val.scores(policy))
-        i_sel = int(np.flatnonzero(sw_val.thresholds == thresholds[0])[0])
-    else:
-        policy = built.policy
-        sw_val = shared_sweep(val, val.scores(policy))
-        threshold, i_sel = select_shared(sw_val, target, margin_se)
-        thresholds = [threshold] * val.n_exits
+    reference = built.reference_val
+    policy, thresholds = built.choose(val, target, margin_se) if built.choose is not None else (built.policy, [])
+    scores_val = val.scores(policy)
+    sw_val = shared_sweep(val, scores_val, reference)
+    if built.choose is None:  # one shared threshold, the SideNet's rule
+        thresholds = [select_shared(sw_val, target, margin_se)[0]] * val.n_exits
     threshold = thresholds[0]
     if test_eval is None:
         cascade = Cascade(built.staged, built.heads, policy, thresholds)
@@ -579,14 +583,7 @@ def prepare_system(
         "predicted_accuracy": predicted.accuracy,
         "predicted_flops_per_sample": predicted.flops_per_sample,
     }
-    selection = {
-        "val_accuracy": float(sw_val.accuracy[i_sel]),
-        "val_mainnet_accuracy": float(val.correct()[:, -1].mean()),
-        "val_exit_rate": float(sw_val.exit_rate[i_sel]),
-        "val_loss_pt": float(100 * sw_val.loss[i_sel]),
-        "val_loss_se_pt": float(100 * sw_val.loss_se[i_sel]),
-        "margin_se": margin_se,
-    }
+    selection = {**selection_stats(val, scores_val, thresholds, reference), "margin_se": margin_se}
     grid = sorted({*np.quantile(sw_val.thresholds[1:], np.linspace(0, 1, 41)).tolist(), threshold, 0.0})
     points = [outcome_summary(test, outcome(test, scores_test, [t] * test.n_exits)) for t in grid]
     sweep_table: dict[str, list[float]] = {
@@ -611,7 +608,31 @@ def prepare_system(
         oracle=oracle,
         device=device,
         logs={"training_seconds": built.training_seconds, "evals_cached": cached, "evals_key": key},
+        details=built.describe(val, test) if built.describe is not None else None,
     )
+
+
+def _compressed_pair(comp: Compressed) -> tuple[nn.Module, str]:
+    return comp.model, comp.key
+
+
+def selection_stats(
+    val: ExitTrace, scores: np.ndarray, thresholds: Sequence[float], reference: np.ndarray | None = None
+) -> dict[str, float]:
+    """The validation numbers of the chosen operating point: accuracy, exit rate, and the loss against the
+    reference (default: the trace's MainNet) with the standard error of the paired per-row difference."""
+    out = outcome(val, scores, thresholds)
+    main = val.correct()[:, -1] if reference is None else np.asarray(reference, dtype=bool)
+    d = main.astype(np.float64) - out.row_correct.astype(np.float64)
+    n = max(val.n_rows, 1)
+    se = float(np.sqrt(d.var() * n / max(n - 1, 1) / n)) if val.n_rows else 0.0
+    return {
+        "val_accuracy": out.accuracy,
+        "val_mainnet_accuracy": float(main.mean()),
+        "val_exit_rate": float((out.exit_index < val.n_exits).mean()),
+        "val_loss_pt": float(100 * d.mean()),
+        "val_loss_se_pt": 100 * se,
+    }
 
 
 def timing_rows(prepared: Prepared, n_samples: int, seed: int = 0) -> torch.Tensor:

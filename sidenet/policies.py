@@ -20,16 +20,28 @@ from typing import Any, Protocol
 
 import torch
 
+from sidenet_core.errors import UserError
 from sidenet_core.registry import Registry
 
 
 @dataclass(frozen=True)
 class ExitView:
-    """What a policy sees at one exit: the exit head's logits, the tap's pooled features, which exit it is."""
+    """What a policy sees at one exit: the exit head's logits, the tap's pooled features, which exit it is, and
+    the head's own confidence where the head has a confidence branch (EENets)."""
 
     logits: torch.Tensor  # [B, C]
     features: torch.Tensor | None = None  # [B, D], for policies that look past the softmax
     exit_index: int = 0
+    confidence: torch.Tensor | None = None  # [B] in [0, 1]: the exit head's own confidence branch, if it has one
+
+
+def head_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An exit head returns its logits, or ``(logits [B, C], confidence [B, 1] or [B])`` when it has a confidence
+    branch of its own (EENets' exit blocks); the one place that tells the two apart."""
+    if isinstance(out, tuple):
+        logits, confidence = out
+        return logits, confidence.reshape(-1)
+    return out, None
 
 
 class Policy(Protocol):
@@ -96,3 +108,29 @@ def entropy_confidence(logits: torch.Tensor) -> torch.Tensor:
     logp = logits.log_softmax(-1)
     ent = -(logp.exp() * logp).sum(-1)
     return (1.0 - ent / math.log(logits.shape[-1])).clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class BranchPolicy:
+    """The exit head's own confidence branch (EENets: a sigmoid trained with the backbone); heads without one
+    (a SideNet returns logits only) cannot use it: a one-line error, not a silent fallback to the softmax."""
+
+    name: str = "branch"
+    description: str = "the exit head's own confidence branch (EENets, Demir & Akbas 2024)"
+
+    def new(self) -> BranchPolicy:
+        return self
+
+    def score(self, view: ExitView) -> torch.Tensor:
+        if view.confidence is None:
+            raise UserError("policy 'branch' needs exit heads with a confidence branch (eenet); use softmax")
+        return view.confidence
+
+    def fit(self, trace: Any) -> None:
+        return None
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+POLICIES.add("branch", BranchPolicy())

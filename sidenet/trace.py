@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sidenet.policies import ExitView, Policy
+from sidenet.policies import ExitView, Policy, head_output
 from sidenet.thresholds import NEVER_EXIT
 from sidenet_core.flops import count_flops
 from sidenet_core.layouts import to_device
@@ -38,11 +38,14 @@ class ExitTrace:
     labels: torch.Tensor  # [N]
     cost: np.ndarray  # [N, E + 1] cumulative FLOPs of leaving at exit e (E: running to the end)
     taps: tuple[str, ...]  # the tap of each exit
+    exit_confidence: torch.Tensor | None = None  # [N, E]: the heads' own confidence branches (EENets), if any
 
     def __post_init__(self) -> None:
         n, e = self.exit_logits.shape[:2]
         if self.final_logits.shape[0] != n or len(self.labels) != n or self.cost.shape != (n, e + 1):
             raise ValueError("trace parts disagree on the number of rows or exits")
+        if self.exit_confidence is not None and tuple(self.exit_confidence.shape) != (n, e):
+            raise ValueError("trace confidences disagree with its logits on the number of rows or exits")
         if len(self.taps) != e:
             raise ValueError(f"{e} exits but {len(self.taps)} taps")
 
@@ -65,21 +68,29 @@ class ExitTrace:
 
     def scores(self, policy: Policy) -> np.ndarray:
         """[N, E] the policy's score at each exit."""
-        cols = [policy.score(ExitView(self.exit_logits[:, e], None, e)).float() for e in range(self.n_exits)]
+        own = self.exit_confidence
+        cols = [
+            policy.score(ExitView(self.exit_logits[:, e], None, e, None if own is None else own[:, e])).float()
+            for e in range(self.n_exits)
+        ]
         return torch.stack(cols, 1).numpy().astype(np.float64) if cols else np.zeros((self.n_rows, 0))
 
     def to_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        own = {} if self.exit_confidence is None else {f"{prefix}.exit_confidence": self.exit_confidence}
         return {
             f"{prefix}.exit_logits": self.exit_logits,
             f"{prefix}.final_logits": self.final_logits,
             f"{prefix}.labels": self.labels,
             f"{prefix}.cost": torch.from_numpy(np.ascontiguousarray(self.cost)),
+            **own,
         }
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, taps: Sequence[str]) -> ExitTrace:
         t = {k.removeprefix(f"{prefix}."): v for k, v in tensors.items() if k.startswith(f"{prefix}.")}
-        return cls(t["exit_logits"], t["final_logits"], t["labels"], t["cost"].numpy(), tuple(taps))
+        return cls(
+            t["exit_logits"], t["final_logits"], t["labels"], t["cost"].numpy(), tuple(taps), t.get("exit_confidence")
+        )
 
 
 @dataclass(frozen=True)
@@ -142,8 +153,12 @@ class SharedSweep:
     loss_se: np.ndarray  # standard error of the paired per-row difference
 
 
-def shared_sweep(trace: ExitTrace, scores: np.ndarray) -> SharedSweep:
+def shared_sweep(trace: ExitTrace, scores: np.ndarray, reference: np.ndarray | None = None) -> SharedSweep:
     """Every exit at the same threshold ``t``: rows leave at the first exit whose score reaches ``t``.
+
+    ``reference``: [N] whether the network the loss is measured against is right on each row; default the
+    trace's own last column. A system that retrains the backbone (EENets) passes the *original* MainNet's, so the
+    loss it is selected under includes what retraining cost, not just what exiting costs on top.
 
     Why one threshold for all exits: it is one degree of freedom, chosen under the same SE-bounded rule as the
     single SideNet's; per-exit thresholds fitted jointly on 1,300–1,900 validation texts would chase the noise of
@@ -155,7 +170,9 @@ def shared_sweep(trace: ExitTrace, scores: np.ndarray) -> SharedSweep:
         values = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, MAX_CANDIDATES)))[::-1]
     candidates = np.concatenate([[NEVER_EXIT], values])
     correct = trace.correct()
-    main = correct[:, -1].astype(np.float64)
+    main = (correct[:, -1] if reference is None else np.asarray(reference, dtype=bool)).astype(np.float64)
+    if main.shape != (trace.n_rows,):
+        raise ValueError(f"reference has {main.shape[0]} rows, the trace {trace.n_rows}")
     n = trace.n_rows
     rows = np.arange(n)
     acc, flops, rate, loss, se = [], [], [], [], []
@@ -260,6 +277,7 @@ def collect_trace(
     if n_exits != len(staged.taps):
         raise ValueError(f"{n_exits} exit heads for {len(staged.taps)} taps: give a head at every tap")
     exit_logits: torch.Tensor | None = None
+    exit_confidence: torch.Tensor | None = None
     final_logits: torch.Tensor | None = None
     segment_flops = np.zeros((n_rows, n_exits + 1))
     head_flops = np.zeros((n_rows, n_exits))
@@ -271,11 +289,16 @@ def collect_trace(
             segment_flops[rows, i] = flops / len(idx)
             if i == n_exits:
                 break
-            flops, logits = count_flops(lambda s=state, h=heads[i]: h(staged.features(s)))
+            flops, out = count_flops(lambda s=state, h=heads[i]: h(staged.features(s)))
+            logits, own = head_output(out)
             head_flops[rows, i] = flops / len(idx)
             if exit_logits is None:
                 exit_logits = torch.empty(n_rows, n_exits, logits.shape[-1])
             exit_logits[idx, i] = logits.float().cpu()
+            if own is not None:
+                if exit_confidence is None:
+                    exit_confidence = torch.zeros(n_rows, n_exits)
+                exit_confidence[idx, i] = own.float().cpu()
         if final_logits is None:
             final_logits = torch.empty(n_rows, state.shape[-1])
         final_logits[idx] = state.float().cpu()
@@ -284,4 +307,4 @@ def collect_trace(
     cum_segments = np.cumsum(segment_flops, 1)
     cum_heads = np.cumsum(head_flops, 1)
     cost = np.concatenate([cum_segments[:, :n_exits] + cum_heads, (cum_segments[:, -1] + cum_heads[:, -1])[:, None]], 1)
-    return ExitTrace(exit_logits, final_logits, labels, cost, tuple(staged.taps))
+    return ExitTrace(exit_logits, final_logits, labels, cost, tuple(staged.taps), exit_confidence)

@@ -4,7 +4,7 @@ Forward hooks or ``output_hidden_states=True`` save nothing (the whole network s
 network cut into segments that can be run one after another, each on any subset of rows:
 ``segment(n, … segment(1, segment(0, x)))`` equals ``model(x)`` exactly (max diff 0). A staged model exposes:
 
-* ``taps``: the names of the cut points, in order (ResNet stage names, BERT layer indices as strings);
+* ``taps``: the names of the cut points, in order (ResNet stage or block names, BERT layer indices as strings);
 * ``segment(i, x)``: segment 0 takes the model inputs and returns the state at tap 0; segment ``i`` takes the
   state at tap ``i − 1``; the last (``len(taps)``) returns the logits;
 * ``features(state) -> [B, D]``: the pooled feature an exit head reads at a tap (not part of the MainNet);
@@ -18,12 +18,16 @@ Why this sits in the bottom layer (``sidenet_core``) and not in the sidenet libr
 the MainNet's runtime (ONNX Runtime, ``compressors/ort.py``) must hand back its own staged model, so the protocol
 has to be importable from ``compressors`` without importing the library above it.
 
-Adapters: torchvision-layout ResNets (by stage name), BERT-family transformers sequence classifiers (by layer
-index), :class:`CallableStaged` for any model given as segment modules (:class:`CallableSplit`: two segments).
+Adapters: torchvision-layout ResNets (by stage name ``layerS`` or residual block ``layerS.B``), BERT-family
+transformers sequence classifiers (by layer index), :class:`CallableStaged` for any model given as segment modules
+(:class:`CallableSplit`: two segments). ResNet taps may name residual blocks because stages are too coarse for
+exits: a ResNet-18 has 3 usable stage boundaries but 7 block boundaries (:func:`resnet_block_taps`).
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,43 +119,104 @@ def _as_taps(taps: Any) -> tuple[Any, ...]:
 # ---------------------------------------------------------------- ResNet (torchvision layout)
 
 
-class ResNetStaged(StagedModel):
-    """A torchvision-layout ResNet cut after stages ``taps`` (a subset of ``layer1`` … ``layer3``, in order).
+_RESNET_TAP = re.compile(r"(layer\d+)(?:\.(0|[1-9]\d*))?")
+_RESNET_PARTS = ("conv1", "bn1", "relu", "maxpool", *RESNET_STAGES, "avgpool", "fc")
 
-    Segment 0 = conv1, bn1, relu, maxpool and the stages up to the first tap; the last = the stages after the
-    last tap, avgpool, flatten, fc. The exit feature is the spatial mean of the tap's feature map.
+
+def _check_resnet_layout(model: nn.Module) -> None:
+    missing = [n for n in _RESNET_PARTS if not hasattr(model, n)]
+    if missing:
+        raise UserError(f"model is not a torchvision-layout ResNet (missing {missing}); {STAGED_HINT}")
+
+
+def resnet_block_taps(model: nn.Module) -> tuple[str, ...]:
+    """Every block-level tap ``layerS.B`` that :class:`ResNetStaged` accepts on ``model``, in network order.
+
+    All block boundaries except the end of the network (after the last block of the last stage: no rest).
+    The last block of a stage is the stage's own cut point (``layer1.1`` is ``layer1`` in a ResNet-18), so with
+    one block per stage (ResNet-10) this is ``layer1.0``, ``layer2.0``, ``layer3.0``. A stage that is not an
+    ``nn.Sequential`` of blocks (an int8 stage quantised as one graph) has no block taps: it can only be cut
+    after as a whole, by its stage name.
+    """
+    _check_resnet_layout(model)
+    taps = []
+    for s, stage in enumerate(RESNET_STAGES):
+        module = getattr(model, stage)
+        if not isinstance(module, nn.Sequential):
+            continue
+        n = len(module) - 1 if s == len(RESNET_STAGES) - 1 else len(module)
+        taps += [f"{stage}.{b}" for b in range(n)]
+    return tuple(taps)
+
+
+class ResNetStaged(StagedModel):
+    """A torchvision-layout ResNet cut after stages (``layer1`` … ``layer3``) or residual blocks (``layerS.B``).
+
+    ``layerS.B`` cuts after block ``B`` (0-based) of stage ``S``: an exit can sit at any block boundary except the
+    network's end (after the last block of ``layer4`` no rest would remain, see :func:`resnet_block_taps`).
+    ``layerS`` and ``layerS.<last block>`` name the same cut point; taps must name distinct cut points, in
+    network order.
+
+    Segment 0 = conv1, bn1, relu, maxpool and the stages (or blocks) up to the first tap; the last = the stages
+    (or blocks) after the last tap, avgpool, flatten, fc. The exit feature is the spatial mean of the tap's
+    feature map.
+
+    A stage is expanded into its blocks only when a tap cuts strictly inside it; every other stage stays one
+    module inside its segment's ``nn.Sequential``. That keeps stage taps working on stages that are not
+    indexable as blocks — int8 quantisation per stage replaces each ``layerK`` by one FX GraphModule — and keeps
+    the segments of stage-only taps exactly what they were before block taps existed.
     """
 
     def __init__(self, model: nn.Module, taps: str | Sequence[str]) -> None:
         super().__init__()
         names = tuple(str(t) for t in _as_taps(taps))
         if not names:
-            raise UserError("a staged ResNet needs at least one tap (layer1, layer2 or layer3)")
-        for tap in names:
-            if tap not in RESNET_STAGES[:-1]:
-                valid = ", ".join(RESNET_STAGES[:-1])
-                raise UserError(f"ResNet tap {tap!r} is not one of {valid} (layer4 leaves no rest)")
-        index = [RESNET_STAGES.index(t) for t in names]
-        if index != sorted(set(index)):
-            raise UserError(f"ResNet taps {list(names)} must be distinct and in network order")
-        missing = [
-            n for n in ("conv1", "bn1", "relu", "maxpool", *RESNET_STAGES, "avgpool", "fc") if not hasattr(model, n)
-        ]
-        if missing:
-            raise UserError(f"model is not a torchvision-layout ResNet (missing {missing}); {STAGED_HINT}")
+            raise UserError("a staged ResNet needs at least one tap (a stage layer1 … layer3 or a block layerS.B)")
+        _check_resnet_layout(model)
+        stages = [getattr(model, s) for s in RESNET_STAGES]
+        # how many units (blocks; or 1 for a stage not indexable as blocks) each stage runs in all
+        whole = [len(m) if isinstance(m, nn.Sequential) else 1 for m in stages]
+        cuts = [self._cut_point(model, tap, stages, whole) for tap in names]  # (stage index, units run in it)
+        if cuts != sorted(set(cuts)):
+            raise UserError(
+                f"ResNet taps {list(names)} must name distinct cut points in network order "
+                "(layerS is the same cut point as layerS.<last block>)"
+            )
         self.taps = names
         self.tap = names[0]
-        stem = [model.conv1, model.bn1, model.relu, model.maxpool]
-        bounds = [0, *(i + 1 for i in index), len(RESNET_STAGES)]
-        segments = []
-        for j in range(len(bounds) - 1):
-            stages = [getattr(model, s) for s in RESNET_STAGES[bounds[j] : bounds[j + 1]]]
-            if j == 0:
-                stages = stem + stages
-            if j == len(bounds) - 2:
-                stages = [*stages, model.avgpool, nn.Flatten(1), model.fc]
-            segments.append(nn.Sequential(*stages))
-        self.segments = nn.ModuleList(segments)
+        # the network as a flat list of units; a stage is expanded into its blocks only if a tap cuts inside it
+        inside = {s for s, k in cuts if k < whole[s]}
+        units: list[nn.Module] = [model.conv1, model.bn1, model.relu, model.maxpool]
+        starts = []
+        for s, stage in enumerate(stages):
+            starts.append(len(units))
+            units += list(stage) if s in inside else [stage]
+        units += [model.avgpool, nn.Flatten(1), model.fc]
+        bounds = [0, *(starts[s] + (k if s in inside else 1) for s, k in cuts), len(units)]
+        self.segments = nn.ModuleList(nn.Sequential(*units[a:b]) for a, b in itertools.pairwise(bounds))
+
+    @staticmethod
+    def _cut_point(model: nn.Module, tap: str, stages: list[nn.Module], whole: list[int]) -> tuple[int, int]:
+        """``tap`` as (stage index, units of that stage run before the cut); a one-line error if invalid."""
+        match = _RESNET_TAP.fullmatch(tap)
+        if match is None or match.group(1) not in RESNET_STAGES:
+            raise UserError(_bad_resnet_tap(model, tap))
+        stage = match.group(1)
+        s = RESNET_STAGES.index(stage)
+        if match.group(2) is None:
+            k = whole[s]
+        else:
+            if not isinstance(stages[s], nn.Sequential):
+                raise UserError(
+                    f"ResNet tap {tap!r} cuts inside stage {stage}, which is quantised as one graph; "
+                    "quantise per block: int8:granularity=block"
+                )
+            k = int(match.group(2)) + 1
+            if k > whole[s]:
+                raise UserError(_bad_resnet_tap(model, tap, f"{stage} has {whole[s]} blocks"))
+        if s == len(RESNET_STAGES) - 1 and k == whole[s]:
+            raise UserError(_bad_resnet_tap(model, tap))
+        return s, k
 
     @property
     def head_net(self) -> nn.Module:
@@ -169,6 +234,16 @@ class ResNetStaged(StagedModel):
 
     def features(self, state: torch.Tensor) -> torch.Tensor:
         return state.mean(dim=(2, 3))
+
+
+def _bad_resnet_tap(model: nn.Module, tap: str, why: str = "") -> str:
+    stage_taps = ", ".join(RESNET_STAGES[:-1])
+    block_taps = ", ".join(resnet_block_taps(model)) or "none: every stage is quantised as one graph"
+    because = f" ({why})" if why else ""
+    return (
+        f"ResNet tap {tap!r} is not a stage ({stage_taps}) or a block layerS.B ({block_taps}){because}; "
+        f"the end of {RESNET_STAGES[-1]} leaves no rest"
+    )
 
 
 # ---------------------------------------------------------------- BERT family (transformers)
