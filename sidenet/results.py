@@ -292,8 +292,9 @@ def _exit_system_problem(info: dict[str, Any]) -> str | None:
             return _bad(key, info[key], "a finite number ≥ 0 or null")
     if info.get("retrains_backbone") is not None and not isinstance(info["retrains_backbone"], bool):
         return _bad("retrains_backbone", info["retrains_backbone"], "true, false or null")
-    if info.get("exit_system") is not None and not isinstance(info["exit_system"], dict):
-        return _bad("exit_system", info["exit_system"], "an object or null")
+    for key in ("exit_system", "system_details"):
+        if info.get(key) is not None and not isinstance(info[key], dict):
+            return _bad(key, info[key], "an object or null")
     oracle = info.get("oracle")
     if oracle is not None:
         if not isinstance(oracle, dict):

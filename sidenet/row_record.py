@@ -62,6 +62,9 @@ class RowRecord:
     # ---- exit systems
     exit_system: JSONDict | None = None  # {"system": name, every config field}
     retrains_backbone: bool | None = None  # the system changed the MainNet's weights (EENets)
+    # what a system records about itself beyond its config, {"kind": system name, ...}; eenet: placement rule, exit
+    # costs, λ, loss, the retrained backbone's own accuracy, threshold mode, paper-rule exit rates, collapse check
+    system_details: JSONDict | None = None
     taps: list[str] | None = None  # one per exit, in order
     thresholds: list[float] | None = None  # one per exit
     threshold_source: str | None = None  # validation | fixed | never-exit

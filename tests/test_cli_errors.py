@@ -348,6 +348,7 @@ def test_list_shows_exit_systems_and_policies_separately(capsys: pytest.CaptureF
     systems = text.split("exit systems:\n", 1)[1].split("exit policies:\n", 1)[0]
     assert [line.split()[0] for line in systems.splitlines()] == [
         "cascade",
+        "eenet",
         "learned",
         "none",
         "oracle",
@@ -356,7 +357,8 @@ def test_list_shows_exit_systems_and_policies_separately(capsys: pytest.CaptureF
         "sidenet-noexit",
     ]
     assert "not timed" in systems.split("oracle", 1)[1].splitlines()[0]
-    assert "softmax" in text.split("exit policies:\n", 1)[1]
+    policies = text.split("exit policies:\n", 1)[1]
+    assert "softmax" in policies and "branch" in policies
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """The exit-system comparison of a task: every system with exits at its validation-selected operating point, the
-oracle bounds of each exit placement, a reading generated from those numbers, and the complementarity of each
-system with each compressed chain it ran on.
+oracle bounds of each exit placement, a reading generated from those numbers (and, where those systems ran, the
+Bolukbasi et al. 2017 and EENets paragraphs), and the complementarity of each system with each compressed chain it
+ran on.
 
 Pure like :mod:`sidenet.report.tables` (rows in, cells out). The keys read here (``taps``, ``exit_rates``,
-``oracle``, ``training_seconds``, ``retrains_backbone``, ``thresholds``, ``predicted_flops_per_sample``) are newer
-than many results files and are not type-checked by :func:`sidenet.results.load_results`: every reader below
-accepts any JSON value and shows "—" for what is missing or malformed.
+``oracle``, ``training_seconds``, ``retrains_backbone``, ``thresholds``, ``predicted_flops_per_sample``,
+``system_details``) are newer than many results files and are not fully type-checked by
+:func:`sidenet.results.load_results`: every reader below accepts any JSON value and shows "—" for what is missing or
+malformed.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ NO_EXIT_SYSTEMS = ("none", "sidenet-noexit", "oracle")  # systems whose rows hav
 MULTI = "sidenet-multi"
 LEARNED = "learned"  # Bolukbasi et al. 2017: adaptive early exit, a learned policy at each exit
 CASCADE = "cascade"  # Bolukbasi et al. 2017: network selection, a small network first, the MainNet for the rest
+EENET = "eenet"  # Demir & Akbas 2024: exits with a confidence branch, trained jointly with the MainNet (retrained)
 SYSTEM_ORDER = (SIDENET, MULTI, LEARNED, CASCADE)  # table, legend and colour order; other systems after, by name
 CASCADE_TAP = "small"  # the one "tap" a network-selection row records: the small network's output
 NOT_TIMED = "not timed"
@@ -72,6 +75,7 @@ FIRST_RIGHT = "oracle: first right exit"
 AGREES = "oracle: agrees with MainNet"
 ORACLE_KINDS = (("first_correct", FIRST_RIGHT), ("agree", AGREES))
 RETRAINS = "retrains backbone"
+COLLAPSED = "⚠ collapsed"  # system cell mark: nearly every input took one exit (system_details.collapse)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -190,8 +194,60 @@ def retrains_backbone(v: Variant) -> bool:
     return v.get("retrains_backbone") is True or recorded is True
 
 
+def system_details(v: Variant) -> dict[str, Any] | None:
+    """What the system recorded about itself beyond its config (``system_details``; eenet rows); None when missing
+    or malformed (results written before the key existed)."""
+    details = v.get("system_details")
+    return details if isinstance(details, dict) else None
+
+
+def collapse_of(v: Variant) -> dict[str, Any] | None:
+    """The row's collapse check (``system_details.collapse``) when it is flagged — only a JSON true counts, so a
+    malformed record never marks a row — else None."""
+    details = system_details(v)
+    collapse = details.get("collapse") if details is not None else None
+    return collapse if isinstance(collapse, dict) and collapse.get("collapsed") is True else None
+
+
+def _as_int(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def collapse_clause(v: Variant, collapse: dict[str, Any]) -> str:
+    """``99.6% of validation inputs took exit 1 of 2 (layer1.0)``; the end of the network (exit index = number of
+    exits) reads ``ran to the final output``. The record counts exits from 0; the text from 1, as the taps read."""
+    details = system_details(v) or {}
+    share = as_float(collapse.get("share"))
+    split = {"val": "validation", "test": "test"}.get(str(collapse.get("split")), "validation")
+    taps = taps_of(v)
+    k = _as_int(collapse.get("exit"))
+    n = _as_int(details.get("n_exits"))
+    n = n if n is not None and n > 0 else (len(taps) if taps else None)
+    who = f"{DASH if share is None else f'{100 * share:.1f}%'} of {split} inputs"
+    if k is None or k < 0:
+        return f"{who} took one exit"
+    if n is not None and k >= n:
+        return f"{who} ran to the final output"
+    tap = f" ({md_escape(taps[k])})" if taps and 0 <= k < len(taps) else ""
+    return f"{who} took exit {k + 1}" + (f" of {n}" if n is not None else "") + tap
+
+
+def collapse_meaning(v: Variant, collapse: dict[str, Any]) -> str:
+    """Why a collapsed row's operating point is not an early-exit trade-off (the footnote and the EENets paragraph)."""
+    clause = collapse_clause(v, collapse)
+    point = "the final output's accuracy" if "final output" in clause else "that exit's accuracy"
+    return (
+        f"{clause}: the confidence branches collapsed (seen in the paper's own λ logs); the operating point is "
+        f"{point}, not an early-exit trade-off"
+    )
+
+
 def system_cell(v: Variant) -> str:
-    return md_escape(v.exit) + (f" ({RETRAINS})" if retrains_backbone(v) else "")
+    return (
+        md_escape(v.exit)
+        + (f" ({RETRAINS})" if retrains_backbone(v) else "")
+        + (f" {COLLAPSED}" if collapse_of(v) is not None else "")
+    )
 
 
 def oracle_of(v: Variant) -> dict[str, Any] | None:
@@ -354,6 +410,16 @@ def _footnotes(exits: Sequence[Variant], any_oracle: bool, marks: set[str]) -> l
             "the small network answers, its FLOPs count both networks, and its training (s) is fitting the policy "
             "only — the small network is trained (and cached) as its own compressor chain, at a cost not counted here."
         )
+    if any(system_name(v.exit) == EENET for v in exits):
+        notes.append(
+            f"`{EENET}` (EENets, Demir & Akbas 2024): exit blocks with a confidence branch, trained jointly with the "
+            f"MainNet under a cost-aware loss, so the backbone itself is retrained ({RETRAINS}); its training (s) "
+            "covers the backbone and the exits. See the EENets paragraph below the table."
+        )
+    for v in exits:
+        collapse = collapse_of(v)
+        if collapse is not None:
+            notes.append(f"{COLLAPSED} ({_who(v)}): {collapse_meaning(v, collapse)}.")
     if any_oracle:
         notes.append(
             f"{FIRST_RIGHT} / {AGREES}: bounds, not systems, computed from every exit's outputs on test for one exit "
@@ -555,7 +621,7 @@ def _pct(x: float | None) -> str:
     return DASH if x is None else f"{100 * x:.2f}%"
 
 
-def _bs1(v: Variant, base: Variant, bs: int | None) -> str:
+def _bs1(v: Variant, base: Variant | None, bs: int | None) -> str:
     s = speedup(v, base, bs) if bs is not None else None
     if s is None:
         return f"{DASH} at bs {bs}" if bs is not None else "not timed at bs 1"
@@ -563,7 +629,7 @@ def _bs1(v: Variant, base: Variant, bs: int | None) -> str:
     return f"{s.value:.2f}×{spread}{PAIRED_MARK if s.paired else UNPAIRED_MARK} at bs {bs}"
 
 
-def _operating(v: Variant, base: Variant, bs: int | None) -> str:
+def _operating(v: Variant, base: Variant | None, bs: int | None) -> str:
     """``91.80% (+1.17 pt), 126 kFLOP/sample (2.06× fewer than the MainNet), 0.71× (0.70–0.72)† at bs 1``."""
     acc = as_float(v.get("test_accuracy"))
     fs = flop_speedup(v, base)
@@ -849,6 +915,197 @@ def bolukbasi_reading(variants: Sequence[Variant], sizes: Sequence[int]) -> str:
             out.append(selection_vs_early_exit(v, exits, base, bs, target, recorded))
     out.append(headline(exits, base, bs))
     return " ".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# EENets here: each eenet row's placement, training, retrained backbone and operating point, against the paper's
+# headline and the SideNet on the same chain
+# ---------------------------------------------------------------------------------------------------
+
+EENET_PAPER_COST = 0.20  # Demir & Akbas 2024's headline: similar accuracy at 20% of the original computational cost
+EENET_SIMILAR_PT = BEST_MAX_LOSS_PT  # "similar accuracy", read as ≤ 1 pt below the original MainNet on test
+_THRESHOLD_MODES = {
+    "0.5": "the paper's rule: leave at the first exit whose confidence branch says ≥ 0.5",
+    "val": "thresholds chosen on validation",
+}
+
+
+def _reference(v: Variant, base: Variant | None, own_key: str, base_key: str) -> float | None:
+    """The original (fp32, uncompressed) MainNet's value as the row recorded it (``own_key``), else the fp32 MainNet
+    row's (``base_key``): an EENet retrains the MainNet, so "original" is the network before that."""
+    x = as_float(v.get(own_key))
+    return x if x is not None or base is None else as_float(base.get(base_key))
+
+
+def _chain_text(chain: Any) -> str | None:
+    """```int8``` for a recorded chain; None for ``none``, missing or malformed."""
+    return f"`{md_escape(chain)}`" if isinstance(chain, str) and chain not in ("", NONE) else None
+
+
+def _numbers(x: Any) -> list[float] | None:
+    if not isinstance(x, list) or not x:
+        return None
+    values = [as_float(c) for c in x]
+    return None if any(c is None for c in values) else [c for c in values if c is not None]
+
+
+def _eenet_setup(v: Variant, details: dict[str, Any] | None) -> str:
+    """``exits at taps layer1.0/layer1.1 (placement rule `fine`), 18.0% / 30.0% of the plain network's FLOPs up to
+    each; λ 1, loss v2, 1 epoch at lr 0.0001; training 12.3 s (backbone and exits together)``."""
+    d = details or {}
+    taps = taps_of(v)
+    if taps is None and isinstance(d.get("taps"), list) and all(isinstance(t, str) for t in d["taps"]):
+        taps = tuple(d["taps"]) or None
+    text = f"exits at {_taps_phrase(taps)}"
+    if isinstance(d.get("rule"), str) and d["rule"]:
+        text += f" (placement rule `{md_escape(d['rule'])}`)"
+    costs = _numbers(d.get("exit_costs"))
+    if costs is not None:
+        text += f", {' / '.join(f'{100 * c:.1f}%' for c in costs)} of the plain network's FLOPs up to "
+        text += "each (exit block included)" if len(costs) > 1 else "it (exit block included)"
+    parts = []
+    lam = as_float(d.get("lam"))
+    if lam is not None:
+        parts.append(f"λ {lam:g}")
+    if isinstance(d.get("loss"), str) and d["loss"]:
+        parts.append(f"loss {md_escape(d['loss'])}")
+    epochs, lr = _as_int(d.get("epochs")), as_float(d.get("lr"))
+    if epochs is not None:
+        parts.append(f"{epochs} epoch{'' if epochs == 1 else 's'}" + (f" at lr {lr:g}" if lr is not None else ""))
+    seconds = as_float(v.get("training_seconds"))
+    parts.append(
+        f"training {fmt_seconds(seconds)} s (backbone and exits together)"
+        if seconds is not None and seconds >= 0
+        else "training time not recorded"
+    )
+    return text + "; " + ", ".join(parts)
+
+
+def _eenet_backbone(details: dict[str, Any] | None, ref_acc: float | None) -> str:
+    """``Retrained backbone with exits off: 93.10% on test vs the original MainNet's 92.00% (+1.10 pt)``: what
+    retraining did to the network itself, apart from where inputs leave."""
+    acc = as_float(details.get("backbone_test_accuracy")) if details is not None else None
+    if acc is None:
+        return "The retrained backbone's own accuracy (exits off) is not recorded"
+    delta = None if ref_acc is None else 100.0 * (acc - ref_acc)
+    text = f"Retrained backbone with exits off: {_pct(acc)} on test"
+    return text + f" vs the original MainNet's {_pct(ref_acc)} ({_pt(delta)})"
+
+
+def _eenet_threshold(v: Variant, details: dict[str, Any] | None) -> str:
+    """How the operating point's thresholds were set, and — when not by the paper's rule — where the paper's rule
+    would have sent the test inputs (``paper_rule_exit_rates.test``)."""
+    mode = details.get("threshold_mode") if details is not None else None
+    text = _THRESHOLD_MODES.get(mode) if isinstance(mode, str) else None
+    if text is None:
+        source = v.get("threshold_source")
+        text = f"thresholds: {md_escape(source)}" if isinstance(source, str) and source else "thresholds not recorded"
+    rule = details.get("paper_rule_exit_rates") if details is not None else None
+    rates = _numbers(rule.get("test")) if isinstance(rule, dict) and mode != "0.5" else None
+    if rates is not None:
+        text += f"; the paper's rule, confidence ≥ 0.5, would send {' / '.join(f'{100 * r:.1f}%' for r in rates)} "
+        text += "of test inputs out at the exits"
+    return text
+
+
+def _eenet_operating(v: Variant, base: Variant | None, bs: int | None) -> tuple[str, float | None, float | None]:
+    """(text, Δ pt, FLOPs share): the operating point vs the original MainNet — test accuracy and its Δ, FLOPs/sample
+    as a share of the original MainNet's, the paired speedup at ``bs``."""
+    ref_acc = _reference(v, base, "mainnet_test_accuracy", "test_accuracy")
+    ref_flops = _reference(v, base, "mainnet_flops_per_sample", "flops_per_sample")
+    acc, flops = as_float(v.get("test_accuracy")), as_float(v.get("flops_per_sample"))
+    delta = None if acc is None or ref_acc is None else 100.0 * (acc - ref_acc)
+    share = flops / ref_flops if flops is not None and ref_flops is not None and ref_flops > 0 else None
+    cost = f"{fmt_flops(flops)}/sample"
+    cost += f" = {100 * share:.1f}% of the original MainNet's" if share is not None else ""
+    return f"{_pct(acc)} on test ({_pt(delta)} vs the original MainNet), {cost}, {_bs1(v, base, bs)}", delta, share
+
+
+def _eenet_paper(delta: float | None, share: float | None) -> str:
+    """The row against the paper's headline: ≤ EENET_PAPER_COST of the FLOPs within EENET_SIMILAR_PT."""
+    head = "Against the paper's headline: "
+    if delta is None or share is None:
+        return head + f"{DASH} (an accuracy or a FLOP count is missing)."
+    cheap = share <= EENET_PAPER_COST + 1e-9
+    similar = round(delta, 2) >= -EENET_SIMILAR_PT
+    if cheap and similar:
+        return head + f"met ({100 * share:.1f}% of the FLOPs at {_pt(delta)})."
+    flops = f"{100 * share:.1f}% of the FLOPs" + (
+        "" if cheap else f", {share / EENET_PAPER_COST:.2f}× the paper's {100 * EENET_PAPER_COST:g}%"
+    )
+    accuracy = f"{_pt(delta)}, " + (f"within {EENET_SIMILAR_PT:g} pt" if similar else f"beyond {EENET_SIMILAR_PT:g} pt")
+    missed = " and ".join(part for part, ok in (("FLOPs", cheap), ("accuracy", similar)) if not ok)
+    return head + f"not met on {missed} ({flops}; {accuracy})."
+
+
+def _eenet_vs_sidenet(v: Variant, sidenet: Variant | None, base: Variant | None, bs: int | None) -> str:
+    """The SideNet on the same chain: its operating point, and the FLOPs its test sweep needs for the EENet's test
+    accuracy (interpolated; "n/a" when the sweep never gets there) vs the EENet's FLOPs/sample."""
+    if sidenet is None:
+        return f"No `{SIDENET}` row {_on_chain(v.chain)} to compare with."
+    text = f"SideNet on the same chain ({_who(sidenet)}): {_operating(sidenet, base, bs)}."
+    acc, mine = as_float(v.get("test_accuracy")), as_float(v.get("flops_per_sample"))
+    if acc is None or mine is None or mine <= 0:
+        return text + " No equal-accuracy comparison without the EENet's accuracy and FLOPs."
+    pts = sweep_points(sidenet)
+    needed = flops_at_accuracy(pts, acc) if pts else None
+    text += f" SideNet FLOPs at the EENet's {_pct(acc)} (read off its test sweep): "
+    if not pts:
+        return text + f"n/a (no sweep recorded) vs the EENet's {fmt_flops(mine)}/sample."
+    if needed is None:
+        top = max(a for _, a in pts)
+        return text + f"n/a (the sweep reaches at most {_pct(top)}) vs the EENet's {fmt_flops(mine)}/sample."
+    text += f"{fmt_flops(needed)}/sample vs the EENet's {fmt_flops(mine)}/sample"
+    ratio = needed / mine
+    if ratio > 1 + EQUAL_FLOPS_TOL:
+        return text + f" → the EENet needs {ratio:.2f}× fewer FLOPs."
+    if ratio < 1 - EQUAL_FLOPS_TOL:
+        return text + f" → the SideNet needs {1 / ratio:.2f}× fewer FLOPs."
+    return text + f" → the same within {100 * EQUAL_FLOPS_TOL:g}%."
+
+
+def eenet_row_reading(v: Variant, variants: Sequence[Variant], base: Variant | None, bs: int | None) -> str:
+    """The sentences on one eenet row: provenance, placement and training, the retrained backbone, the operating
+    point, the paper's headline, the SideNet on the same chain, and the collapse warning when flagged."""
+    details = system_details(v)
+    steps = []
+    trained = _chain_text(details.get("trained_from")) if details is not None else None
+    post = _chain_text(details.get("post_chain")) if details is not None else None
+    if details is not None:
+        steps.append(f"EENet-trained from {trained or 'the fp32 MainNet'}" + (f", then {post}" if post else ""))
+    head = f"*{_who(v)}* ({_on_chain(v.chain)}" + (f"; {steps[0]}" if steps else "") + "): "
+    text = head + _eenet_setup(v, details) + "."
+    if details is None:
+        text += " No system details recorded (results written before eenet rows recorded them)."
+    ref_acc = _reference(v, base, "mainnet_test_accuracy", "test_accuracy")
+    text += f" {_eenet_backbone(details, ref_acc)}."
+    operating, delta, share = _eenet_operating(v, base, bs)
+    text += f" Operating point ({_eenet_threshold(v, details)}): {operating}."
+    text += " " + _eenet_paper(delta, share)
+    text += " " + _eenet_vs_sidenet(v, find_variant(variants, v.chain, SIDENET, v.device), base, bs)
+    collapse = collapse_of(v)
+    if collapse is not None:
+        text += f" {NOISY_MARK} Collapsed: {collapse_meaning(v, collapse)}."
+    return text
+
+
+def eenet_reading(variants: Sequence[Variant], sizes: Sequence[int]) -> str:
+    """The paragraph "EENets here" (only with ``eenet`` rows): per eenet row, chain ``none`` first, then each
+    compressed chain, what the row recorded about its training and where it lands against the original MainNet, the
+    paper's headline and the SideNet on the same chain. Every number from the rows; speedups at bs 1 when timed
+    there, else the smallest batch size."""
+    exits = exit_variants(variants)
+    ours = [v for v in exits if system_name(v.exit) == EENET]
+    if not ours:
+        return ""
+    base = find_variant(variants, NONE, NONE, ours[0].device)
+    title = (
+        f"**EENets here** (Demir & Akbas 2024: similar accuracy at {100 * EENET_PAPER_COST:g}% of the original "
+        f'network\'s computational cost; "similar" read here as ≤ {EENET_SIMILAR_PT:g} pt below the original '
+        "MainNet on test; an EENet retrains the MainNet, so every Δ and share is vs the original one):"
+    )
+    bs = best_batch_size(sizes)
+    return " ".join([title, *(eenet_row_reading(v, variants, base, bs) for v in ours)])
 
 
 # ---------------------------------------------------------------------------------------------------

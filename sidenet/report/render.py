@@ -20,6 +20,7 @@ from sidenet.machine import from_machine_info
 from sidenet.report import plots
 from sidenet.report.exit_systems import (
     bolukbasi_reading,
+    eenet_reading,
     exit_systems_reading,
     exit_systems_table,
     exit_variants,
@@ -303,8 +304,9 @@ def _complementarity(variants: list[Variant]) -> list[str]:
 def _exit_systems(
     task: str, variants: list[Variant], specs: list[plots.PlotSpec], plot_dir_rel: str | None
 ) -> list[str]:
-    """Per device: every exit system at its operating point with the oracle rows, a reading computed from them, the
-    complementarity of each system with each compressed chain it ran on, and the accuracy-vs-FLOPs plot."""
+    """Per device: every exit system at its operating point with the oracle rows, a reading computed from them (and
+    the Bolukbasi et al. and EENets paragraphs where those systems ran), the complementarity of each system with each
+    compressed chain it ran on, and the accuracy-vs-FLOPs plot."""
     if not exit_variants(variants):
         return []
     lines = ["### Exit systems", ""]
@@ -323,6 +325,9 @@ def _exit_systems(
         bolukbasi = bolukbasi_reading(mine, sizes)
         if bolukbasi:
             lines += [bolukbasi, ""]
+        eenet = eenet_reading(mine, sizes)
+        if eenet:
+            lines += [eenet, ""]
         comp = system_complementarity_table(mine, sizes)
         heading = "#####" if show_device else "####"
         if comp is not None:
