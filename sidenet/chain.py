@@ -27,7 +27,16 @@ from sidenet_core.errors import UserError
 
 NONE = "none"
 # the exit systems (sidenet.exits) a bench measures when none are given
-DEFAULT_EXITS: tuple[str, ...] = ("none", "sidenet", "sidenet-noexit", "sidenet-multi", "learned", "cascade")
+DEFAULT_EXITS: tuple[str, ...] = (
+    "none",
+    "sidenet",
+    "sidenet-noexit",
+    "sidenet-multi",
+    "learned",
+    "cascade",
+    "eenet",  # the paper's rule: exit when the confidence branch says >= 0.5
+    "eenet:threshold=val",  # the same trained EENet at a threshold chosen on validation, like every other system
+)
 
 GRAMMAR = "NAME[:KEY=VALUE[,KEY=VALUE...]] joined by '+' (e.g. 'prune:ratio=0.5+int8'), or 'none'"
 

@@ -302,18 +302,19 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # how far the run is, a line per cell: 44 cells here, the last says all were measured
-    assert "sidenet-bench: cell 1/44 (1 measured, 0 skipped)" in proc.stdout
-    assert "sidenet-bench: cell 44/44 (44 measured, 0 skipped)" in proc.stdout
+    # how far the run is, a line per cell: 60 cells here, the last says all were measured
+    assert "sidenet-bench: cell 1/60 (1 measured, 0 skipped)" in proc.stdout
+    assert "sidenet-bench: cell 60/60 (60 measured, 0 skipped)" in proc.stdout
     results = load_results(out / "results" / "ci.json")
     rows = results["benchmarks"]
     key = ("task", "chain", "exit", "batch_size")
     cells = {tuple(b["extra_info"][k] for k in key) for b in rows}
+    eenets = ("eenet", "eenet:threshold=val")
     assert cells == {(t, "none", e, bs) for t in ("tiny-resnet", "tiny-bert")
-                     for e in ("none", "sidenet", "sidenet-noexit", "sidenet-multi", "learned", "cascade")
+                     for e in ("none", "sidenet", "sidenet-noexit", "sidenet-multi", "learned", "cascade", *eenets)
                      for bs in (1, 8)} | {
         (t, "int8", e, bs) for t in ("tiny-resnet", "tiny-bert")
-        for e in ("none", "sidenet", "sidenet-multi", "learned", "cascade") for bs in (1, 8)
+        for e in ("none", "sidenet", "sidenet-multi", "learned", "cascade", *eenets) for bs in (1, 8)
     }  # fmt: skip
     for b in rows:
         info = b["extra_info"]
@@ -355,6 +356,11 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
             assert info["taps"] == (
                 ["layer1", "layer2", "layer3"] if info["task"] == "tiny-resnet" else ["1", "2", "3"]
             )
+        if info["exit"].startswith("eenet"):  # retrains the MainNet, says where it put its exits and if they collapsed
+            details = info["system_details"]
+            assert info["retrains_backbone"] is True and details["kind"] == "eenet"
+            assert details["taps"] == info["taps"] and len(details["exit_costs"]) == 2
+            assert isinstance(details["collapse"]["collapsed"], bool)
         if info["exit"] == "cascade":  # network selection: one exit, the small network's answer
             assert info["taps"] == ["small"] and info["exit_system"]["small"] == "task"
         if info["exit"] == "sidenet":  # fp32 rows do not depend on their batch-mates

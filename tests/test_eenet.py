@@ -227,3 +227,32 @@ def test_post_training_steps_apply_to_the_eenet_trained_network(task_name: str, 
     assert q.built.identity["model"] != fp32.built.identity["model"]
     assert q.test_eval["flops_per_sample"] == pytest.approx(q.test_eval["predicted_flops_per_sample"], rel=1e-6)
     assert abs(q.test_eval["accuracy"] - fp32.test_eval["accuracy"]) < 0.2  # int8 changes a little, not all
+
+
+def test_steps_that_train_feed_eenet_training_their_output() -> None:
+    """``prune`` (with fine-tuning) runs first and EENet training starts from the pruned network; ``int8`` after it
+    is applied to the EENet-trained one."""
+    from sidenet.compressed import compress_mainnet
+
+    task = TASKS.get("tiny-resnet")
+    data = load_task_data(task)
+    trained = load_or_train_mainnet(task, data.data, data.num_classes, progress=False)
+    chain = "prune:ratio=0.5+int8"
+    p = prepare("tiny-resnet", chain=chain, task_data=data, trained_mainnet=trained, progress=False)
+    asked: list[str] = []
+
+    def mainnet_for(other: str) -> tuple[nn.Module, str]:
+        asked.append(other)
+        comp = compress_mainnet(task, trained[0], trained[1]["key"], data.data, other, False)
+        return comp.model, comp.key
+
+    s = prepare_system(
+        task, data.data, data.num_classes, parse_exit_system("eenet"), p.compressed, p.baseline,
+        progress=False, mainnet_for=mainnet_for, baseline_key=trained[1]["key"],
+    )  # fmt: skip
+    assert asked == ["prune:ratio=0.5"]
+    assert s.details is not None and s.details["trained_from"] == "prune:ratio=0.5"
+    assert s.details["post_chain"] == "int8:granularity=block"
+    pruned_width = sum(q.numel() for q in mainnet_for("prune:ratio=0.5")[0].parameters())
+    assert pruned_width < sum(q.numel() for q in trained[0].parameters())
+    assert s.test_eval["flops_per_sample"] < p.baseline_eval["flops_per_sample"]
