@@ -196,6 +196,8 @@ def train_eenet(
     bar = tqdm(total=total, desc=f"train {task.name} EENet", unit="step", disable=not progress, leave=False)
     for batches in epochs:
         for idx in batches:
+            if len(idx) < 2:  # BatchNorm in training mode needs two rows (an epoch's last batch can have one)
+                continue
             inputs, _ = task.batches(train, len(idx), idx=idx)[0]
             labels = train.labels.index_select(0, idx)
             with autocast(recipe.precision):
@@ -257,6 +259,17 @@ def post_chain_for(model: nn.Module, suffix: str) -> str:
     return format_chain(tuple(steps))
 
 
+def _check_casts(model: nn.Module, post: str, taps: Sequence[str]) -> None:
+    """fp16/bf16 wrap whole ResNet stages: an exit inside a stage could not be cut out of the cast model."""
+    casts = [s.name for s in parse_chain(post)] if post != NONE else []
+    inside = [t for t in taps if "." in t]
+    if bert_layer_count(model) is None and inside and any(c in ("fp16", "bf16") for c in casts):
+        raise UserError(
+            f"eenet cannot compose {post!r} on a ResNet with exits inside stages ({', '.join(inside)}): the cast "
+            "wraps whole stages; drop the cast or use a placement whose exits fall at stage ends"
+        )
+
+
 # ---------------------------------------------------------------- the exit system
 
 
@@ -309,20 +322,26 @@ class EENetSystem(ExitSystemConfig):
     lam: str = "1.0"  # λ, the cost term's weight (swept to trace a curve: one trained network per value)
     loss: str = "v2"  # v2: every exit's term (the paper's default); v1: the first only
     epochs: str = "1"  # EENet training epochs, from the trained MainNet
-    lr: str = "1e-4"  # Adam learning rate of the backbone (exit blocks: 10×)
+    lr: str = "0.0001"  # Adam learning rate of the backbone (exit blocks: 10×)
     threshold: str = "0.5"  # the confidence branch's exit threshold, or "val": chosen on validation
 
     def __post_init__(self) -> None:
-        _int_field("exits", self.exits)
-        _int_field("epochs", self.epochs)
         flop_thresholds(self.rule, 1, 1.0)
-        _float_field("lam", self.lam)
         if self.loss not in LOSSES:
             raise UserError(f"eenet loss {self.loss!r} is not one of {', '.join(LOSSES)}")
         if _float_field("lr", self.lr) <= 0:
             raise UserError(f"eenet lr must be > 0, got {self.lr!r}")
+        # one spelling per value (lam=1, lam=1.0 and lam=1e0 are one cell): numbers written back canonically
+        canonical = {
+            "exits": str(_int_field("exits", self.exits)),
+            "epochs": str(_int_field("epochs", self.epochs)),
+            "lam": repr(_float_field("lam", self.lam)),
+            "lr": repr(_float_field("lr", self.lr)),
+        }
         if self.threshold != "val":
-            _float_field("threshold", self.threshold)
+            canonical["threshold"] = repr(_float_field("threshold", self.threshold))
+        for name, value in canonical.items():
+            object.__setattr__(self, name, value)
 
     def build(self, ctx: SystemContext) -> BuiltSystem:
         prefix, suffix = split_chain(ctx.chain)
@@ -374,6 +393,7 @@ class EENetSystem(ExitSystemConfig):
         freeze(backbone)
         freeze(heads)
         post = post_chain_for(backbone, suffix)
+        _check_casts(backbone, post, taps)
         model, model_key = backbone, key
         if post != NONE:
             if ctx.compress is None:

@@ -14,6 +14,7 @@ from torch import nn
 from sidenet.cascade import Cascade
 from sidenet.eenet import (
     ExitBlock,
+    _check_casts,
     describe_traces,
     eenet_loss,
     flop_thresholds,
@@ -155,6 +156,10 @@ def test_chains_split_into_training_and_post_training_steps() -> None:
     assert post_chain_for(resnet, "int8") == "int8:granularity=block"
     assert post_chain_for(resnet, "int8:granularity=stage") == "int8:granularity=stage"
     assert post_chain_for(resnet, "none") == "none"
+    # casts wrap whole ResNet stages: an exit inside one cannot be composed with them (one-line error, up front)
+    with pytest.raises(UserError, match="wraps whole stages"):
+        _check_casts(resnet, "bf16", ("layer1.0", "layer2"))
+    _check_casts(resnet, "bf16", ("layer1", "layer2"))
 
 
 def test_bad_eenet_parameters_are_one_line_errors() -> None:
@@ -164,10 +169,14 @@ def test_bad_eenet_parameters_are_one_line_errors() -> None:
         ("eenet:lam=-1", "lam"),
         ("eenet:loss=v9", "loss"),
         ("eenet:threshold=high", "threshold"),
+        ("eenet:lr=0", "lr"),
     ]:
         with pytest.raises(UserError, match=match):
             parse_exit_system(spec)
     assert parse_exit_system("eenet:lam=0.5").label() == "eenet:lam=0.5"
+    # one spelling per value: these are the default cell, not new ones
+    assert parse_exit_system("eenet:lam=1,lr=1e-4,threshold=.5,exits=02").label() == "eenet"
+    assert parse_exit_system("eenet:lam=0.50").label() == "eenet:lam=0.5"
 
 
 @pytest.mark.parametrize("task_name", ["tiny-resnet", "tiny-bert"])
