@@ -401,7 +401,7 @@ class EENetSystem(ExitSystemConfig):
             model, model_key = ctx.compress(backbone, key, post)
         staged = ctx.task.staged_model(model, taps)
         policy = make_policy("branch")
-        reference = _reference_correct(ctx) if self.threshold == "val" else None
+        reference = _reference_correct(ctx)  # losses on validation are against the original MainNet, both modes
         fixed = None if self.threshold == "val" else float(self.threshold)
         identity = {
             "system": self.to_dict(),

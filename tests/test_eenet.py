@@ -193,6 +193,8 @@ def test_eenet_end_to_end_on_a_tiny_task(task_name: str) -> None:
     assert d is not None and d["kind"] == "eenet" and len(d["taps"]) == 2
     assert 0 < d["exit_costs"][0] < d["exit_costs"][1] < 1
     assert first.thresholds == [0.5, 0.5]
+    # validation losses are against the original MainNet, at the paper's rule too
+    assert first.selection["val_mainnet_accuracy"] == pytest.approx(float(first.built.reference_val.mean()))
     ev = first.test_eval
     assert ev["accuracy"] == pytest.approx(ev["predicted_accuracy"])
     assert ev["flops_per_sample"] == pytest.approx(ev["predicted_flops_per_sample"], rel=1e-6)
