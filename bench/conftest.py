@@ -34,6 +34,7 @@ from sidenet.harness import (
     measured_by,
 )
 from sidenet.report import write_report
+from sidenet.status import listen
 from sidenet.store import ResultsStore
 from sidenet_core.errors import UserError
 
@@ -236,6 +237,19 @@ class _Progress:
         self.config = config
         self.total = self.measured = self.skipped = self.failed = 0
         self.start = time.monotonic()
+        self.stop_listening = listen(self.now)  # the library says when it starts training or tracing
+
+    def now(self, what: str) -> None:
+        """A line when a cell starts something slow (training a model, tracing a system): what and how far."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            done = self.measured + self.skipped + self.failed
+            reporter.ensure_newline()
+            elapsed = _minutes(time.monotonic() - self.start)
+            reporter.write_line(f"sidenet-bench: cell {done + 1}/{self.total}: {what} ({elapsed} elapsed)")
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.stop_listening()
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.total = sum("cell" in getattr(i, "fixturenames", ()) for i in session.items)

@@ -42,6 +42,14 @@ class BenchOption:
 
 BENCH_OPTIONS: tuple[BenchOption, ...] = (
     BenchOption(
+        "profile",
+        "profile",
+        "quick: a first answer in minutes — both tasks with shorter MainNet training (stated in the report, with "
+        "accuracy floors), the fp32 MainNet, the SideNet and int8; full (default): the whole default matrix",
+        default="full",
+        choices=("full", "quick"),
+    ),
+    BenchOption(
         "tasks",
         "task",
         "task to run (repeatable; default fashion-mnist and rotten-tomatoes; env SIDENET_BENCH_TASKS=a,b)",
@@ -168,14 +176,22 @@ def resolve(values: dict[str, Any], command: str, cuda_missing: bool = False) ->
     """``values``: option dest (``task``, ``batch_size`` …) → what was given (None / [] when absent). Fills the
     defaults that depend on the machine or the environment, then validates (one-line UserError) into a
     :class:`sidenet.harness.BenchSettings`."""
-    from sidenet.harness import DEFAULT_BATCH_SIZES, BenchSettings, default_tasks, quiet_from_env
+    from sidenet.harness import (
+        DEFAULT_BATCH_SIZES,
+        QUICK_EXITS,
+        QUICK_TASKS,
+        BenchSettings,
+        default_tasks,
+        quiet_from_env,
+    )
 
     threads = values.get("threads")
+    quick = values.get("profile") == "quick"
     fields: dict[str, Any] = {opt.field: values.get(opt.dest) for opt in BENCH_OPTIONS}
     fields.update(
-        tasks=tuple(values.get("task") or default_tasks()),
+        tasks=tuple(values.get("task") or (QUICK_TASKS if quick else default_tasks())),
         chains=tuple(values.get("chain") or ()),
-        exits=tuple(values.get("exit") or DEFAULT_EXITS),
+        exits=tuple(values.get("exit") or (QUICK_EXITS if quick else DEFAULT_EXITS)),
         batch_sizes=tuple(values.get("batch_size") or DEFAULT_BATCH_SIZES),
         threads=(os.cpu_count() or 1) if threads is None else threads,  # 0 is an error, not "all cores"
         out=Path(values.get("out") or "reports"),
@@ -194,6 +210,7 @@ def resolve(values: dict[str, Any], command: str, cuda_missing: bool = False) ->
 def pytest_args(settings: Any, quiet: bool) -> list[str]:
     """The ``--bench-*`` arguments that make ``pytest bench/`` build exactly ``settings`` again."""
     values: dict[str, Any] = {
+        "profile": settings.profile,
         "tasks": settings.tasks,
         "chains": settings.chains,
         "exits": settings.exits,

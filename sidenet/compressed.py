@@ -39,6 +39,7 @@ from torch import nn
 from sidenet import cache
 from sidenet.chain import NONE, ChainStep, format_chain, parse_chain
 from sidenet.split import to_device
+from sidenet.status import announce
 from sidenet.tasks import Encoded, Task
 from sidenet_core.errors import UserError
 
@@ -288,6 +289,7 @@ def compress_mainnet(
             set_compression_log(model, [*steps_before, meta["step_log"]])
         else:
             log.info("%s: %s step %s: training (cache key %s)", task.name, chain, config.name, key)
+            announce(f"training {task.name} {chain}: step {config.name}")
             step_start = time.perf_counter()
             model = compressors.compress_(model, config, **kwargs)
             step_log = {**compressors.compression_log(model)[-1], "seconds": time.perf_counter() - step_start}

@@ -51,6 +51,7 @@ from sidenet.compressed import bert_layer_count, chain_configs
 from sidenet.exits import BuiltSystem, ExitSystemConfig, SystemContext, register_exit_system
 from sidenet.heads import EVAL_BATCH, device_fields, freeze
 from sidenet.policies import make_policy
+from sidenet.status import announce
 from sidenet.trace import ExitTrace, exit_index_at
 from sidenet_core.errors import UserError
 from sidenet_core.flops import count_flops
@@ -387,6 +388,7 @@ class EENetSystem(ExitSystemConfig):
         if meta is None:
             for p in backbone.parameters():
                 p.requires_grad_(True)
+            announce(f"training the {ctx.task.name} EENet ({self.label()}, from {prefix})")
             log = train_eenet(ctx.task, staged, heads, ctx.data["train"], recipe, ctx.progress)
             meta = {"task": ctx.task.name, "chain": prefix, "taps": list(taps), "log": log, "seconds": log["seconds"]}
             cache.store(net, key, meta)

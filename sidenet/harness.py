@@ -68,6 +68,11 @@ from sidenet.thresholds import NEVER_EXIT, outcome_at
 from sidenet_core.errors import UserError
 
 DEFAULT_TASKS = ("fashion-mnist", "rotten-tomatoes")
+# `--bench-profile quick`: the same two tasks trained for less (their own names: sidenet/tasks/builtin.py), the
+# MainNet alone and with its SideNet, on the plain MainNet and int8 (the quick tasks' default chains)
+QUICK_TASKS = ("fashion-mnist-quick", "rotten-tomatoes-quick")
+QUICK_EXITS = ("none", "sidenet")
+PROFILES = ("full", "quick")
 DEFAULT_BATCH_SIZES = (1, 64)
 QUIET_ENV = "SIDENET_BENCH_QUIET"  # "1": no progress bars (set by `sidenet-bench run -q`)
 _TRUTHY = {"1", "true", "yes", "on"}
@@ -118,6 +123,7 @@ class BenchSettings:
     # `--bench-device cuda` on a machine without CUDA: bench/conftest.py skips every cell and runs with device cpu;
     # CUDA-only chains are then not refused (they would have run on the CUDA that was asked for)
     cuda_missing: bool = False
+    profile: str = "full"  # which defaults filled what was not given (bench_options.resolve); recorded per row
 
     @classmethod
     def from_options(cls, **kw: Any) -> BenchSettings:
@@ -127,6 +133,8 @@ class BenchSettings:
     def __post_init__(self) -> None:
         if not self.tasks:
             raise UserError("no task given; pass --bench-task NAME (see `sidenet-bench list`)")
+        if self.profile not in PROFILES:
+            raise UserError(f"unknown profile {self.profile!r} (valid: {', '.join(PROFILES)})")
         for t in self.tasks:
             TASKS.get(t)
         # one spelling per experiment, from the parsed configs; bad parameters (prune:ratio=2) fail now, not
@@ -401,6 +409,17 @@ class BenchContext:
             torch.cuda.synchronize()
 
 
+def task_profile(task: Any, profile: str, mainnet_accuracy: float) -> dict[str, Any]:
+    """What the run's profile traded for time on this task, and whether its fp32 MainNet reached the task's floor."""
+    floor = float(getattr(task, "accuracy_floor", 0.0) or 0.0)
+    return {
+        "profile": profile,
+        "trades": getattr(task, "trades", "") or "",
+        "accuracy_floor": floor or None,
+        "floor_met": (mainnet_accuracy >= floor) if floor else None,
+    }
+
+
 def _model_and_key(comp: Compressed) -> tuple[nn.Module, str]:
     return comp.model, comp.key
 
@@ -546,6 +565,7 @@ def _run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx:
             "timing_protocol": TIMING_PROTOCOL,
             # bf16 autocast where the CPU has native bf16, else fp32 (sidenet_core.precision): other weights
             "train_precision": p.task.recipe().get("train_precision"),
+            "task_profile": task_profile(p.task, s.profile, p.baseline_eval["accuracy"]),
         }
     )
     if exit_system == "none":
@@ -757,6 +777,8 @@ __all__ = [
     "DEFAULT_EXITS",
     "DEFAULT_TASKS",
     "EXIT_SYSTEMS",
+    "QUICK_EXITS",
+    "QUICK_TASKS",
     "BenchContext",
     "BenchSettings",
     "cell_key",

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from sidenet import cache
 from sidenet.fit import fit_sidenet
 from sidenet.sidenet import SideNet
+from sidenet.status import announce
 from sidenet.tasks import Encoded, Task
 from sidenet_core.layouts import to_device
 from sidenet_core.staged import StagedModel
@@ -118,6 +119,7 @@ def load_or_train_sidenet(
     key = cache.artifact_key("sidenet", recipe)
     meta = cache.load_into(side, key)
     if meta is None:
+        announce(f"training a {task.name} SideNet at tap {split.tap}")
         start = time.perf_counter()
         feats, main_logits = collect_features(
             task, split, data["train"], progress, f"{task.name}: tap features", device

@@ -42,6 +42,7 @@ from sidenet.heads import EVAL_BATCH, device_fields, freeze, load_or_train_siden
 from sidenet.policies import POLICIES, ExitView, Policy, make_policy
 from sidenet.sidenet import SideNet
 from sidenet.split import Split, to_device
+from sidenet.status import announce
 from sidenet.tasks import TASKS, Encoded, Task
 from sidenet.thresholds import NEVER_EXIT, outcome_at, select_threshold, sweep
 from sidenet.trace import (
@@ -185,6 +186,7 @@ def load_or_train_mainnet(
     meta = cache.load_into(model, key)
     if meta is None:
         log.info("training MainNet for %s (cache key %s)", task.name, key)
+        announce(f"training the {task.name} MainNet")
         train_log = task.train_mainnet(model, data["train"], progress=progress)
         meta = {"task": task.name, "recipe": task.recipe(), "train": train_log}
         cache.store(model, key, meta)
@@ -548,6 +550,7 @@ def prepare_system(
         val, test = ExitTrace.from_tensors(tensors, "val", taps), ExitTrace.from_tensors(tensors, "test", taps)
         test_eval, cached = meta["test_eval"], True
     else:
+        announce(f"tracing {system.label()} on {task.name} {comp.chain} (validation and test)")
         val, test = (
             collect_trace(
                 task.batches(data[part], EVAL_BATCH, by_length=True),

@@ -53,6 +53,8 @@ class RowRecord:
     timing_protocol: int  # sidenet.harness.TIMING_PROTOCOL when the row was timed
     train_precision: str | None  # precision the task's MainNet was trained in here (fp32 | bf16)
     run: JSONDict | None = None  # {"when", "commit", "dirty", "command"}: the run that measured the row
+    # {"profile": full | quick, "trades": what the task's recipe trades for time, "accuracy_floor", "floor_met"}
+    task_profile: JSONDict | None = None
     # ---- timing (paired with the fp32 MainNet, balanced ABBA order)
     paired_speedup: list[float] | None = None  # per-round fp32-MainNet time / this row's time
     aa_paired_ratios: list[float] | None = None  # the fp32 MainNet's own row: paired with itself (A/A)

@@ -31,6 +31,7 @@ from sidenet.report.exit_systems import (
 from sidenet.report.tables import (
     BEST_MAX_LOSS_PT,
     DASH,
+    NOISY_MARK,
     NOISY_REL_IQR,
     Quad,
     Table,
@@ -340,6 +341,27 @@ def _exit_systems(
     return lines
 
 
+def _profile_lines(variants: list[Variant]) -> list[str]:
+    """What the task's recipe traded for time (the quick profile) and whether its fp32 MainNet met the stated
+    floor: said first, so nobody reads a quick run's numbers as the full recipe's."""
+    for v in variants:
+        prof = v.get("task_profile")
+        if not isinstance(prof, dict) or not (prof.get("trades") or prof.get("accuracy_floor")):
+            continue
+        text = f"**Profile `{md_escape(str(prof.get('profile') or DASH))}`**"
+        if prof.get("trades"):
+            text += f": {md_escape(str(prof['trades']))}."
+        floor = as_float(prof.get("accuracy_floor"))
+        if floor is not None:
+            base = next((b for b in variants if b.chain == "none" and b.exit == "none"), None)
+            acc = as_float(base.get("test_accuracy")) if base is not None else as_float(v.get("mainnet_test_accuracy"))
+            shown = DASH if acc is None else f"{100 * acc:.2f}%"
+            verdict = "met" if prof.get("floor_met") is True else f"{NOISY_MARK} below it"
+            text += f" Its fp32 MainNet: {shown} on test against a stated floor of {100 * floor:.1f}%: {verdict}."
+        return [text, ""]
+    return []
+
+
 def render_markdown(results: dict[str, Any], plot_dir_rel: str | None) -> str:
     """The whole report as Markdown; plot links point into ``plot_dir_rel`` (None: no plots).
 
@@ -352,6 +374,7 @@ def render_markdown(results: dict[str, Any], plot_dir_rel: str | None) -> str:
     lines = [*_header(results), *_environment(results)]
     for task, variants in group_by_task(results).items():
         lines += [f"## Task {_code(task)}", ""]
+        lines += _profile_lines(variants)
         headline = _complementarity(variants)
         if headline:
             lines += headline

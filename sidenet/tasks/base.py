@@ -8,6 +8,7 @@ the trained-MainNet cache, so it must include every setting that changes the tra
 from __future__ import annotations
 
 import abc
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ class Task(abc.ABC):
     exit_system_chains: tuple[str, ...] = ("int8",)
     # The small network of network selection (the `cascade` exit system): a chain of this task's MainNet.
     small_network_chain: str = "distil"
+    # What a profile trades for time (e.g. the quick profile's fewer epochs; "" for the full recipe), stated in
+    # the report under the task's heading, and the test accuracy its MainNet must reach (0: none stated).
+    trades: str = ""
+    accuracy_floor: float = 0.0
 
     @abc.abstractmethod
     def recipe(self) -> dict[str, Any]:
@@ -135,6 +140,8 @@ def finish_training(
 # (the MainNet's cache key), so changing them never retrains it.
 NOT_IN_RECIPE: tuple[str, ...] = (
     "description",
+    "trades",
+    "accuracy_floor",
     "tap",
     "sidenet",
     "target_loss_pt",
@@ -149,3 +156,25 @@ TASKS: Registry[Task] = Registry("task")
 def register_task(task: Task) -> Task:
     """Register a task instance under ``task.name`` (duplicates are an error)."""
     return TASKS.add(task.name, task)
+
+
+def recipe_fields(config: Any) -> dict[str, Any]:
+    """A task config's fields that shape its MainNet: every field but :data:`NOT_IN_RECIPE`, and ``train_subset``
+    only when set (so adding it left the full recipes' cache keys, and their trained MainNets, as they were)."""
+    cfg = dataclasses.asdict(config)
+    for k in NOT_IN_RECIPE:
+        cfg.pop(k)
+    if not cfg.get("train_subset"):
+        cfg.pop("train_subset", None)
+    return cfg
+
+
+def subset_train(splits: Splits, n: int, seed: int) -> Splits:
+    """``splits`` with ``n`` training rows drawn at random (seeded), validation and test untouched (0: all)."""
+    inputs, labels = splits.train
+    if not n or n >= len(labels):
+        return splits
+    idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    rows = inputs.index_select(0, idx) if isinstance(inputs, torch.Tensor) else tuple(inputs[i] for i in idx.tolist())
+    source = f"{splits.source}; training subset: {n:,} of {len(labels):,} rows (seed {seed})"
+    return dataclasses.replace(splits, train=(rows, labels.index_select(0, idx)), source=source)

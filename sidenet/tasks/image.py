@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from sidenet.data import Splits
 from sidenet.sidenet import SideNetConfig
-from sidenet.tasks.base import DATASETS, NOT_IN_RECIPE, Batch, Encoded, Task, finish_training
+from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, finish_training, recipe_fields, subset_train
 from sidenet_core.errors import UserError
 from sidenet_core.layouts import ARCHS, build_resnet
 from sidenet_core.precision import autocast, resolve
@@ -49,6 +49,9 @@ class ImageTaskConfig:
     sidenet: SideNetConfig = field(default_factory=SideNetConfig)
     default_chains: tuple[str, ...] = ("none",)  # compressor chains a bench runs when none are given
     small_network_chain: str = "distil"  # the small network of the `cascade` exit system (a chain of the MainNet)
+    train_subset: int = 0  # train on this many training rows, drawn at random (0: all); the quick profile's trade
+    trades: str = ""  # what this recipe trades for time, stated in the report (the quick profile)
+    accuracy_floor: float = 0.0  # the test accuracy its MainNet must reach (0: none stated); checked and reported
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -85,12 +88,12 @@ class ImageTask(Task):
         self.selection_margin_se = config.selection_margin_se
         self.default_chains = config.default_chains
         self.small_network_chain = config.small_network_chain
+        self.trades = config.trades
+        self.accuracy_floor = config.accuracy_floor
         self._norm: tuple[float, float] | None = None
 
     def recipe(self) -> dict[str, Any]:
-        cfg = asdict(self.config)
-        for k in NOT_IN_RECIPE:  # do not change the MainNet
-            cfg.pop(k)
+        cfg = recipe_fields(self.config)  # what does not change the MainNet is left out
         cfg["train_precision"] = self.precision()  # "auto" differs per CPU
         return {"type": "image", **cfg}
 
@@ -106,7 +109,7 @@ class ImageTask(Task):
         return self.precision()
 
     def load_data(self) -> Splits:
-        splits = DATASETS.get(self.config.dataset)()
+        splits = subset_train(DATASETS.get(self.config.dataset)(), self.config.train_subset, self.config.seed)
         x = splits.train[0]
         if x.shape[1] != self.config.in_channels:
             raise UserError(f"task {self.name!r} expects {self.config.in_channels} channels, data has {x.shape[1]}")

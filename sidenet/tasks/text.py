@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from sidenet.data import Splits
 from sidenet.sidenet import SideNetConfig
-from sidenet.tasks.base import DATASETS, NOT_IN_RECIPE, Batch, Encoded, Task, finish_training
+from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, finish_training, recipe_fields, subset_train
 from sidenet_core.errors import UserError
 from sidenet_core.precision import autocast, resolve
 
@@ -59,6 +59,9 @@ class TextTaskConfig:
     sidenet: SideNetConfig = field(default_factory=SideNetConfig)
     default_chains: tuple[str, ...] = ("none",)  # compressor chains a bench runs when none are given
     small_network_chain: str = "distil"  # the small network of the `cascade` exit system (a chain of the MainNet)
+    train_subset: int = 0  # train on this many training rows, drawn at random (0: all); the quick profile's trade
+    trades: str = ""  # what this recipe trades for time, stated in the report (the quick profile)
+    accuracy_floor: float = 0.0  # the test accuracy its MainNet must reach (0: none stated); checked and reported
     tiny_vocab: tuple[str, ...] = ()  # for model == tiny-bert
 
     def __post_init__(self) -> None:
@@ -83,12 +86,12 @@ class TextTask(Task):
         self.selection_margin_se = config.selection_margin_se
         self.default_chains = config.default_chains
         self.small_network_chain = config.small_network_chain
+        self.trades = config.trades
+        self.accuracy_floor = config.accuracy_floor
         self._tokenizer: Any = None
 
     def recipe(self) -> dict[str, Any]:
-        cfg = asdict(self.config)
-        for k in NOT_IN_RECIPE:
-            cfg.pop(k)
+        cfg = recipe_fields(self.config)
         cfg["train_precision"] = resolve(self.config.train_precision)  # "auto" differs per CPU
         return {"type": "text", **cfg}
 
@@ -145,7 +148,7 @@ class TextTask(Task):
 
     # -- data --------------------------------------------------------------------------
     def load_data(self) -> Splits:
-        return DATASETS.get(self.config.dataset)()
+        return subset_train(DATASETS.get(self.config.dataset)(), self.config.train_subset, self.config.seed)
 
     def encode(self, inputs: tuple[str, ...], labels: torch.Tensor) -> Encoded:
         enc = self.tokenizer()(list(inputs), truncation=True, max_length=self.config.max_length)
