@@ -79,7 +79,7 @@ def test_quick_tasks_train_less_under_their_own_names_and_leave_the_full_recipes
 
 
 def test_a_training_subset_is_seeded_and_leaves_validation_and_test_alone() -> None:
-    x = torch.arange(100, dtype=torch.float32).view(100, 1, 1, 1)
+    x = torch.arange(100, dtype=torch.float32).view(100, 1, 1, 1) / 100
     labels = torch.arange(100) % 4
     splits = Splits((x, labels), (x[:10], labels[:10]), (x[:20], labels[:20]), ("a", "b", "c", "d"), "toy")
     a, b = subset_train(splits, 30, seed=0), subset_train(splits, 30, seed=0)
