@@ -247,6 +247,7 @@ class _Progress:
             reporter.ensure_newline()
             elapsed = _minutes(time.monotonic() - self.start)
             reporter.write_line(f"sidenet-bench: cell {done + 1}/{self.total}: {what} ({elapsed} elapsed)")
+            reporter.flush()  # seen now, also when the output goes to a file or a pipe
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.stop_listening()
@@ -274,6 +275,7 @@ class _Progress:
         if reporter is not None:
             reporter.ensure_newline()
             reporter.write_line(self.line(time.monotonic()))
+            reporter.flush()
 
     def line(self, now: float) -> str:
         done = self.measured + self.skipped + self.failed
