@@ -68,7 +68,7 @@ def _as_values(args: list[str]) -> dict[str, object]:
 def test_quick_tasks_train_less_under_their_own_names_and_leave_the_full_recipes_alone() -> None:
     full, quick = TASKS.get("fashion-mnist"), TASKS.get("fashion-mnist-quick")
     assert "train_subset" not in full.recipe()  # the full MainNet's cache key is what it was before the profile
-    assert quick.recipe()["train_subset"] == 20_000 and quick.recipe()["epochs"] < full.recipe()["epochs"]
+    assert quick.recipe()["epochs"] < full.recipe()["epochs"]
     assert quick.recipe()["name"] != full.recipe()["name"]
     text_full, text_quick = TASKS.get("rotten-tomatoes"), TASKS.get("rotten-tomatoes-quick")
     assert text_quick.recipe()["epochs"] < text_full.recipe()["epochs"]
@@ -104,7 +104,7 @@ def test_the_report_states_the_trade_and_the_floor(accuracy: float, verdict: str
     ]
     md = render_markdown(results, None)
     section = md.split("## Task `fashion-mnist-quick`", 1)[1]
-    assert "**Profile `quick`**: quick profile: the MainNet trains 2 epochs on 20,000" in section
+    assert "**Profile `quick`**: quick profile: the MainNet trains 2 epochs (full: 8)." in section
     assert f"{100 * accuracy:.2f}% on test against a stated floor of 89.0%: {verdict}." in section
 
 

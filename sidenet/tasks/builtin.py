@@ -110,11 +110,11 @@ register_task(
             FASHION_MNIST,
             name="fashion-mnist-quick",
             description="Fashion-MNIST, quick profile; ResNet-18, SideNet after layer1",
+            # measured here (seed 0, bf16): 2 epochs on all 55,000 images 90.3%; 3 epochs on a 20,000 subset 77.6%
+            # at lr 0.1 and 89.0% at lr 0.02; 2 epochs on 20,000 81.9%: fewer steps on more data train best
             epochs=2,
-            train_subset=20_000,
             default_chains=QUICK_CHAINS,
-            trades="quick profile: the MainNet trains 2 epochs on 20,000 of the 55,000 training images (full: 8 epochs "
-            "on all); SideNets and int8 calibration see the same 20,000",
+            trades="quick profile: the MainNet trains 2 epochs (full: 8)",
             accuracy_floor=0.89,
         )
     )
