@@ -353,23 +353,9 @@ class EENetSystem(ExitSystemConfig):
         else:
             start, start_key = ctx.mainnet_for(prefix)
         backbone = copy.deepcopy(start)
-        example = to_device(ctx.task.batches(ctx.data["val"], 8, by_length=True)[0][0], ctx.device)
-        every = block_taps(backbone)
-        profile = flop_profile(ctx.task.staged_model(backbone, every), example)
-        total = float(sum(profile))
-        cumulative = np.cumsum(profile)[:-1].tolist()
-        chosen = place_exits(cumulative, total, int(self.exits), self.rule)
-        taps = tuple(every[b] for b in chosen)
-        staged = ctx.task.staged_model(backbone, taps)
-        batch_norm = bert_layer_count(backbone) is None
-        dims = [staged.feature_dim(example, i) for i in range(len(taps))]
-        torch.manual_seed(0)
-        heads = nn.ModuleList([ExitBlock(d, ctx.num_classes, batch_norm) for d in dims]).to(ctx.device)
-        head_flops = [
-            count_flops(lambda h=h, d=d: h.eval()(torch.zeros(1, d, device=ctx.device)))[0]
-            for h, d in zip(heads, dims, strict=True)
-        ]
-        costs = tuple((cumulative[b] + hf) / total for b, hf in zip(chosen, head_flops, strict=True))
+        taps, costs, heads = self._place(ctx, backbone)
+        post = post_chain_for(backbone, suffix)
+        _check_casts(backbone, post, taps)  # before any training: a chain that cannot compose fails in a second
         recipe = EENetRecipe(
             lam=float(self.lam),
             loss=self.loss,
@@ -379,23 +365,7 @@ class EENetSystem(ExitSystemConfig):
             batch_size=int(getattr(getattr(ctx.task, "config", None), "batch_size", 64)),
             precision=ctx.task.training_precision(),
         )
-        key = cache.artifact_key(
-            "eenet",
-            {"parent": start_key, "taps": list(taps), "recipe": recipe.__dict__, **device_fields(ctx.device)},
-        )
-        net = nn.ModuleDict({"backbone": backbone, "exits": heads})
-        meta = cache.load_into(net, key)
-        if meta is None:
-            for p in backbone.parameters():
-                p.requires_grad_(True)
-            announce(f"training the {ctx.task.name} EENet ({self.label()}, from {prefix})")
-            log = train_eenet(ctx.task, staged, heads, ctx.data["train"], recipe, ctx.progress)
-            meta = {"task": ctx.task.name, "chain": prefix, "taps": list(taps), "log": log, "seconds": log["seconds"]}
-            cache.store(net, key, meta)
-        freeze(backbone)
-        freeze(heads)
-        post = post_chain_for(backbone, suffix)
-        _check_casts(backbone, post, taps)
+        key, meta = self._load_or_train(ctx, backbone, heads, taps, recipe, start_key, prefix)
         model, model_key = backbone, key
         if post != NONE:
             if ctx.compress is None:
@@ -438,6 +408,58 @@ class EENetSystem(ExitSystemConfig):
             reference_val=reference,
             describe=lambda val, test: {**details, **describe_traces(val, test)},
         )
+
+    def _place(self, ctx: SystemContext, backbone: nn.Module) -> tuple[tuple[str, ...], list[float], nn.ModuleList]:
+        """The rule's taps (from the plain network's FLOPs per block), each exit's cost ÷ F (exit block included)
+        and fresh exit blocks for them."""
+        example = to_device(ctx.task.batches(ctx.data["val"], 8, by_length=True)[0][0], ctx.device)
+        every = block_taps(backbone)
+        profile = flop_profile(ctx.task.staged_model(backbone, every), example)
+        total = float(sum(profile))
+        cumulative = np.cumsum(profile)[:-1].tolist()
+        chosen = place_exits(cumulative, total, int(self.exits), self.rule)
+        taps = tuple(every[b] for b in chosen)
+        staged = ctx.task.staged_model(backbone, taps)
+        dims = [staged.feature_dim(example, i) for i in range(len(taps))]
+        torch.manual_seed(0)
+        batch_norm = bert_layer_count(backbone) is None
+        heads = nn.ModuleList([ExitBlock(d, ctx.num_classes, batch_norm) for d in dims]).to(ctx.device)
+        head_flops = [
+            count_flops(lambda h=h, d=d: h.eval()(torch.zeros(1, d, device=ctx.device)))[0]
+            for h, d in zip(heads, dims, strict=True)
+        ]
+        costs = [(cumulative[b] + hf) / total for b, hf in zip(chosen, head_flops, strict=True)]
+        return taps, costs, heads
+
+    def _load_or_train(
+        self,
+        ctx: SystemContext,
+        backbone: nn.Module,
+        heads: nn.ModuleList,
+        taps: tuple[str, ...],
+        recipe: EENetRecipe,
+        start_key: str,
+        prefix: str,
+    ) -> tuple[str, dict[str, Any]]:
+        """Backbone and exits from the cache (keyed by the network trained from and the whole recipe), or trained
+        now and cached; both come back frozen."""
+        key = cache.artifact_key(
+            "eenet",
+            {"parent": start_key, "taps": list(taps), "recipe": recipe.__dict__, **device_fields(ctx.device)},
+        )
+        net = nn.ModuleDict({"backbone": backbone, "exits": heads})
+        meta = cache.load_into(net, key)
+        if meta is None:
+            for p in backbone.parameters():
+                p.requires_grad_(True)
+            announce(f"training the {ctx.task.name} EENet ({self.label()}, from {prefix})")
+            staged = ctx.task.staged_model(backbone, taps)
+            log = train_eenet(ctx.task, staged, heads, ctx.data["train"], recipe, ctx.progress)
+            meta = {"task": ctx.task.name, "chain": prefix, "taps": list(taps), "log": log, "seconds": log["seconds"]}
+            cache.store(net, key, meta)
+        freeze(backbone)
+        freeze(heads)
+        return key, meta
 
 
 @torch.inference_mode()

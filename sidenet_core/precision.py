@@ -36,9 +36,9 @@ _NO_BF16_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_COR
 def isa_capped_below_bf16() -> bool:
     """Whether oneDNN is capped (``ONEDNN_MAX_CPU_ISA``) or ATen is (``ATEN_CPU_CAPABILITY``) below native bf16.
 
-    torch's bf16 check reads the CPU's flags, not the caps, so a capped run on an AVX-512-BF16 CPU would train
-    under bf16 autocast on AVX2 kernels — what no real AVX2-only CPU does. Honouring the caps makes the capped run
-    the stand-in for those CPUs that the README says it is."""
+    torch's bf16 check follows oneDNN's cap but not ATen's, so ``ATEN_CPU_CAPABILITY=avx2`` alone on an
+    AVX-512-BF16 CPU would still train under bf16 autocast, on AVX2 elementwise kernels — what no real AVX2-only CPU
+    does. Honouring both caps makes a capped run the stand-in for those CPUs that the README says it is."""
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
     aten = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
     return isa in _NO_BF16_ISAS or aten in ("default", "avx2")
