@@ -10,6 +10,7 @@ is rendered, both written atomically. A cell already stored there with the same 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import shutil
@@ -242,10 +243,14 @@ class _Progress:
     def now(self, what: str) -> None:
         """A line when a cell starts something slow (training a model, tracing a system): what and how far."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            done = self.measured + self.skipped + self.failed
+        if reporter is None:
+            return
+        done = self.measured + self.skipped + self.failed
+        elapsed = _minutes(time.monotonic() - self.start)
+        # announced while a cell runs, i.e. while pytest captures its output: step outside the capture to be seen
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
             reporter.ensure_newline()
-            elapsed = _minutes(time.monotonic() - self.start)
             reporter.write_line(f"sidenet-bench: cell {done + 1}/{self.total}: {what} ({elapsed} elapsed)")
             reporter.flush()  # seen now, also when the output goes to a file or a pipe
 
