@@ -104,7 +104,7 @@ def test_the_report_states_the_trade_and_the_floor(accuracy: float, verdict: str
     ]
     md = render_markdown(results, None)
     section = md.split("## Task `fashion-mnist-quick`", 1)[1]
-    assert "**Profile `quick`**: quick profile: the MainNet trains 2 epochs (full: 8)." in section
+    assert "**Profile `quick`**: quick profile: the MainNet trains 2 epochs at lr 0.05 (full: 8 at 0.1)." in section
     assert f"{100 * accuracy:.2f}% on test against a stated floor of 89.0%: {verdict}." in section
 
 

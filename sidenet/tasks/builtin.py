@@ -110,11 +110,13 @@ register_task(
             FASHION_MNIST,
             name="fashion-mnist-quick",
             description="Fashion-MNIST, quick profile; ResNet-18, SideNet after layer1",
-            # measured here (seed 0, bf16): 2 epochs on all 55,000 images 90.3%; 3 epochs on a 20,000 subset 77.6%
-            # at lr 0.1 and 89.0% at lr 0.02; 2 epochs on 20,000 81.9%: fewer steps on more data train best
+            # Measured on Zen 4 (seed 0), test accuracy: at lr 0.1, 2 epochs 90.3% in bf16 but 82.3% in fp32 (the
+            # ISA capped to AVX2): too unstable for so short a schedule; at lr 0.05, 90.4% (bf16) and 90.7% (fp32).
+            # On 20,000 of the images: 2 epochs 81.9%, 3 epochs 77.6% (lr 0.1) / 89.0% (lr 0.02).
             epochs=2,
+            lr=0.05,
             default_chains=QUICK_CHAINS,
-            trades="quick profile: the MainNet trains 2 epochs (full: 8)",
+            trades="quick profile: the MainNet trains 2 epochs at lr 0.05 (full: 8 at 0.1)",
             accuracy_floor=0.89,
         )
     )
