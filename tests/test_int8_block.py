@@ -4,30 +4,17 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 import torch
+from test_weight_only import needs_x86, one_line_error  # one copy of the int8 test helpers
 from torch import fx, nn
 
 from compressors import Int8Config, compress_, compression_log, config_from_step
 from compressors.base import RESNET_STAGES, count_model_flops, is_quantized
 from sidenet.compressed import normalize_chain
 from sidenet.split import split_model
-from sidenet_core.errors import UserError
 from sidenet_core.layouts import build_resnet
-
-needs_x86 = pytest.mark.skipif(
-    "x86" not in torch.backends.quantized.supported_engines, reason="int8 tests need the x86 quantised engine"
-)
-
-
-def one_line_error(fn: Callable[[], Any], match: str) -> str:
-    with pytest.raises(UserError, match=match) as info:
-        fn()
-    assert "\n" not in str(info.value)
-    return str(info.value)
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
