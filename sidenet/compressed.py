@@ -179,7 +179,8 @@ def _kwargs_on(kwargs: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
-def _trains(config: Any) -> bool:
+def trains(config: Any) -> bool:
+    """Whether a chain step trains (cached, rebuilt from config) rather than being re-applied each run."""
     return config.name == "distil" or (config.name == "prune" and config.finetune_epochs > 0)
 
 
@@ -277,7 +278,7 @@ def compress_mainnet(
         if config.name == "prune" and config.finetune_epochs > 0 and config.finetune == "task":
             recipe["finetune"] = task.finetune_overrides()  # the task's fine-tuning recipe shapes the weights
         key = cache.artifact_key("compressed", recipe)
-        if not _trains(config):
+        if not trains(config):
             model = compressors.compress_(model, config, **kwargs)
             continue
         steps_before = compressors.compression_log(model)

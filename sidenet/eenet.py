@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from sidenet import cache
 from sidenet.chain import NONE, ChainStep, format_chain, parse_chain
-from sidenet.compressed import bert_layer_count, chain_configs
+from sidenet.compressed import bert_layer_count, chain_configs, trains
 from sidenet.exits import BuiltSystem, ExitSystemConfig, SystemContext, register_exit_system
 from sidenet.heads import EVAL_BATCH, device_fields, freeze
 from sidenet.policies import make_policy
@@ -230,9 +230,9 @@ def split_chain(chain: str) -> tuple[str, str]:
     """(the steps EENet training starts from, the post-training steps applied after it), as chain specs."""
     steps = parse_chain(chain)
     configs = chain_configs(chain) if steps else []
-    trains = [_trains(c) for c in configs]
-    last = max((i for i, t in enumerate(trains) if t), default=-1)
-    before = [s for s, c, t in zip(steps[:last], configs[:last], trains[:last], strict=True) if not t]
+    training = [trains(c) for c in configs]
+    last = max((i for i, t in enumerate(training) if t), default=-1)
+    before = [s for s, c, t in zip(steps[:last], configs[:last], training[:last], strict=True) if not t]
     if before:
         raise UserError(
             f"eenet cannot compose chain {chain!r}: {before[0].name} comes before a step that trains; EENet training "
@@ -240,10 +240,6 @@ def split_chain(chain: str) -> tuple[str, str]:
         )
     prefix, suffix = steps[: last + 1], steps[last + 1 :]
     return format_chain(prefix) if prefix else NONE, format_chain(suffix) if suffix else NONE
-
-
-def _trains(config: Any) -> bool:
-    return config.name == "distil" or (config.name == "prune" and getattr(config, "finetune_epochs", 0) > 0)
 
 
 def post_chain_for(model: nn.Module, suffix: str) -> str:

@@ -55,6 +55,7 @@ from sidenet.pipeline import (
     load_or_train_mainnet,
     load_task_data,
     mainnet_forward,
+    model_and_key,
     prepare,
     prepare_system,
     run_eval,
@@ -378,7 +379,7 @@ class BenchContext:
                     target_loss_pt=s.target_loss_pt,
                     device=self.device,
                     progress=not s.quiet,
-                    mainnet_for=lambda other: _model_and_key(self.compressed(task, normalize_chain(other))),
+                    mainnet_for=lambda other: model_and_key(self.compressed(task, normalize_chain(other))),
                     baseline_key=self.mainnet(task)[1]["key"],
                 )
             except UserError as exc:
@@ -418,10 +419,6 @@ def task_profile(task: Any, profile: str, mainnet_accuracy: float) -> dict[str, 
         "accuracy_floor": floor or None,
         "floor_met": (mainnet_accuracy >= floor) if floor else None,
     }
-
-
-def _model_and_key(comp: Compressed) -> tuple[nn.Module, str]:
-    return comp.model, comp.key
 
 
 def cell_key(

@@ -51,6 +51,7 @@ from sidenet.trace import (
     oracle_summary,
     outcome,
     outcome_summary,
+    paired_loss,
     select_shared,
     shared_sweep,
 )
@@ -526,7 +527,7 @@ def prepare_system(
         mainnet_for=mainnet_for,
         chain=comp.chain,
         baseline_key=comp.key if baseline_key is None else baseline_key,
-        compress=lambda model, key, chain: _compressed_pair(
+        compress=lambda model, key, chain: model_and_key(
             compress_mainnet(task, model, key, data, chain, progress, device)
         ),
     )
@@ -615,7 +616,7 @@ def prepare_system(
     )
 
 
-def _compressed_pair(comp: Compressed) -> tuple[nn.Module, str]:
+def model_and_key(comp: Compressed) -> tuple[nn.Module, str]:
     return comp.model, comp.key
 
 
@@ -626,14 +627,12 @@ def selection_stats(
     reference (default: the trace's MainNet) with the standard error of the paired per-row difference."""
     out = outcome(val, scores, thresholds)
     main = val.correct()[:, -1] if reference is None else np.asarray(reference, dtype=bool)
-    d = main.astype(np.float64) - out.row_correct.astype(np.float64)
-    n = max(val.n_rows, 1)
-    se = float(np.sqrt(d.var() * n / max(n - 1, 1) / n)) if val.n_rows else 0.0
+    loss, se = paired_loss(main, out.row_correct)
     return {
         "val_accuracy": out.accuracy,
         "val_mainnet_accuracy": float(main.mean()),
         "val_exit_rate": float((out.exit_index < val.n_exits).mean()),
-        "val_loss_pt": float(100 * d.mean()),
+        "val_loss_pt": 100 * loss,
         "val_loss_se_pt": 100 * se,
     }
 

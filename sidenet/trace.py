@@ -178,15 +178,22 @@ def shared_sweep(trace: ExitTrace, scores: np.ndarray, reference: np.ndarray | N
     acc, flops, rate, loss, se = [], [], [], [], []
     for t in candidates:
         idx = exit_index_at(scores, [t] * trace.n_exits)
-        d = main - correct[rows, idx]
-        mean = d.mean()
-        var = d.var() * n / max(n - 1, 1)
+        mean, stderr = paired_loss(main, correct[rows, idx])
         acc.append(main.mean() - mean)
         loss.append(mean)
-        se.append(np.sqrt(var / n))
+        se.append(stderr)
         flops.append(trace.cost[rows, idx].mean())
         rate.append((idx < trace.n_exits).mean())
     return SharedSweep(candidates, np.array(rate), np.array(acc), np.array(flops), np.array(loss), np.array(se))
+
+
+def paired_loss(reference: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
+    """Mean of the paired per-row difference reference − cascade (right = 1) and its standard error."""
+    d = np.asarray(reference, dtype=np.float64) - np.asarray(correct, dtype=np.float64)
+    n = len(d)
+    if not n:
+        return 0.0, 0.0
+    return float(d.mean()), float(np.sqrt(d.var() * n / max(n - 1, 1) / n))
 
 
 def select_shared(sw: SharedSweep, target_loss_pt: float, margin_se: float = 1.0) -> tuple[float, int]:
