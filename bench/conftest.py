@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import torch
 
+from sidenet import cell_costs
 from sidenet.bench_options import BENCH_OPTIONS, add_pytest_options, resolve
 from sidenet.cache import check_cache_dir
 from sidenet.harness import (
@@ -231,35 +232,66 @@ _SUMMARY = pytest.StashKey[str]()
 
 
 class _Progress:
-    """How far the whole run is, one line per finished cell: cells done of all, and a rough time left (the mean
-    of the cells measured so far; a task's first cell also trains its models, so early estimates run high)."""
+    """How far the whole run is, one line per finished cell: cells done of all, elapsed, and the time left.
+
+    Time left (:class:`sidenet.cell_costs.Estimator`): each remaining cell's recorded cost on this machine from an
+    earlier run (by cell key) where it did not train, else the pace of this run's cells of its task and batch size.
+    Training is not predicted: the line says so while cells without any basis remain. A line also says when a cell
+    starts training or tracing (announced by the library). Silent with ``-q`` (pytest's, or ``--bench-quiet``)."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.total = self.measured = self.skipped = self.failed = 0
-        self.start = time.monotonic()
+        self.start = self.cell_start = time.monotonic()
+        self.cell_trained = False
+        self.costs = cell_costs.load()
+        self.estimator = cell_costs.Estimator(dict(self.costs))
+        self.pending: dict[str, tuple[str, str]] = {}  # node id -> (cell key, group) of cells still to run
         self.stop_listening = listen(self.now)  # the library says when it starts training or tracing
+
+    @property
+    def quiet(self) -> bool:
+        ctx = self.config.stash.get(_CTX, None)
+        return self.config.option.verbose < 0 or (ctx is not None and ctx.settings.quiet)
 
     def now(self, what: str) -> None:
         """A line when a cell starts something slow (training a model, tracing a system): what and how far."""
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is None:
-            return
+        self.cell_trained = True
         done = self.measured + self.skipped + self.failed
-        elapsed = _minutes(time.monotonic() - self.start)
+        self._write(
+            f"sidenet-bench: cell {done + 1}/{self.total}: {what} ({_minutes(time.monotonic() - self.start)} elapsed)"
+        )
+
+    def _write(self, line: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None or self.quiet:
+            return
         # announced while a cell runs, i.e. while pytest captures its output: step outside the capture to be seen
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
             reporter.ensure_newline()
-            reporter.write_line(f"sidenet-bench: cell {done + 1}/{self.total}: {what} ({elapsed} elapsed)")
+            reporter.write_line(line)
             reporter.flush()  # seen now, also when the output goes to a file or a pipe
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.stop_listening()
+        cell_costs.save(self.costs)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.total = sum("cell" in getattr(i, "fixturenames", ()) for i in session.items)
+        ctx = self.config.stash[_CTX]
+        for item in session.items:
+            cell = getattr(item, "callspec", None) and item.callspec.params.get("cell")
+            if not isinstance(cell, Cell):
+                continue
+            self.total += 1
+            if ctx.stored_result(cell.task, cell.chain, cell.exit, cell.batch_size) is None:  # else skipped: ~0 s
+                key = ctx.cell_key(cell.task, cell.chain, cell.exit, cell.batch_size)
+                self.pending[item.nodeid] = (key, f"{cell.task} bs{cell.batch_size}")
         self.start = time.monotonic()
+
+    def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
+        self.cell_start = time.monotonic()
+        self.cell_trained = False
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not report.nodeid.split("::")[-1].startswith("test_cell"):
@@ -276,21 +308,29 @@ class _Progress:
             self.failed += report.failed
         else:
             return
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.ensure_newline()
-            reporter.write_line(self.line(time.monotonic()))
-            reporter.flush()
+        key_group = self.pending.pop(report.nodeid, None)
+        if key_group is not None and report.passed:
+            seconds = time.monotonic() - self.cell_start
+            cell_costs.record(self.costs, key_group[0], seconds, self.cell_trained)
+            self.estimator.finished(key_group[1], seconds, self.cell_trained)
+        self._write(self.line(time.monotonic()))
 
     def line(self, now: float) -> str:
         done = self.measured + self.skipped + self.failed
-        elapsed = now - self.start
         text = f"sidenet-bench: cell {done}/{self.total} ({self.measured} measured, {self.skipped} skipped"
         text += f", {self.failed} failed" if self.failed else ""
-        text += f"), {_minutes(elapsed)} elapsed"
-        left = self.total - done
-        if left and self.measured:
-            text += f", about {_minutes(elapsed / self.measured * left)} left at the pace so far"
+        text += f"), {_minutes(now - self.start)} elapsed"
+        if not self.pending:
+            return text
+        seconds, from_record, unknown = self.estimator.left(self.pending.values())
+        known = len(self.pending) - unknown
+        if known:
+            basis = "recorded costs" if from_record == known else "this run's pace" if not from_record else "both"
+            text += f", about {_minutes(seconds)} left for {known} cell(s) ({basis})"
+        if unknown:
+            text += f"; {unknown} cell(s) not estimated yet"
+        if unknown or self.estimator.may_train(self.pending.values()):
+            text += ", training not included"
         return text
 
 

@@ -18,6 +18,7 @@ epoch of ``(inputs, labels)``. The teacher only runs forward, in eval mode. Put 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from compressors.base import (
 )
 from sidenet_core.errors import UserError
 from sidenet_core.precision import autocast
+from sidenet_core.train_convs import one_by_one_outputs_as_matmuls
 
 _DEFAULT_LR = {"resnet": 1e-3, "bert": 5e-5}
 
@@ -190,30 +192,34 @@ def _train(
     teacher.eval()
     student.train()
     epoch_losses: list[float] = []
-    try:
-        for epoch in range(config.epochs):
-            batches = ctx.train_batches()
-            if sched is None and epoch == 0 and hasattr(batches, "__len__"):
-                total = max(1, len(batches) * config.epochs)  # type: ignore[arg-type]
-                sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(total))
-            total_loss, steps = 0.0, 0
-            for inputs, labels in batches:
-                with autocast(ctx.train_precision):
-                    with torch.no_grad():
-                        teacher_logits = logits_of(teacher, inputs)
-                    student_logits = logits_of(student, inputs)
-                loss = kd_loss(student_logits, teacher_logits, labels, config.temperature, config.alpha)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                total_loss += float(loss.detach())
-                steps += 1
-            if steps == 0:
-                raise UserError("distil train_batches() yielded no batches")
-            epoch_losses.append(total_loss / steps)
-    finally:
-        teacher.train(teacher_was_training)
+    # exact: convolutions on 1×1 maps (a ResNet's layer4 on small images) as matrix products (sidenet_core.train_convs)
+    with contextlib.ExitStack() as shortcuts:
+        shortcuts.enter_context(one_by_one_outputs_as_matmuls(student))
+        shortcuts.enter_context(one_by_one_outputs_as_matmuls(teacher))
+        try:
+            for epoch in range(config.epochs):
+                batches = ctx.train_batches()
+                if sched is None and epoch == 0 and hasattr(batches, "__len__"):
+                    total = max(1, len(batches) * config.epochs)  # type: ignore[arg-type]
+                    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(total))
+                total_loss, steps = 0.0, 0
+                for inputs, labels in batches:
+                    with autocast(ctx.train_precision):
+                        with torch.no_grad():
+                            teacher_logits = logits_of(teacher, inputs)
+                        student_logits = logits_of(student, inputs)
+                    loss = kd_loss(student_logits, teacher_logits, labels, config.temperature, config.alpha)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+                    opt.step()
+                    if sched is not None:
+                        sched.step()
+                    total_loss += float(loss.detach())
+                    steps += 1
+                if steps == 0:
+                    raise UserError("distil train_batches() yielded no batches")
+                epoch_losses.append(total_loss / steps)
+        finally:
+            teacher.train(teacher_was_training)
     return epoch_losses

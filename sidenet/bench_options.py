@@ -98,7 +98,8 @@ BENCH_OPTIONS: tuple[BenchOption, ...] = (
     BenchOption(
         "timing_samples",
         "timing-samples",
-        "inputs per timed round (a fixed stratified test subset; default 192)",
+        "distinct test inputs timed per cell (a fixed stratified subset, cut into one slice per two rounds; "
+        "default 192)",
         type=int,
         default=192,
         metavar="N",
@@ -106,10 +107,19 @@ BENCH_OPTIONS: tuple[BenchOption, ...] = (
     BenchOption(
         "rounds",
         "rounds",
-        "timed rounds per cell, each paired with an fp32 MainNet round (default 8; odd numbers are rounded up)",
+        "timed rounds per cell, two per slice around one fp32 MainNet round (default 8; odd numbers are rounded up)",
         type=int,
         default=8,
         metavar="N",
+    ),
+    BenchOption(
+        "min_round_ms",
+        "min-round-ms",
+        "grow each slice (in whole batches) until the fp32 MainNet needs at least this long for it: shorter rounds "
+        "measure scheduler noise (default 200; 0: off)",
+        type=float,
+        default=200.0,
+        metavar="MS",
     ),
     BenchOption("device", "device", "device to time on (default cpu)", default="cpu", choices=("cpu", "cuda")),
     BenchOption("out", "out", "directory for results/<name>.json and <name>.md (default reports)", default="reports"),
@@ -129,7 +139,7 @@ BENCH_OPTIONS: tuple[BenchOption, ...] = (
     BenchOption(
         "quiet",
         "quiet",
-        "no progress bars while training/preparing, terse output (also env SIDENET_BENCH_QUIET=1)",
+        "no progress bars or progress lines (training, cells done, time left) (also env SIDENET_BENCH_QUIET=1)",
         switch=True,
         default=False,
         short="-q",
@@ -220,6 +230,7 @@ def pytest_args(settings: Any, quiet: bool) -> list[str]:
         "threshold": settings.threshold,
         "timing_samples": settings.timing_samples,
         "rounds": settings.rounds,
+        "min_round_ms": settings.min_round_ms,
         "device": settings.device,
         "out": settings.out.resolve(),
         "name": settings.name,

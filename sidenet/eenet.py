@@ -58,6 +58,7 @@ from sidenet_core.flops import count_flops
 from sidenet_core.layouts import model_logits, to_device
 from sidenet_core.precision import autocast
 from sidenet_core.staged import StagedModel, resnet_block_taps
+from sidenet_core.train_convs import one_by_one_outputs_as_matmuls
 
 RULES = ("pareto", "fine", "linear", "golden")
 LOSSES = ("v1", "v2")
@@ -195,25 +196,26 @@ def train_eenet(
     heads.train()
     start, loss_val = time.perf_counter(), float("nan")
     bar = tqdm(total=total, desc=f"train {task.name} EENet", unit="step", disable=not progress, leave=False)
-    for batches in epochs:
-        for idx in batches:
-            if len(idx) < 2:  # BatchNorm in training mode needs two rows (an epoch's last batch can have one)
-                continue
-            inputs, _ = task.batches(train, len(idx), idx=idx)[0]
-            labels = train.labels.index_select(0, idx)
-            with autocast(recipe.precision):
-                outs, final = _forward_all(staged, heads, inputs)
-            probs = [o[0].float().softmax(-1) for o in outs] + [final.float().softmax(-1)]
-            confs = [o[1].float() for o in outs]
-            loss = eenet_loss(probs, confs, recipe.costs, labels, recipe.lam, recipe.loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([*backbone, *heads.parameters()], 5.0)
-            opt.step()
-            sched.step()
-            loss_val = loss.item()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_val:.3f}")
+    with one_by_one_outputs_as_matmuls(staged):  # exact; layer4's 1×1 maps (sidenet_core.train_convs)
+        for batches in epochs:
+            for idx in batches:
+                if len(idx) < 2:  # BatchNorm in training mode needs two rows (an epoch's last batch can have one)
+                    continue
+                inputs, _ = task.batches(train, len(idx), idx=idx)[0]
+                labels = train.labels.index_select(0, idx)
+                with autocast(recipe.precision):
+                    outs, final = _forward_all(staged, heads, inputs)
+                probs = [o[0].float().softmax(-1) for o in outs] + [final.float().softmax(-1)]
+                confs = [o[1].float() for o in outs]
+                loss = eenet_loss(probs, confs, recipe.costs, labels, recipe.lam, recipe.loss)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([*backbone, *heads.parameters()], 5.0)
+                opt.step()
+                sched.step()
+                loss_val = loss.item()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_val:.3f}")
     bar.close()
     freeze(staged)
     freeze(heads)

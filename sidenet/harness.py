@@ -59,13 +59,13 @@ from sidenet.pipeline import (
     prepare,
     prepare_system,
     run_eval,
-    timing_rows,
 )
 from sidenet.row_record import check_row
-from sidenet.split import to_device
+from sidenet.split import batch_size_of, to_device
 from sidenet.store import pause_for_tests, stored_cell_keys
 from sidenet.tasks import TASKS
 from sidenet.thresholds import NEVER_EXIT, outcome_at
+from sidenet.timing import TIMING_PROTOCOL, deal, plan_slices, runner, stratified_order, time_once, timed_paired
 from sidenet_core.errors import UserError
 
 DEFAULT_TASKS = ("fashion-mnist", "rotten-tomatoes")
@@ -77,10 +77,6 @@ PROFILES = ("full", "quick")
 DEFAULT_BATCH_SIZES = (1, 64)
 QUIET_ENV = "SIDENET_BENCH_QUIET"  # "1": no progress bars (set by `sidenet-bench run -q`)
 _TRUTHY = {"1", "true", "yes", "on"}
-# Bumped whenever how a row is timed changes (rounds, pairing, warm-up, what a round runs): a row timed under
-# another protocol is a different experiment, so it is in every cell key and row. 3: balanced (ABBA) pairing,
-# one warm-up pass per variant, an even number of rounds (commits 993ad13, 5bcd67f).
-TIMING_PROTOCOL = 3
 # a results file is <name>.json and its plots folder <name>_plots: keep both under the usual 255-byte limit
 MAX_NAME_BYTES = 200
 MAX_THREADS_PER_CORE = 4
@@ -125,6 +121,7 @@ class BenchSettings:
     # CUDA-only chains are then not refused (they would have run on the CUDA that was asked for)
     cuda_missing: bool = False
     profile: str = "full"  # which defaults filled what was not given (bench_options.resolve); recorded per row
+    min_round_ms: float = 200.0  # slices grow until the fp32 MainNet needs this long for one (sidenet.timing)
 
     @classmethod
     def from_options(cls, **kw: Any) -> BenchSettings:
@@ -157,6 +154,8 @@ class BenchSettings:
                 f"{self.threads} threads on {cores} cores would time the OS scheduler, not the model; "
                 f"use at most {MAX_THREADS_PER_CORE * cores}"
             )
+        if not 0 <= self.min_round_ms <= 60_000:
+            raise UserError(f"minimum round time must be in [0, 60000] ms, got {self.min_round_ms}")
         if self.rounds < 1 or self.timing_samples < 1:
             raise UserError(
                 f"rounds and timing samples must be positive, got {self.rounds} rounds, {self.timing_samples} samples"
@@ -392,22 +391,54 @@ class BenchContext:
         self.prepared(task, chain)
         return self._fixed[(task, chain)]
 
-    def timing_batches(self, task: str, batch_size: int, chain: str = NONE) -> list[Any]:
-        """The same inputs for every chain of a task (rows drawn from the test split, which chains share)."""
+    def timing_slices(self, task: str, batch_size: int, chain: str = NONE) -> list[list[Any]]:
+        """The timing set of a task at a batch size, cut into slices (:mod:`sidenet.timing`): the same inputs for
+        every chain and exit system of the task (rows drawn from the test split, which chains share). Sized once
+        per (task, batch size) from the fp32 MainNet's measured time per row (the minimum round time)."""
         key = (task, batch_size)
         if key not in self._timing:
+            s = self.settings
             p = self.prepared(task, chain)
-            n = max(self.settings.timing_samples, batch_size)
-            rows = timing_rows(p, n)
-            # shuffle once (fixed seed) so bs>1 batches mix classes and lengths as in serving
-            rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))]
-            batches = [b for b, _ in p.task.batches(p.data["test"], batch_size, idx=rows)]
-            self._timing[key] = [to_device(b, self.device) for b in batches]
+            test = p.data["test"]
+            pool = stratified_order(test.labels)  # any prefix is a stratified subset (fixed seed)
+            per_row = self._seconds_per_row(p, pool, batch_size)
+            plan = plan_slices(s.timing_samples, s.rounds, batch_size, len(pool), per_row, s.min_round_ms / 1000)
+            rows = pool[: plan.total]
+            slices = deal(rows, test.labels[rows], _row_sizes(test.rows, rows), plan.slices)
+            self._timing[key] = [
+                [to_device(b, self.device) for b, _ in p.task.batches(test, batch_size, idx=part)] for part in slices
+            ]
         return self._timing[key]
+
+    def _seconds_per_row(self, p: Prepared, pool: torch.Tensor, batch_size: int) -> float:
+        """The fp32 MainNet's time per row at this batch size (one warm batch, then batches for ~50 ms): what
+        sizes the slices. 0 when the minimum round time is off (nothing is run)."""
+        if self.settings.min_round_ms <= 0:
+            return 0.0
+        test = p.data["test"]
+        batches = [to_device(b, self.device) for b, _ in p.task.batches(test, batch_size, idx=pool[: 8 * batch_size])]
+        with torch.inference_mode():
+            mainnet_forward(p.baseline, batches[0])  # warm
+            self.sync()
+            rows, start = 0, time.perf_counter()
+            for b in batches:
+                mainnet_forward(p.baseline, b)
+                rows += batch_size_of(b)
+                if time.perf_counter() - start > 0.05:
+                    break
+            self.sync()
+        return (time.perf_counter() - start) / max(1, rows)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+
+
+def _row_sizes(encoded_rows: Any, rows: torch.Tensor) -> torch.Tensor:
+    """What a row costs the MainNet, relatively: a text's token count; 1 for an image (fixed size)."""
+    if isinstance(encoded_rows, torch.Tensor):
+        return torch.ones(len(rows), dtype=torch.long)
+    return torch.tensor([len(encoded_rows[int(i)]) for i in rows], dtype=torch.long)
 
 
 def task_profile(task: Any, profile: str, mainnet_accuracy: float) -> dict[str, Any]:
@@ -458,6 +489,7 @@ def cell_key(
         "threads": settings.threads,
         "timing_samples": settings.timing_samples,
         "rounds": settings.rounds + settings.rounds % 2,  # odd counts run rounded up: 7 and 8 are one experiment
+        "min_round_ms": float(settings.min_round_ms),
         "protocol": TIMING_PROTOCOL,
         "versions": {**library_versions(), "sidenet-bench": _version()},
     }
@@ -498,22 +530,6 @@ def _version() -> str:
     return __version__
 
 
-def _runner(fn: Callable[[Any], Any], batches: list[Any], sync: Callable[[], None]) -> Callable[[], None]:
-    def run() -> None:
-        with torch.inference_mode():
-            for b in batches:
-                fn(b)
-        sync()
-
-    return run
-
-
-def _time_once(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def run_cell(
     benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: BenchContext, chain: str = NONE
 ) -> None:
@@ -530,10 +546,10 @@ def run_cell(
 def _run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: BenchContext, chain: str) -> None:
     s = ctx.settings
     p = ctx.prepared(task, chain)
-    batches = ctx.timing_batches(task, batch_size, chain)
-    n_samples = sum(_rows(b) for b in batches)
-    run_main = _runner(lambda b: mainnet_forward(p.mainnet, b), batches, ctx.sync)
-    run_baseline = _runner(lambda b: mainnet_forward(p.baseline, b), batches, ctx.sync)
+    slices = ctx.timing_slices(task, batch_size, chain)
+    n_samples = sum(batch_size_of(b) for b in slices[0])  # every slice holds as many rows
+    run_main = runner(lambda b: mainnet_forward(p.mainnet, b), slices, ctx.sync)
+    run_baseline = runner(lambda b: mainnet_forward(p.baseline, b), slices, ctx.sync)
     benchmark.group = f"{task} bs{batch_size}"
     info = benchmark.extra_info
     info.update(
@@ -545,6 +561,7 @@ def _run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx:
             "threads": torch.get_num_threads(),
             "batch_size": batch_size,
             "timing_samples": n_samples,
+            "timing_slices": len(slices),
             "tap": p.split.tap,
             "policy": p.policy,
             "mainnet_test_accuracy": p.baseline_eval["accuracy"],  # the fp32, uncompressed MainNet
@@ -576,13 +593,13 @@ def _run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx:
                 "main_ece": p.calibration["main_ece"],
             }
         )
-        _timed_paired(benchmark, run_main, run_baseline, s.rounds, info)
+        timed_paired(benchmark, run_main, run_baseline, s.rounds, info, before_timing=_pause_for_tests)
         if chain == NONE:  # the fp32 MainNet paired with itself: an A/A test, not a speedup
             info["aa_paired_ratios"] = info.pop("paired_speedup")
         return
 
     if not uses_legacy_path(exit_system):
-        _system_cell(benchmark, ctx, p, task, chain, exit_system, batches, run_baseline)
+        _system_cell(benchmark, ctx, p, task, chain, exit_system, slices, run_baseline)
         return
 
     selection: dict[str, float] = dict(p.selection)
@@ -618,10 +635,10 @@ def _run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx:
         }
     )
     cascade = p.cascade(threshold)
-    run_cascade = _runner(cascade.run, batches, ctx.sync)
-    run_cascade()  # warms head, SideNet and rest for the component timings too
-    info["component_latency_s"] = _component_latency(p, batches, ctx, n_samples)
-    _timed_paired(benchmark, run_cascade, run_baseline, s.rounds, info, warm=False)
+    run_cascade = runner(cascade.run, slices, ctx.sync)
+    run_cascade(0)  # warms head, SideNet and rest for the component timings too
+    info["component_latency_s"] = _component_latency(p, slices[0], ctx, n_samples)
+    timed_paired(benchmark, run_cascade, run_baseline, s.rounds, info, warm=False, before_timing=_pause_for_tests)
 
 
 def _system_cell(
@@ -631,8 +648,8 @@ def _system_cell(
     task: str,
     chain: str,
     exit_spec: str,
-    batches: list[Any],
-    run_baseline: Callable[[], None],
+    slices: list[list[Any]],
+    run_baseline: Callable[[int], None],
 ) -> None:
     """An exit system measured by the generic path (:func:`sidenet.pipeline.prepare_system`): its real cascade
     timed against the fp32 MainNet like every other row, its trace's oracle recorded beside it."""
@@ -663,62 +680,16 @@ def _system_cell(
             "system_details": ps.details,
         }
     )
-    run_cascade = _runner(ps.cascade().run, batches, ctx.sync)
-    run_cascade()
-    _timed_paired(benchmark, run_cascade, run_baseline, ctx.settings.rounds, benchmark.extra_info, warm=False)
+    run_cascade = runner(ps.cascade().run, slices, ctx.sync)
+    run_cascade(0)
+    info = benchmark.extra_info
+    timed_paired(
+        benchmark, run_cascade, run_baseline, ctx.settings.rounds, info, warm=False, before_timing=_pause_for_tests
+    )
 
 
-def _timed_paired(
-    benchmark: Any,
-    run: Callable[[], None],
-    run_baseline: Callable[[], None],
-    rounds: int,
-    info: dict[str, Any],
-    warm: bool = True,
-) -> None:
-    """Time ``run`` with pedantic, each round paired with one untimed-by-pedantic fp32-MainNet round.
-
-    The pairs are balanced (ABBA): the baseline runs right before the timed round in even rounds (pedantic's
-    ``setup``) and right after it in odd ones (``teardown``), so a cost of going first or second — caches,
-    thread wake-ups, frequency steps — cancels instead of biasing every speedup the same way.
-    ``paired_speedup`` = per-round (baseline time / this time): robust to drift and background load. For the
-    fp32 MainNet's own cell the same protocol pairs it with itself (``aa_paired_ratios``): ratios that should
-    be 1, whose spread is the noise floor of every paired speedup measured beside it.
-    ``warm``: run each once first (outside any timing); False when the caller has just warmed ``run``.
-    An odd ``rounds`` is rounded up to even: with 7, the MainNet would go first 4 times and the row 3, and the
-    median of the ratios could lean toward whichever position is faster.
-    """
-    rounds += rounds % 2
-    if warm:
-        run()
-    run_baseline()
-    pause_for_tests("timing")
-    base_times: list[float] = []
-    rounds_started = 0
-
-    def before() -> None:
-        nonlocal rounds_started
-        if rounds_started % 2 == 0:
-            base_times.append(_time_once(run_baseline))
-        rounds_started += 1
-
-    def after() -> None:
-        if rounds_started % 2 == 0:  # odd round (0-based) just ended
-            base_times.append(_time_once(run_baseline))
-
-    benchmark.pedantic(run, setup=before, teardown=after, rounds=rounds, warmup_rounds=0, iterations=1)
-    data = getattr(getattr(benchmark, "stats", None), "stats", None)
-    times = list(getattr(data, "data", []) or [])
-    paired = base_times[-len(times) :] if times else []
-    info["paired_speedup"] = [m / c for m, c in zip(paired, times, strict=True) if c > 0]
-    info["paired_mainnet_median_s"] = statistics.median(paired) if paired else None
-    info["pairing"] = "balanced"
-
-
-def _rows(batch: Any) -> int:
-    from sidenet.split import batch_size_of
-
-    return batch_size_of(batch)
+def _pause_for_tests() -> None:
+    pause_for_tests("timing")  # a test's hook: the moment between warm-up and the timed rounds
 
 
 def _component_latency(
@@ -742,8 +713,8 @@ def _component_latency(
                     p.split.rest(st)
             ctx.sync()
 
-        hs = statistics.median(_time_once(head_side) for _ in range(rounds))
-        rs = statistics.median(_time_once(rest) for _ in range(rounds))
+        hs = statistics.median(time_once(head_side) for _ in range(rounds))
+        rs = statistics.median(time_once(rest) for _ in range(rounds))
     return {"head_side": hs / n_samples, "rest": rs / n_samples}
 
 

@@ -35,7 +35,6 @@ from sidenet.calibration import expected_calibration_error, reliability
 from sidenet.cascade import Cascade
 from sidenet.chain import NONE
 from sidenet.compressed import Compressed, compress_mainnet, tap_for
-from sidenet.data import stratified_split
 from sidenet.early_exit import EarlyExit
 from sidenet.exits import BuiltSystem, ExitSystemConfig, SystemContext
 from sidenet.heads import EVAL_BATCH, device_fields, freeze, load_or_train_sidenet
@@ -635,13 +634,3 @@ def selection_stats(
         "val_loss_pt": 100 * loss,
         "val_loss_se_pt": 100 * se,
     }
-
-
-def timing_rows(prepared: Prepared, n_samples: int, seed: int = 0) -> torch.Tensor:
-    """A fixed, stratified subset of the test split for timing (same rows for every variant)."""
-    labels = prepared.data["test"].labels
-    n = len(labels)
-    if n_samples >= n:
-        return torch.arange(n)
-    frac = n_samples / n
-    return stratified_split(labels, [frac, 1 - frac], seed)[0].sort().values

@@ -50,16 +50,17 @@ class RowRecord:
     cell_key: str  # resume identity (sidenet.harness.cell_key)
     machine_id: str  # fingerprint id of the machine that measured the row
     machine: JSONDict  # that fingerprint (sidenet.machine)
-    timing_protocol: int  # sidenet.harness.TIMING_PROTOCOL when the row was timed
+    timing_protocol: int  # sidenet.timing.TIMING_PROTOCOL when the row was timed
     train_precision: str | None  # precision the task's MainNet was trained in here (fp32 | bf16)
     run: JSONDict | None = None  # {"when", "commit", "dirty", "command"}: the run that measured the row
     # {"profile": full | quick, "trades": what the task's recipe trades for time, "accuracy_floor", "floor_met"}
     task_profile: JSONDict | None = None
-    # ---- timing (paired with the fp32 MainNet, balanced ABBA order)
+    # ---- timing (paired with the fp32 MainNet: protocol 3 balanced ABBA, protocol 4 A B A per slice)
     paired_speedup: list[float] | None = None  # per-round fp32-MainNet time / this row's time
     aa_paired_ratios: list[float] | None = None  # the fp32 MainNet's own row: paired with itself (A/A)
     paired_mainnet_median_s: float | None = None
-    pairing: str | None = None  # "balanced"
+    pairing: str | None = None  # "balanced" (protocol 3) | "aba" (protocol 4, sidenet.timing)
+    timing_slices: int | None = None  # protocol 4: distinct slices of timing_samples inputs, two rounds each
     component_latency_s: JSONDict | None = None  # {"head_side", "rest"} per sample at this batch size (sidenet)
     # ---- exit systems
     exit_system: JSONDict | None = None  # {"system": name, every config field}

@@ -22,6 +22,8 @@ MEASURING = {
     "sidenet.store",
     "sidenet.row_record",
     "sidenet.bench_options",
+    "sidenet.timing",
+    "sidenet.cell_costs",
 }
 ENTRY = {"sidenet.cli", "sidenet.report", "bench"}
 

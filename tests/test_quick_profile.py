@@ -60,6 +60,8 @@ def _as_values(args: list[str]) -> dict[str, object]:
             out.setdefault(dest, []).append(int(value) if stem == "batch-size" else value)  # type: ignore[union-attr]
         elif stem in ("threads", "timing-samples", "rounds"):
             out[dest] = int(value)
+        elif stem == "min-round-ms":
+            out[dest] = float(value)
         else:
             out[dest] = value
     return out

@@ -41,17 +41,40 @@ def test_training_a_mainnet_is_announced_and_loading_it_is_not(tmp_path: Path, m
         stop()
 
 
-def test_the_bench_says_what_a_cell_is_training_while_it_runs(tmp_path: Path) -> None:
-    """Out of pytest's capture, in order: the MainNet's training, the SideNet's, then the cell's progress line."""
+def _bench(tmp_path: Path, *extra: str) -> list[str]:
     env = {**os.environ, "SIDENET_BENCH_CACHE": str(tmp_path / "cache")}
     cmd = [
         sys.executable, "-m", "pytest", "bench/", "--benchmark-only", "-p", "no:cacheprovider",
         "--bench-task", "tiny-resnet", "--bench-exit", "sidenet", "--bench-chain", "none", "--bench-batch-size", "1",
-        "--bench-rounds", "2", "--bench-timing-samples", "8", "--bench-quiet", "--bench-out", str(tmp_path / "out"),
+        "--bench-batch-size", "2", "--bench-rounds", "2", "--bench-timing-samples", "8", "--bench-min-round-ms", "0",
+        "--bench-out", str(tmp_path / "out"), *extra,
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    lines = [ln[ln.index("sidenet-bench: cell") :] for ln in proc.stdout.splitlines() if "sidenet-bench: cell" in ln]
-    assert lines[0].startswith("sidenet-bench: cell 1/1: training the tiny-resnet MainNet (")
-    assert lines[1].startswith("sidenet-bench: cell 1/1: training a tiny-resnet SideNet at tap layer1 (")
-    assert lines[2].startswith("sidenet-bench: cell 1/1 (1 measured, 0 skipped)")
+    return [ln[ln.index("sidenet-bench: cell") :] for ln in proc.stdout.splitlines() if "sidenet-bench: cell" in ln]
+
+
+def test_the_progress_line_counts_cells_says_what_trains_and_estimates_from_recorded_costs(tmp_path: Path) -> None:
+    """Out of pytest's capture, in order: the MainNet's training, the SideNet's, then a line per finished cell with
+    the right counts. A second run of the same cells estimates what is left from the first run's recorded costs
+    (the first run's first cell trained, so it is estimated from this run's pace until it has a warm record)."""
+    lines = _bench(tmp_path)
+    assert lines[0].startswith("sidenet-bench: cell 1/2: training the tiny-resnet MainNet (")
+    assert lines[1].startswith("sidenet-bench: cell 1/2: training a tiny-resnet SideNet at tap layer1 (")
+    done = [ln for ln in lines if ": training" not in ln]
+    assert done[0].startswith("sidenet-bench: cell 1/2 (1 measured, 0 skipped)")
+    assert "this run's pace" in done[0] or "not estimated yet" in done[0]
+    assert done[-1].startswith("sidenet-bench: cell 2/2 (2 measured, 0 skipped)") and "left" not in done[-1]
+
+    again = _bench(tmp_path, "--bench-force")
+    assert not [ln for ln in again if ": training" in ln]  # everything cached now
+    assert again[0].startswith("sidenet-bench: cell 1/2 (1 measured, 0 skipped)")
+    assert "left for 1 cell(s) (recorded costs)" in again[0] and "training not included" not in again[0]
+
+    resumed = _bench(tmp_path)  # both stored: skipped, nothing left to estimate
+    assert resumed[-1].startswith("sidenet-bench: cell 2/2 (0 measured, 2 skipped)")
+
+
+def test_the_progress_line_is_silent_with_quiet(tmp_path: Path) -> None:
+    assert _bench(tmp_path, "--bench-quiet") == []
+    assert _bench(tmp_path, "-q", "--bench-force") == []

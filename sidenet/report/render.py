@@ -72,13 +72,17 @@ test accuracy, exit rate and FLOPs are then measured on the test split (never tu
 - **Δ acc** is in percentage points vs the fp32 uncompressed MainNet (chain `none`, exit `none`) of the \
 same task and device; a compressed chain's MainNet row shows its own accuracy cost.
 - **Latency/sample** = median round time / samples per round (`timing_samples`; one batch when not \
-recorded). ±x% is the IQR of the round times relative to their median; rows with IQR/median > \
+recorded). Timing protocol 4 cuts each cell's timing set into slices (`timing_slices`), each run in two rounds; \
+the same slices serve every row of a task and batch size, so paired ratios compare the same inputs. \
+±x% is the IQR of the round times relative to their median; rows with IQR/median > \
 {NOISY_REL_IQR:.2f} are marked ⚠ and kept (a speedup is marked ⚠ when either timing it divides is).
 - **Speedup** = fp32 MainNet latency / row latency at the same batch size (ratio of medians); \
 † marks a paired speedup: the median (q1–q3) of per-round ratios from rounds timed interleaved with an \
-fp32 MainNet round, which cancels drift that a ratio of medians would not. Rows with `pairing` = `balanced` \
-ran that MainNet round before the row's round in even rounds and after it in odd ones, so a cost of going \
-first or second cancels too (older rows: always before). The fp32 MainNet's own row is paired with itself \
+fp32 MainNet round, which cancels drift that a ratio of medians would not. Rows with `pairing` = `aba` \
+(protocol 4) ran one MainNet round between the two rounds of each slice, so one ratio has it right after the \
+row's round and one right before; `balanced` (protocol 3) ran it before the row's round in even rounds and after \
+it in odd ones: either way a cost of going first or second cancels (older rows: always before). \
+The fp32 MainNet's own row is paired with itself \
 the same way (**A/A**, §): the median (q1–q3) of ratios that should be 1.00 — the noise floor of the paired \
 speedups on this machine; a speedup or overhead inside that band is not distinguishable from none.
 - **FLOP speedup** = fp32 MainNet FLOPs/sample ÷ row FLOPs/sample: what FLOPs alone predict. Measured speedup ÷ \

@@ -18,6 +18,7 @@ from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, finish_training, 
 from sidenet_core.errors import UserError
 from sidenet_core.layouts import ARCHS, build_resnet
 from sidenet_core.precision import autocast, resolve
+from sidenet_core.train_convs import one_by_one_outputs_as_matmuls
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,9 @@ class ImageTask(Task):
     ) -> dict[str, Any]:
         c = replace(self.config, **overrides)
         gen = torch.Generator().manual_seed(c.seed)
+        # channels_last while training: oneDNN's NHWC kernels ran the step 1.1-1.3x faster (Zen 4; AVX2-capped and
+        # bf16 alike); the model goes back to the default layout below, so evaluation and timing never see it
+        model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(
             model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=True
         )
@@ -164,21 +168,24 @@ class ImageTask(Task):
         model.train()
         start, step, loss_val = time.perf_counter(), 0, float("nan")
         bar = tqdm(total=total, desc=f"train {self.name} MainNet", unit="step", disable=not progress, leave=False)
-        for _ in range(c.epochs):
-            perm = torch.randperm(n, generator=gen)
-            for i in perm.split(c.batch_size):
-                x = train.rows.index_select(0, i)
-                if c.augment:
-                    x = _random_crop_flip(x, 2, gen)
-                with autocast(self.precision()):
-                    loss = F.cross_entropy(model(x), train.labels.index_select(0, i))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                loss_val = loss.item()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_val:.3f}")
+        with one_by_one_outputs_as_matmuls(model):  # exact; layer4's 1×1 maps (sidenet_core.train_convs)
+            for _ in range(c.epochs):
+                perm = torch.randperm(n, generator=gen)
+                for i in perm.split(c.batch_size):
+                    x = train.rows.index_select(0, i)
+                    if c.augment:
+                        x = _random_crop_flip(x, 2, gen)
+                    x = x.contiguous(memory_format=torch.channels_last)
+                    with autocast(self.precision()):
+                        loss = F.cross_entropy(model(x), train.labels.index_select(0, i))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    step += 1
+                    loss_val = loss.item()
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_val:.3f}")
         bar.close()
+        model.to(memory_format=torch.contiguous_format)
         return finish_training(model, self.name, self.precision(), c.epochs, step, loss_val, start)

@@ -1,0 +1,111 @@
+"""What each cell cost on this machine, remembered across runs, so a run can say when it will end.
+
+Why: the pace of the cells measured so far is a poor guide at the start of a run (the first cell of a task also
+trains or loads its models) and says nothing about cells of another task or batch size. Each finished cell's
+wall time is stored here under its cell key (which already names the machine, versions, settings and protocol);
+cells that trained or traced something are stored apart from those that only loaded, so a warm run's estimate
+is not inflated by the one-off training of an earlier cold run.
+
+One small JSON file in the cache directory, rewritten atomically; unreadable or foreign content is ignored (an
+estimate is never worth failing a run for).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sidenet import atomic
+from sidenet.cache import cache_dir
+
+FILE_NAME = "cell-costs.json"
+FORMAT = 1
+MAX_ENTRIES = 5000  # a cell key changes with every version bump: keep the newest entries only
+
+
+@dataclass(frozen=True)
+class CellCost:
+    seconds: float  # wall time of the whole cell (preparation and timing)
+    trained: bool  # whether it trained or traced anything (a one-off cost, cached afterwards)
+
+
+def _path() -> Path:
+    return cache_dir() / FILE_NAME
+
+
+def load() -> dict[str, CellCost]:
+    """The recorded costs by cell key; empty when there is no readable record."""
+    try:
+        raw = json.loads(_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT or not isinstance(raw.get("cells"), dict):
+        return {}
+    out: dict[str, CellCost] = {}
+    for key, value in raw["cells"].items():
+        try:
+            out[str(key)] = CellCost(float(value["seconds"]), bool(value["trained"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def save(costs: dict[str, CellCost]) -> None:
+    """Write ``costs`` (newest last, capped); a failure to write is silently skipped: it only costs an estimate."""
+    items = list(costs.items())[-MAX_ENTRIES:]
+    blob = {"format": FORMAT, "cells": {k: {"seconds": round(c.seconds, 3), "trained": c.trained} for k, c in items}}
+    with contextlib.suppress(OSError):
+        atomic.write_json(_path(), blob)
+
+
+@dataclass
+class Estimator:
+    """Seconds left for the cells not yet run: each cell's recorded cost from an earlier run when it did not train
+    (a warm cost), else the mean warm cost of this run's finished cells of its group (task, batch size), else of all
+    this run's warm cells. Cells with no basis at all are counted apart; training is never predicted (a one-off
+    that the progress line says it leaves out)."""
+
+    recorded: dict[str, CellCost]
+    done: dict[str, list[float]] = field(default_factory=dict)  # group -> warm seconds of this run's cells
+
+    def finished(self, group: str, seconds: float, trained: bool) -> None:
+        if not trained:
+            self.done.setdefault(group, []).append(seconds)
+
+    def left(self, cells: Iterable[tuple[str, str]]) -> tuple[float, int, int]:
+        """(seconds, cells from a record, cells with no basis) for ``cells`` = (cell key, group) pairs."""
+        this_run = [s for v in self.done.values() for s in v]
+        seconds, from_record, unknown = 0.0, 0, 0
+        for key, group in cells:
+            rec = self.recorded.get(key)
+            if rec is not None and not rec.trained:
+                seconds += rec.seconds
+                from_record += 1
+            elif self.done.get(group):
+                seconds += statistics.fmean(self.done[group])
+            elif this_run:
+                seconds += statistics.fmean(this_run)
+            else:
+                unknown += 1
+        return seconds, from_record, unknown
+
+    def may_train(self, cells: Iterable[tuple[str, str]]) -> bool:
+        """Whether any of ``cells`` lacks a warm record: it may train (or trace) first, which is not estimated."""
+        return any(not (rec := self.recorded.get(key)) or rec.trained for key, _ in cells)
+
+
+def record(costs: dict[str, CellCost], key: str, seconds: float, trained: bool) -> None:
+    """Remember a finished cell (a later warm measurement replaces a cold one, and the other way round only when
+    there was none)."""
+    old = costs.pop(key, None)
+    if old is not None and trained and not old.trained:
+        costs[key] = old  # keep the warm cost: it is what a re-run will cost
+        return
+    costs[key] = CellCost(seconds, trained)
+
+
+__all__ = ["CellCost", "Estimator", "load", "record", "save"]

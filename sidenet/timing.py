@@ -1,0 +1,180 @@
+"""How a cell is timed (timing protocol 4): slices of the timing set, each run in two rounds around one fp32
+MainNet round (A B A), so every ratio is taken between rounds adjacent in time on the same inputs.
+
+Why slices: protocol 3 ran the whole timing set (192 inputs) in every round and one MainNet round beside each
+round: 9 + 9 passes over 192 inputs per cell, two thirds of a warm default run. Here the cell's timing set is
+cut into ``rounds / 2`` slices; slice k runs in rounds 2k and 2k+1 with one MainNet round between them. Every
+input of the timing set is still timed (twice), a round is a quarter as long at the defaults, and the MainNet
+runs once per two rounds instead of once per round. The pairing stays balanced: in each pair of rounds one ratio
+has the MainNet round right after the row's round and one right before it, so a cost of going first or second
+cancels as in protocol 3's ABBA order.
+
+Why a minimum round time: a round much shorter than ~0.2 s is dominated by scheduler and timer noise (protocol
+3's Fashion-MNIST bs 64 rounds ran 30-90 ms and their A/A ratios spread ±10%). A slice is grown, in whole
+batches, until the fp32 MainNet needs at least ``min_round_s`` for it (measured once per task and batch size).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+# Bumped whenever how a row is timed changes (rounds, pairing, warm-up, what a round runs): a row timed under
+# another protocol is a different experiment, so it is in every cell key and row. 3: balanced (ABBA) pairing, one
+# warm-up pass per variant, an even number of rounds (commits 993ad13, 5bcd67f). 4: slices, A B A around one
+# shared MainNet round per slice, a minimum round time (this module).
+TIMING_PROTOCOL = 4
+PAIRING = "aba"  # a row's `pairing`: each MainNet round sits between the two rounds of its slice
+
+
+@dataclass(frozen=True)
+class SlicePlan:
+    """How a cell's timing set is cut: ``slices`` slices of ``rows`` inputs each (a whole number of batches)."""
+
+    slices: int
+    rows: int
+
+    @property
+    def total(self) -> int:
+        return self.slices * self.rows
+
+
+def plan_slices(
+    timing_samples: int, rounds: int, batch_size: int, available: int, seconds_per_row: float, min_round_s: float
+) -> SlicePlan:
+    """Slices for ``timing_samples`` inputs over ``rounds`` rounds (two per slice), each slice at least one batch
+    and at least ``min_round_s`` of fp32 MainNet time, all within the ``available`` test rows.
+
+    Growth is in powers of two of the batch count, so a slightly slower or faster calibration does not change the
+    slice size from run to run. When the test split cannot hold that many disjoint slices, fewer are made and
+    they are reused in turn (a slice then runs in more than one pair of rounds)."""
+    rounds += rounds % 2
+    wanted = max(1, rounds // 2)
+    rows = max(batch_size, math.ceil(timing_samples / wanted))
+    rows = math.ceil(rows / batch_size) * batch_size
+    if min_round_s > 0 and seconds_per_row > 0:
+        needed = math.ceil(min_round_s / seconds_per_row)
+        batches = math.ceil(rows / batch_size)
+        while batches * batch_size < needed and (batches * 2) * batch_size <= available:
+            batches *= 2
+        rows = batches * batch_size
+    rows = max(1, min(rows, available))
+    return SlicePlan(slices=max(1, min(wanted, available // rows)), rows=rows)
+
+
+def stratified_order(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A permutation of the rows whose every prefix keeps the classes' shares (within one row per class): shuffled
+    within each class, then ordered by position within the class ÷ class size. The timing set is a prefix, so any
+    size the slice plan asks for is exactly that many rows, stratified."""
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(labels), generator=gen)
+    key = torch.empty(len(labels), dtype=torch.float64)
+    for c in labels.unique():
+        members = perm[labels[perm] == c]  # this class's rows, in shuffled order
+        key[members] = (torch.arange(len(members), dtype=torch.float64) + 0.5) / len(members)
+    return torch.argsort(key, stable=True)
+
+
+def deal(
+    rows: torch.Tensor, labels: torch.Tensor, sizes: torch.Tensor, slices: int, seed: int = 0
+) -> list[torch.Tensor]:
+    """Cut ``rows`` into ``slices`` slices of equal count that cost the fp32 MainNet alike: sorted by (label, size),
+    dealt round-robin, then each slice shuffled (fixed seed) so its batches mix classes and lengths as in serving.
+
+    Why: a round's time is compared with the other rounds of the row (the ±IQR of latency) as well as with its own
+    slice's MainNet round; slices of unequal length mixes (texts) would read as timing noise."""
+    order = sorted(range(len(rows)), key=lambda i: (int(labels[i]), int(sizes[i]), i))
+    per = len(rows) // slices
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(slices):
+        part = rows[torch.tensor(order[k::slices][:per], dtype=torch.long)]
+        out.append(part[torch.randperm(len(part), generator=gen)])
+    return out
+
+
+def runner(
+    fn: Callable[[Any], Any], slices: Sequence[Sequence[Any]], sync: Callable[[], None]
+) -> Callable[[int], None]:
+    """``run(k)``: ``fn`` over every batch of slice ``k`` (mod the slice count), under inference mode, then sync
+    (CUDA: the clock stops after the device finished)."""
+
+    def run(k: int) -> None:
+        with torch.inference_mode():
+            for b in slices[k % len(slices)]:
+                fn(b)
+        sync()
+
+    return run
+
+
+def time_once(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def timed_paired(
+    benchmark: Any,
+    run: Callable[[int], None],
+    run_baseline: Callable[[int], None],
+    rounds: int,
+    info: dict[str, Any],
+    warm: bool = True,
+    before_timing: Callable[[], None] | None = None,
+) -> None:
+    """Time ``run`` with pytest-benchmark's ``pedantic``, one fp32 MainNet round (``run_baseline``) per two rounds.
+
+    Round ``r`` runs slice ``r // 2``; after every even round the MainNet runs the same slice (pedantic's untimed
+    ``teardown``), so the order is A₀ B₀ A₁ | A₂ B₁ A₃ | …: ratio ``2k`` has the MainNet right after the row's round,
+    ratio ``2k+1`` right before it, both on slice k. ``paired_speedup`` = per-round (MainNet time / row time): robust
+    to drift and background load. For the fp32 MainNet's own cell the same protocol pairs it with itself
+    (``aa_paired_ratios``): ratios that should be 1, whose spread is the noise floor of every paired speedup beside it.
+    ``warm``: run slice 0 once first (outside any timing); False when the caller has just warmed ``run``.
+    An odd ``rounds`` is rounded up to even: every slice has its MainNet round once after and once before a row round.
+    """
+    rounds += rounds % 2
+    if warm:
+        run(0)
+    run_baseline(0)
+    if before_timing is not None:
+        before_timing()
+    base_times: list[float] = []
+    started = 0
+
+    def target() -> None:
+        run(started // 2)
+
+    def after() -> None:
+        nonlocal started
+        if started % 2 == 0:  # the first round of slice k just ended: its MainNet round, on slice k
+            k = started // 2
+            base_times.append(time_once(lambda: run_baseline(k)))
+        started += 1
+
+    benchmark.pedantic(target, teardown=after, rounds=rounds, warmup_rounds=0, iterations=1)
+    data = getattr(getattr(benchmark, "stats", None), "stats", None)
+    times = list(getattr(data, "data", []) or [])
+    paired = [base_times[i // 2] for i in range(len(times))] if len(base_times) * 2 >= len(times) else []
+    info["paired_speedup"] = [m / c for m, c in zip(paired, times, strict=True) if c > 0]
+    info["paired_mainnet_median_s"] = statistics.median(base_times) if base_times else None
+    info["pairing"] = PAIRING
+
+
+__all__ = [
+    "PAIRING",
+    "TIMING_PROTOCOL",
+    "SlicePlan",
+    "deal",
+    "plan_slices",
+    "runner",
+    "stratified_order",
+    "time_once",
+    "timed_paired",
+]
