@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -460,10 +461,26 @@ class EENetSystem(ExitSystemConfig):
         return key, meta
 
 
-@torch.inference_mode()
+# the fp32 MainNet's right/wrong on validation, per MainNet object and validation split: every EENet config of a task
+# (λ, rule, threshold mode, chain, batch size) is selected against the same reference, one pass for them all
+_REFERENCE: weakref.WeakKeyDictionary[nn.Module, list[tuple[Any, str, np.ndarray]]] = weakref.WeakKeyDictionary()
+
+
 def _reference_correct(ctx: SystemContext) -> np.ndarray:
     """[N] whether the original fp32 MainNet is right on each validation row (the loss an EENet is selected under
-    counts what retraining cost)."""
+    counts what retraining cost). Computed once per MainNet, validation split (the same object) and device."""
+    known = _REFERENCE.setdefault(ctx.baseline, [])
+    val, device = ctx.data["val"], str(ctx.device)
+    for seen_val, seen_device, right in known:
+        if seen_val is val and seen_device == device:
+            return right
+    right = _reference_pass(ctx)
+    known.append((val, device, right))
+    return right
+
+
+@torch.inference_mode()
+def _reference_pass(ctx: SystemContext) -> np.ndarray:
     val = ctx.data["val"]
     right = np.zeros(len(val), dtype=bool)
     for inputs, idx in ctx.task.batches(val, EVAL_BATCH, by_length=True):

@@ -267,3 +267,27 @@ def test_steps_that_train_feed_eenet_training_their_output() -> None:
     pruned_width = sum(q.numel() for q in mainnet_for("prune:ratio=0.5")[0].parameters())
     assert pruned_width < sum(q.numel() for q in trained[0].parameters())
     assert s.test_eval["flops_per_sample"] < p.baseline_eval["flops_per_sample"]
+
+
+def test_the_reference_pass_runs_once_per_mainnet_and_split() -> None:
+    """Every EENet config of a task is selected against the fp32 MainNet's right/wrong on validation: one pass."""
+    from types import SimpleNamespace
+
+    from sidenet.eenet import _reference_correct
+    from sidenet.pipeline import load_task_data
+    from sidenet.tasks import TASKS
+
+    task = TASKS.get("tiny-resnet")
+    data = load_task_data(task)
+    baseline = task.build_mainnet(data.num_classes).eval()
+    calls: list[int] = []
+    baseline.register_forward_hook(lambda *_: calls.append(1))
+    ctx = SimpleNamespace(task=task, data=data.data, device=torch.device("cpu"), baseline=baseline)
+    first = _reference_correct(ctx)
+    passes = len(calls)
+    assert passes >= 1 and first.shape == (len(data.data["val"].labels),)
+    assert _reference_correct(ctx) is first and len(calls) == passes  # reused, not recomputed
+    other = SimpleNamespace(
+        task=task, data={**data.data, "val": data.data["train"]}, device=ctx.device, baseline=baseline
+    )
+    assert _reference_correct(other).shape == (len(data.data["train"].labels),) and len(calls) > passes
