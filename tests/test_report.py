@@ -835,3 +835,19 @@ def test_chains_on_two_devices_get_one_headline_and_pareto_plot_each() -> None:
         "mnist_cpu_pareto.png",
         "mnist_cuda_pareto.png",
     ]
+
+
+def test_protocol_4_noise_is_measured_within_slices_not_across_them() -> None:
+    """Slices that cost more (another exit mix, longer texts) are workload, not noise: a row whose slices take 1, 2,
+    3 and 4 ms but whose two rounds per slice agree is not noisy; one whose rounds within a slice disagree is."""
+    from sidenet.report.tables import is_noisy, rel_iqr
+
+    steady = {"stats": {"data": [1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0], "iqr": 2.0, "median": 2.5},
+              "extra_info": {"pairing": "aba"}}  # fmt: skip
+    assert rel_iqr(steady) == pytest.approx(0.0) and not is_noisy(steady)
+    shaky = {"stats": {"data": [1.0, 1.5, 2.0, 3.0, 3.0, 4.5, 4.0, 6.0], "iqr": 2.5, "median": 3.0},
+             "extra_info": {"pairing": "aba"}}  # fmt: skip
+    assert rel_iqr(shaky) == pytest.approx(0.4) and is_noisy(shaky)
+    # protocol 3 rows (every round the same inputs): pytest-benchmark's IQR / median, as before
+    old = {"stats": {"data": [1.0, 1.0, 2.0, 2.0], "iqr": 1.0, "median": 1.5}, "extra_info": {"pairing": "balanced"}}
+    assert rel_iqr(old) == pytest.approx(1.0 / 1.5)

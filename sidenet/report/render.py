@@ -74,7 +74,9 @@ same task and device; a compressed chain's MainNet row shows its own accuracy co
 - **Latency/sample** = median round time / samples per round (`timing_samples`; one batch when not \
 recorded). Timing protocol 4 cuts each cell's timing set into slices (`timing_slices`), each run in two rounds; \
 the same slices serve every row of a task and batch size, so paired ratios compare the same inputs. \
-±x% is the IQR of the round times relative to their median; rows with IQR/median > \
+±x% is the IQR of the round times relative to their median (protocol 4: of each round relative to the mean of \
+its slice's two rounds, so slices that cost more — another exit mix, longer texts — do not read as noise); rows \
+with IQR/median > \
 {NOISY_REL_IQR:.2f} are marked ⚠ and kept (a speedup is marked ⚠ when either timing it divides is).
 - **Speedup** = fp32 MainNet latency / row latency at the same batch size (ratio of medians); \
 † marks a paired speedup: the median (q1–q3) of per-round ratios from rounds timed interleaved with an \

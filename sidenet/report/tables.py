@@ -7,6 +7,7 @@ values. Missing optional data becomes ``None`` and renders as "—" rather than 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -136,11 +137,31 @@ def latency_per_sample(row: dict[str, Any]) -> float:
 
 
 def rel_iqr(row: dict[str, Any]) -> float | None:
+    """The spread of a row's round times: IQR / median. For timing protocol 4 (``pairing`` = ``aba``) each round is
+    first divided by the mean of its slice's two rounds: slices differ in what they cost (a cascade's exit mix, text
+    lengths), and that is workload, not timing noise — the paired ratios are taken within a slice for that reason."""
     stats = row["stats"]
+    within = _within_slice_rel_iqr(row)
+    if within is not None:
+        return within
     iqr, median = as_float(stats.get("iqr")), as_float(stats.get("median"))
     if iqr is None or median is None or median <= 0:
         return None
     return iqr / median
+
+
+def _within_slice_rel_iqr(row: dict[str, Any]) -> float | None:
+    info = row.get("extra_info") or {}
+    data = row["stats"].get("data")
+    if info.get("pairing") != "aba" or not isinstance(data, list) or len(data) < 4 or len(data) % 2:
+        return None
+    times = [as_float(t) for t in data]
+    if any(t is None or t <= 0 for t in times):
+        return None
+    pairs = [(times[i], times[i + 1]) for i in range(0, len(times), 2)]  # rounds 2k and 2k+1 ran slice k
+    ratios = sorted(t / ((a + b) / 2) for a, b in pairs for t in (a, b))  # type: ignore[operator]
+    q = statistics.quantiles(ratios, n=4)
+    return (q[2] - q[0]) / statistics.median(ratios)
 
 
 def is_noisy(row: dict[str, Any]) -> bool:
