@@ -16,10 +16,13 @@ def test_cell(benchmark, cell, bench_ctx, persist_cell) -> None:
     stored = bench_ctx.stored_result(cell.task, cell.chain, cell.exit, cell.batch_size)
     if stored is not None:  # resume: decided before any data is loaded or model trained
         pytest.skip(f"already measured in {stored}; --bench-force (sidenet-bench run --force) to re-measure")
+    error = None
     try:
         run_cell(benchmark, cell.task, cell.exit, cell.batch_size, bench_ctx, chain=cell.chain)
     except UserError as exc:  # bad input found while preparing (e.g. missing data): one line, no traceback
-        pytest.fail(str(exc), pytrace=False)
+        error = str(exc)
+    if error is not None:  # failed outside the except block, so pytest does not print the chained error again
+        pytest.fail(error, pytrace=False)
     info = benchmark.extra_info
     # Sanity checks on what was recorded (a broken measurement must fail, not produce a table row):
     assert 0.0 <= info["test_accuracy"] <= 1.0

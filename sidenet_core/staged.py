@@ -403,7 +403,10 @@ def stage_model(model: nn.Module, taps: str | int | Sequence[str | int]) -> Stag
     own_split = getattr(model, "sidenet_split", None)
     if callable(own_split):
         if len(tap_list) != 1:
-            raise UserError(f"{type(model).__name__} can be cut at one tap only, not at {len(tap_list)}")
+            raise UserError(
+                f"{type(model).__name__} can be cut at one tap only, not at {len(tap_list)}: run exit systems with "
+                "several exits on a chain without it (e.g. `int8` instead of `int8:backend=ort`), or the single SideNet"
+            )
         return own_split(tap_list[0])
     if hasattr(model, "bert") and hasattr(model, "classifier"):
         return BertStaged(model, tap_list)

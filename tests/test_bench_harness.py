@@ -276,6 +276,17 @@ def test_bench_cuda_only_chain_on_cpu_is_a_one_line_usage_error(tmp_path, chain)
     assert not (tmp_path / "out").exists()
 
 
+def test_a_cell_that_cannot_be_built_says_why_once_and_how_to_fix_it(tmp_path):
+    """ONNX Runtime's BERT cuts at one tap only: a multi-exit system on it fails its cell with the reason and the way
+    out, printed once (it used to come twice, chained to itself by pytest)."""
+    cells = ["--bench-task", "tiny-bert", "--bench-chain", "int8:backend=ort", "--bench-exit", "sidenet-multi"]
+    proc = _bench(tmp_path, *cells, "--bench-batch-size", "1")
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert proc.stdout.count("can be cut at one tap only, not at 3") == 1, proc.stdout[-3000:]
+    assert "instead of `int8:backend=ort`" in proc.stdout
+    assert "During handling of the above exception" not in proc.stdout and "Traceback" not in proc.stdout
+
+
 def test_bench_cell_with_missing_data_fails_in_one_line(tmp_path):
     """A UserError while preparing (here: CIFAR-10 is online-only) fails each of its cells, no traceback."""
     env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "SIDENET_BENCH_DOWNLOAD": ""}
