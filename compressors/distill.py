@@ -18,7 +18,6 @@ epoch of ``(inputs, labels)``. The teacher only runs forward, in eval mode. Put 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -193,9 +192,7 @@ def _train(
     student.train()
     epoch_losses: list[float] = []
     # exact: convolutions on 1×1 maps (a ResNet's layer4 on small images) as matrix products (sidenet_core.train_convs)
-    with contextlib.ExitStack() as shortcuts:
-        shortcuts.enter_context(one_by_one_outputs_as_matmuls(student))
-        shortcuts.enter_context(one_by_one_outputs_as_matmuls(teacher))
+    with one_by_one_outputs_as_matmuls(student, teacher):
         try:
             for epoch in range(config.epochs):
                 batches = ctx.train_batches()

@@ -593,7 +593,7 @@ def _run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx:
                 "main_ece": p.calibration["main_ece"],
             }
         )
-        timed_paired(benchmark, run_main, run_baseline, s.rounds, info, before_timing=_pause_for_tests)
+        _timed(benchmark, run_main, run_baseline, ctx, info)
         if chain == NONE:  # the fp32 MainNet paired with itself: an A/A test, not a speedup
             info["aa_paired_ratios"] = info.pop("paired_speedup")
         return
@@ -638,7 +638,7 @@ def _run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx:
     run_cascade = runner(cascade.run, slices, ctx.sync)
     run_cascade(0)  # warms head, SideNet and rest for the component timings too
     info["component_latency_s"] = _component_latency(p, slices[0], ctx, n_samples)
-    timed_paired(benchmark, run_cascade, run_baseline, s.rounds, info, warm=False, before_timing=_pause_for_tests)
+    _timed(benchmark, run_cascade, run_baseline, ctx, info, warm=False)
 
 
 def _system_cell(
@@ -682,14 +682,28 @@ def _system_cell(
     )
     run_cascade = runner(ps.cascade().run, slices, ctx.sync)
     run_cascade(0)
-    info = benchmark.extra_info
+    _timed(benchmark, run_cascade, run_baseline, ctx, benchmark.extra_info, warm=False)
+
+
+def _timed(
+    benchmark: Any,
+    run: Callable[[int], None],
+    run_baseline: Callable[[int], None],
+    ctx: BenchContext,
+    info: dict[str, Any],
+    warm: bool = True,
+) -> None:
+    """:func:`sidenet.timing.timed_paired` at the session's round count, with the tests' pause between warm-up and
+    the timed rounds."""
     timed_paired(
-        benchmark, run_cascade, run_baseline, ctx.settings.rounds, info, warm=False, before_timing=_pause_for_tests
+        benchmark,
+        run,
+        run_baseline,
+        ctx.settings.rounds,
+        info,
+        warm=warm,
+        before_timing=lambda: pause_for_tests("timing"),
     )
-
-
-def _pause_for_tests() -> None:
-    pause_for_tests("timing")  # a test's hook: the moment between warm-up and the timed rounds
 
 
 def _component_latency(

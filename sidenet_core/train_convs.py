@@ -60,10 +60,10 @@ def _eligible(m: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def one_by_one_outputs_as_matmuls(model: nn.Module) -> Iterator[int]:
-    """While inside, every plain ``nn.Conv2d`` of ``model`` whose output map is 1×1 runs as ``F.linear`` over the
+def one_by_one_outputs_as_matmuls(*models: nn.Module) -> Iterator[int]:
+    """While inside, every plain ``nn.Conv2d`` of ``models`` whose output map is 1×1 runs as ``F.linear`` over the
     taps that touch data (others run as usual). Yields how many convolutions were patched; restores them on exit."""
-    patched = [m for m in model.modules() if _eligible(m)]
+    patched = list({id(m): m for model in models for m in model.modules() if _eligible(m)}.values())
     for m in patched:
         m.forward = functools.partial(_forward, m)  # type: ignore[method-assign]
     try:

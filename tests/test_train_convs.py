@@ -57,3 +57,11 @@ def test_a_resnet_trains_the_same_with_and_without_the_shortcut() -> None:
     plain, fast = two_steps(False), two_steps(True)
     for name in plain:
         torch.testing.assert_close(fast[name], plain[name], msg=name)
+
+
+def test_several_models_are_patched_together_and_a_shared_conv_once() -> None:
+    shared = nn.Conv2d(4, 4, 3, 1, 1)
+    a, b = nn.Sequential(shared, nn.Conv2d(4, 2, 3, 1, 1)), nn.Sequential(shared)
+    with one_by_one_outputs_as_matmuls(a, b) as patched:
+        assert patched == 2
+    assert all("forward" not in vars(m) for m in (*a, *b))
