@@ -195,6 +195,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     nothing new, re-render the report only if it does not show the stored results (a run killed in between)."""
     config = session.config
     ctx = config.stash.get(_CTX, None)
+    if ctx is not None:
+        ctx.close()  # the timing workers end with the session
     bs = getattr(config, "_benchmarksession", None)
     if ctx is None or bs is None or bs.disabled:
         return

@@ -1,14 +1,14 @@
 """Latency, FLOPs and accuracy of every cell (task × chain × exit system × batch size).
 
 Only the timing happens here; what a cell measures and records lives in :mod:`sidenet.harness`,
-shared with the ``sidenet-bench`` CLI.
+shared with the ``sidenet-bench`` CLI; the rounds run in worker processes (:mod:`sidenet.cells`).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from sidenet.harness import run_cell
+from sidenet.cells import run_cell
 from sidenet_core.errors import UserError
 
 

@@ -121,6 +121,15 @@ BENCH_OPTIONS: tuple[BenchOption, ...] = (
         default=200.0,
         metavar="MS",
     ),
+    BenchOption(
+        "worker_pairs",
+        "worker-pairs",
+        "independent (variant, fp32 MainNet) worker-process pairs that share each cell's slices: the spread then "
+        "includes process-to-process variance (default 2)",
+        type=int,
+        default=2,
+        metavar="N",
+    ),
     BenchOption("device", "device", "device to time on (default cpu)", default="cpu", choices=("cpu", "cuda")),
     BenchOption("out", "out", "directory for results/<name>.json and <name>.md (default reports)", default="reports"),
     BenchOption(
@@ -231,6 +240,7 @@ def pytest_args(settings: Any, quiet: bool) -> list[str]:
         "timing_samples": settings.timing_samples,
         "rounds": settings.rounds,
         "min_round_ms": settings.min_round_ms,
+        "worker_pairs": settings.worker_pairs,
         "device": settings.device,
         "out": settings.out.resolve(),
         "name": settings.name,

@@ -50,6 +50,7 @@ from sidenet.exits import (
 )
 from sidenet.heads import EVAL_BATCH, device_fields
 from sidenet.policies import ExitView, Policy
+from sidenet.status import announce
 from sidenet.trace import ExitTrace, collect_trace, select_shared, shared_sweep
 from sidenet_core.errors import UserError
 from sidenet_core.layouts import model_logits, select_rows
@@ -181,6 +182,7 @@ def _train_trace(
     hit = cache.load_tensors(cache_key)
     if hit is not None:
         return ExitTrace.from_tensors(hit[0], "train", taps)
+    announce(f"tracing {n} training rows of {ctx.task.name} for the learned exit policy")
     batches = (
         (inputs, position[rows_]) for inputs, rows_ in ctx.task.batches(train, EVAL_BATCH, idx=idx, by_length=True)
     )
@@ -210,16 +212,41 @@ def _choose(candidates: list[LearnedPolicy]) -> Any:
 def _learned_parts(
     ctx: SystemContext, staged: StagedModel, heads: list[nn.Module], tradeoff: str, rows: int, key: dict
 ) -> tuple[list[LearnedPolicy], Any, float]:
-    """The fitted candidates, their validation step, and the seconds the fitting took (the training-split trace
-    comes from the cache after the first run; fitting the policies runs every time, in seconds)."""
+    """The fitted candidates, their validation step, and the seconds the fitting took. Fitted weights are cached
+    (keyed by the training trace's identity, λ and the fit's settings), so a timing worker that rebuilds the
+    system loads them instead of fitting (it may not train anything: sidenet.workers)."""
+    seconds = 0.0
+    lams = _tradeoffs(tradeoff)
+    n = min(rows, len(ctx.data["train"]))
+    fit_keys = [
+        cache.artifact_key(
+            "policy-fit",
+            {**key, "rows": n, **device_fields(ctx.device), "tradeoff": lam, "steps": FIT_STEPS, "l2": FIT_L2},
+        )
+        for lam in lams
+    ]
+    hits = [cache.load_tensors(k) for k in fit_keys]
     start = time.perf_counter()
-    trace = _train_trace(ctx, staged, heads, rows, key)
+    trace = None if all(h is not None for h in hits) else _train_trace(ctx, staged, heads, rows, key)
+    seconds += time.perf_counter() - start
     candidates = []
-    for lam in _tradeoffs(tradeoff):
+    for lam, fit_key, hit in zip(lams, fit_keys, hits, strict=True):
         policy = LearnedPolicy(lam)
-        policy.fit(trace)
+        if hit is not None:
+            tensors, meta = hit
+            policy.weights = [tensors[f"exit{e}"] for e in range(len(tensors))]
+            seconds += float(meta.get("seconds", 0.0))  # what fitting took when it ran
+        else:
+            assert trace is not None
+            announce(f"fitting the learned exit policy (λ {lam:g}) on {ctx.task.name}")
+            fit_start = time.perf_counter()
+            policy.fit(trace)
+            fit_s = time.perf_counter() - fit_start
+            seconds += fit_s
+            weights = {f"exit{e}": w for e, w in enumerate(policy.weights)}
+            cache.store_tensors(fit_key, weights, {"tradeoff": lam, "seconds": fit_s})
         candidates.append(policy)
-    return candidates, _choose(candidates), time.perf_counter() - start
+    return candidates, _choose(candidates), seconds
 
 
 @register_exit_system

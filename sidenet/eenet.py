@@ -33,6 +33,7 @@ Choices made here, and why:
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 import weakref
@@ -474,9 +475,24 @@ def _reference_correct(ctx: SystemContext) -> np.ndarray:
     for seen_val, seen_device, right in known:
         if seen_val is val and seen_device == device:
             return right
-    right = _reference_pass(ctx)
+    key = cache.artifact_key(
+        "reference-val",
+        {"mainnet": ctx.baseline_key, "val": _labels_digest(val.labels), "rows": len(val), **device_fields(ctx.device)},
+    )
+    hit = cache.load_tensors(key) if ctx.baseline_key else None
+    if hit is not None:  # a timing worker rebuilding an EENet loads this instead of running the MainNet on val
+        right = hit[0]["right"].numpy().astype(bool)
+    else:
+        announce(f"running the fp32 {ctx.task.name} MainNet on validation (the EENet selection's reference)")
+        right = _reference_pass(ctx)
+        if ctx.baseline_key:
+            cache.store_tensors(key, {"right": torch.from_numpy(right.astype(np.uint8))}, {"task": ctx.task.name})
     known.append((val, device, right))
     return right
+
+
+def _labels_digest(labels: torch.Tensor) -> str:
+    return hashlib.sha256(labels.numpy().tobytes()).hexdigest()[:16]
 
 
 @torch.inference_mode()

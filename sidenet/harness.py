@@ -23,8 +23,6 @@ import hashlib
 import json
 import os
 import shlex
-import statistics
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -54,18 +52,15 @@ from sidenet.pipeline import (
     TaskData,
     load_or_train_mainnet,
     load_task_data,
-    mainnet_forward,
     model_and_key,
     prepare,
     prepare_system,
     run_eval,
 )
-from sidenet.row_record import check_row
-from sidenet.split import batch_size_of, to_device
-from sidenet.store import pause_for_tests, stored_cell_keys
+from sidenet.store import stored_cell_keys
 from sidenet.tasks import TASKS
 from sidenet.thresholds import NEVER_EXIT, outcome_at
-from sidenet.timing import TIMING_PROTOCOL, deal, plan_slices, runner, stratified_order, time_once, timed_paired
+from sidenet.timing import TIMING_PROTOCOL
 from sidenet_core.errors import UserError
 
 DEFAULT_TASKS = ("fashion-mnist", "rotten-tomatoes")
@@ -82,6 +77,7 @@ MAX_NAME_BYTES = 200
 MAX_THREADS_PER_CORE = 4
 MAX_ROUNDS = 1000
 MAX_TIMING_SAMPLES = 100_000
+MAX_WORKER_PAIRS = 16
 
 
 def default_tasks() -> tuple[str, ...]:
@@ -122,6 +118,7 @@ class BenchSettings:
     cuda_missing: bool = False
     profile: str = "full"  # which defaults filled what was not given (bench_options.resolve); recorded per row
     min_round_ms: float = 200.0  # slices grow until the fp32 MainNet needs this long for one (sidenet.timing)
+    worker_pairs: int = 2  # independent (variant, reference) worker pairs that share a cell's slices (sidenet.cells)
 
     @classmethod
     def from_options(cls, **kw: Any) -> BenchSettings:
@@ -154,6 +151,8 @@ class BenchSettings:
                 f"{self.threads} threads on {cores} cores would time the OS scheduler, not the model; "
                 f"use at most {MAX_THREADS_PER_CORE * cores}"
             )
+        if not 1 <= self.worker_pairs <= MAX_WORKER_PAIRS:
+            raise UserError(f"worker pairs must be in [1, {MAX_WORKER_PAIRS}], got {self.worker_pairs}")
         if not 0 <= self.min_round_ms <= 60_000:
             raise UserError(f"minimum round time must be in [0, 60000] ms, got {self.min_round_ms}")
         if self.rounds < 1 or self.timing_samples < 1:
@@ -268,8 +267,8 @@ class BenchContext:
         self._systems: dict[tuple[str, str, str], PreparedSystem] = {}
         self._compressed: dict[tuple[str, str], Compressed] = {}
         self._fixed: dict[tuple[str, str], tuple[dict[str, float], dict[str, float]]] = {}
-        self._timing: dict[tuple[str, int], list[Any]] = {}
         self._stored: set[str] | None = None
+        self._extensions: dict[str, tuple[Any, Callable[[], None]]] = {}  # e.g. the timing workers (sidenet.cells)
         self.device = torch.device(settings.device)
         self.machine = fingerprint(settings.device, settings.threads)
         self.passed: set[str] = set()  # node ids of cells whose test passed (only those are written)
@@ -338,8 +337,7 @@ class BenchContext:
 
     def mainnet(self, task: str) -> tuple[nn.Module, dict[str, Any]]:
         """The task's fp32 MainNet (loaded, or trained once), with its encoded data loaded once too."""
-        if task not in self._task_data:
-            self._task_data[task] = load_task_data(TASKS.get(task))
+        self.task_data(task)
         if task not in self._mainnets:  # one fp32 MainNet per task: every chain's copy source and baseline
             loaded = self._task_data[task]
             self._mainnets[task] = load_or_train_mainnet(
@@ -391,43 +389,30 @@ class BenchContext:
         self.prepared(task, chain)
         return self._fixed[(task, chain)]
 
-    def timing_slices(self, task: str, batch_size: int, chain: str = NONE) -> list[list[Any]]:
-        """The timing set of a task at a batch size, cut into slices (:mod:`sidenet.timing`): the same inputs for
-        every chain and exit system of the task (rows drawn from the test split, which chains share). Sized once
-        per (task, batch size) from the fp32 MainNet's measured time per row (the minimum round time)."""
-        key = (task, batch_size)
-        if key not in self._timing:
-            s = self.settings
-            p = self.prepared(task, chain)
-            test = p.data["test"]
-            pool = stratified_order(test.labels)  # any prefix is a stratified subset (fixed seed)
-            per_row = self._seconds_per_row(p, pool, batch_size)
-            plan = plan_slices(s.timing_samples, s.rounds, batch_size, len(pool), per_row, s.min_round_ms / 1000)
-            rows = pool[: plan.total]
-            slices = deal(rows, test.labels[rows], _row_sizes(test.rows, rows), plan.slices)
-            self._timing[key] = [
-                [to_device(b, self.device) for b, _ in p.task.batches(test, batch_size, idx=part)] for part in slices
-            ]
-        return self._timing[key]
+    def task_data(self, task: str) -> TaskData:
+        """The task's encoded splits (loaded once)."""
+        if task not in self._task_data:
+            self._task_data[task] = load_task_data(TASKS.get(task))
+        return self._task_data[task]
 
-    def _seconds_per_row(self, p: Prepared, pool: torch.Tensor, batch_size: int) -> float:
-        """The fp32 MainNet's time per row at this batch size (one warm batch, then batches for ~50 ms): what
-        sizes the slices. 0 when the minimum round time is off (nothing is run)."""
-        if self.settings.min_round_ms <= 0:
-            return 0.0
-        test = p.data["test"]
-        batches = [to_device(b, self.device) for b, _ in p.task.batches(test, batch_size, idx=pool[: 8 * batch_size])]
-        with torch.inference_mode():
-            mainnet_forward(p.baseline, batches[0])  # warm
-            self.sync()
-            rows, start = 0, time.perf_counter()
-            for b in batches:
-                mainnet_forward(p.baseline, b)
-                rows += batch_size_of(b)
-                if time.perf_counter() - start > 0.05:
-                    break
-            self.sync()
-        return (time.perf_counter() - start) / max(1, rows)
+    def adopt_task_data(self, task: str, data: TaskData) -> None:
+        """Use ``data`` as the task's encoded splits (a timing worker gets them from the bench, not from disk)."""
+        self._task_data[task] = data
+
+    def extension(self, name: str) -> Any:
+        """What a layer above attached to this session under ``name`` (None if nothing)."""
+        entry = self._extensions.get(name)
+        return None if entry is None else entry[0]
+
+    def attach(self, name: str, value: Any, close: Callable[[], None]) -> None:
+        """Keep ``value`` for this session; ``close`` runs when the session's context closes."""
+        self._extensions[name] = (value, close)
+
+    def close(self) -> None:
+        """End what the session attached (the timing workers); idempotent."""
+        while self._extensions:
+            _, (_, close) = self._extensions.popitem()
+            close()
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -490,6 +475,7 @@ def cell_key(
         "timing_samples": settings.timing_samples,
         "rounds": settings.rounds + settings.rounds % 2,  # odd counts run rounded up: 7 and 8 are one experiment
         "min_round_ms": float(settings.min_round_ms),
+        "worker_pairs": settings.worker_pairs,
         "protocol": TIMING_PROTOCOL,
         "versions": {**library_versions(), "sidenet-bench": _version()},
     }
@@ -530,28 +516,19 @@ def _version() -> str:
     return __version__
 
 
-def run_cell(
-    benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: BenchContext, chain: str = NONE
-) -> None:
-    """Time one cell with ``benchmark.pedantic`` and fill ``benchmark.extra_info``, checked against
-    :class:`sidenet.row_record.RowRecord` (a row that disagrees fails its cell instead of being stored).
+def run_cell_info(
+    info: dict[str, Any], task: str, exit_system: str, batch_size: int, ctx: BenchContext, chain: str = NONE
+) -> float | None:
+    """Fill ``info`` (a row's ``extra_info``) with everything a cell reports except its timing: accuracy, exits,
+    FLOPs, selection, calibration, provenance. Prepares (trains, compresses, traces, selects) in this process as
+    needed. Returns the threshold the legacy SideNet cascade runs at (None for other cells): the operating point a
+    timing worker rebuilds (:mod:`sidenet.cells`).
 
     With ``ctx.settings.threshold`` set, the ``sidenet`` cell runs at that fixed threshold instead of the
     one selected on validation (``threshold_source`` records which).
     """
-    _run_cell(benchmark, task, exit_system, batch_size, ctx, chain)
-    check_row(benchmark.extra_info)
-
-
-def _run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: BenchContext, chain: str) -> None:
     s = ctx.settings
     p = ctx.prepared(task, chain)
-    slices = ctx.timing_slices(task, batch_size, chain)
-    n_samples = sum(batch_size_of(b) for b in slices[0])  # every slice holds as many rows
-    run_main = runner(lambda b: mainnet_forward(p.mainnet, b), slices, ctx.sync)
-    run_baseline = runner(lambda b: mainnet_forward(p.baseline, b), slices, ctx.sync)
-    benchmark.group = f"{task} bs{batch_size}"
-    info = benchmark.extra_info
     info.update(
         {
             "task": task,
@@ -560,8 +537,6 @@ def _run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx:
             "device": s.device,
             "threads": torch.get_num_threads(),
             "batch_size": batch_size,
-            "timing_samples": n_samples,
-            "timing_slices": len(slices),
             "tap": p.split.tap,
             "policy": p.policy,
             "mainnet_test_accuracy": p.baseline_eval["accuracy"],  # the fp32, uncompressed MainNet
@@ -593,14 +568,11 @@ def _run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx:
                 "main_ece": p.calibration["main_ece"],
             }
         )
-        _timed(benchmark, run_main, run_baseline, ctx, info)
-        if chain == NONE:  # the fp32 MainNet paired with itself: an A/A test, not a speedup
-            info["aa_paired_ratios"] = info.pop("paired_speedup")
-        return
+        return None
 
     if not uses_legacy_path(exit_system):
-        _system_cell(benchmark, ctx, p, task, chain, exit_system, slices, run_baseline)
-        return
+        _system_info(info, ctx, p, task, chain, exit_system)
+        return None
 
     selection: dict[str, float] = dict(p.selection)
     if exit_system == "sidenet" and s.threshold is not None:
@@ -634,29 +606,16 @@ def _run_cell(benchmark: Any, task: str, exit_system: str, batch_size: int, ctx:
             "training_seconds": p.logs["sidenet"].get("seconds"),
         }
     )
-    cascade = p.cascade(threshold)
-    run_cascade = runner(cascade.run, slices, ctx.sync)
-    run_cascade(0)  # warms head, SideNet and rest for the component timings too
-    info["component_latency_s"] = _component_latency(p, slices[0], ctx, n_samples)
-    _timed(benchmark, run_cascade, run_baseline, ctx, info, warm=False)
+    return threshold
 
 
-def _system_cell(
-    benchmark: Any,
-    ctx: BenchContext,
-    p: Prepared,
-    task: str,
-    chain: str,
-    exit_spec: str,
-    slices: list[list[Any]],
-    run_baseline: Callable[[int], None],
-) -> None:
-    """An exit system measured by the generic path (:func:`sidenet.pipeline.prepare_system`): its real cascade
-    timed against the fp32 MainNet like every other row, its trace's oracle recorded beside it."""
+def _system_info(info: dict[str, Any], ctx: BenchContext, p: Prepared, task: str, chain: str, exit_spec: str) -> None:
+    """An exit system measured by the generic path (:func:`sidenet.pipeline.prepare_system`): what its real cascade
+    did on test, its selection on validation and its trace's oracle."""
     ps = ctx.prepared_system(task, chain, exit_spec)
     ev = ps.test_eval
     taps = list(ps.built.staged.taps)
-    benchmark.extra_info.update(
+    info.update(
         {
             "exit_system": ps.system.to_dict(),
             "retrains_backbone": ps.system.retrains_backbone,
@@ -680,56 +639,6 @@ def _system_cell(
             "system_details": ps.details,
         }
     )
-    run_cascade = runner(ps.cascade().run, slices, ctx.sync)
-    run_cascade(0)
-    _timed(benchmark, run_cascade, run_baseline, ctx, benchmark.extra_info, warm=False)
-
-
-def _timed(
-    benchmark: Any,
-    run: Callable[[int], None],
-    run_baseline: Callable[[int], None],
-    ctx: BenchContext,
-    info: dict[str, Any],
-    warm: bool = True,
-) -> None:
-    """:func:`sidenet.timing.timed_paired` at the session's round count, with the tests' pause between warm-up and
-    the timed rounds."""
-    timed_paired(
-        benchmark,
-        run,
-        run_baseline,
-        ctx.settings.rounds,
-        info,
-        warm=warm,
-        before_timing=lambda: pause_for_tests("timing"),
-    )
-
-
-def _component_latency(
-    p: Prepared, batches: list[Any], ctx: BenchContext, n_samples: int, rounds: int = 3
-) -> dict[str, float]:
-    """Per-sample time of head+SideNet and of rest (on all rows), for the latency-vs-threshold estimate.
-
-    Called right after the cascade's warm-up pass, so nothing here needs warming again."""
-    with torch.inference_mode():
-        states = [p.split.head(b) for b in batches]
-
-        def head_side() -> None:
-            with torch.inference_mode():
-                for b in batches:
-                    p.side(p.split.features(p.split.head(b)))
-            ctx.sync()
-
-        def rest() -> None:
-            with torch.inference_mode():
-                for st in states:
-                    p.split.rest(st)
-            ctx.sync()
-
-        hs = statistics.median(time_once(head_side) for _ in range(rounds))
-        rs = statistics.median(time_once(rest) for _ in range(rounds))
-    return {"head_side": hs / n_samples, "rest": rs / n_samples}
 
 
 def invocation(argv: list[str]) -> str:
@@ -770,5 +679,5 @@ __all__ = [
     "default_tasks",
     "invocation",
     "measured_by",
-    "run_cell",
+    "run_cell_info",
 ]

@@ -61,6 +61,13 @@ class RowRecord:
     paired_mainnet_median_s: float | None = None
     pairing: str | None = None  # "balanced" (protocol 3) | "aba" (protocol 4, sidenet.timing)
     timing_slices: int | None = None  # protocol 4: distinct slices of timing_samples inputs, two rounds each
+    # protocol 5 (sidenet.cells): {"start_method", "bench_pid", "pairs": [{variant/reference pid, the variant's
+    # parent pid and build seconds, threads, "slices", "round_s", "reference_s", "paired_speedup",
+    # "reference_median_s"}], "trained_in_worker" (must be False), "prediction_agreement"}
+    workers: JSONDict | None = None
+    # what other processes did to the machine while the cell was timed: {"wall_s", "own_cpu_s", "other_cpu_s",
+    # "other_cpu_share" (of all cores' time), "loadavg_1min", "cores"} (sidenet.cells)
+    machine_load: JSONDict | None = None
     component_latency_s: JSONDict | None = None  # {"head_side", "rest"} per sample at this batch size (sidenet)
     # ---- exit systems
     exit_system: JSONDict | None = None  # {"system": name, every config field}

@@ -21,15 +21,17 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 # Bumped whenever how a row is timed changes (rounds, pairing, warm-up, what a round runs): a row timed under
 # another protocol is a different experiment, so it is in every cell key and row. 3: balanced (ABBA) pairing, one
 # warm-up pass per variant, an even number of rounds (commits 993ad13, 5bcd67f). 4: slices, A B A around one
-# shared MainNet round per slice, a minimum round time (this module).
-TIMING_PROTOCOL = 4
+# shared MainNet round per slice, a minimum round time (this module). 5: every round in a clean worker process
+# (sidenet.workers), the variant and the fp32 MainNet reference in separate processes, A B A across them, each
+# cell's slices shared out over at least two worker pairs started independently (timed_in_workers).
+TIMING_PROTOCOL = 5
 PAIRING = "aba"  # a row's `pairing`: each MainNet round sits between the two rounds of its slice
 
 
@@ -167,14 +169,108 @@ def timed_paired(
     info["pairing"] = PAIRING
 
 
+class WorkerClock:
+    """A pytest-benchmark timer that reads the time a worker measured: ``benchmark.pedantic`` calls it before and
+    after the target, and the target (a request to a worker) advances it by the seconds the worker timed inside
+    its own process. So pytest-benchmark's stats hold the worker's round times, free of pipe and pickling time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RoundWorker(Protocol):
+    """What :func:`timed_in_workers` needs of a worker (:class:`sidenet.workers.Worker`)."""
+
+    rounds: list[float]
+
+    def warm(self, k: int) -> None: ...
+
+    def run(self, k: int) -> float: ...
+
+
+def worker_schedule(rounds: int, pairs: int) -> list[tuple[int, int]]:
+    """(pair, slice) of each pair of rounds: slice k is timed by pair ``k % pairs``, each pair's slices back to
+    back (pair 0's first), so every pair times whole slices and each worker runs its rounds in one stretch."""
+    slices = max(1, (rounds + rounds % 2) // 2)
+    return [(j, k) for j in range(pairs) for k in range(slices) if k % pairs == j]
+
+
+def timed_in_workers(
+    benchmark: Any,
+    pairs: Sequence[tuple[RoundWorker, RoundWorker]],
+    rounds: int,
+    info: dict[str, Any],
+    before_timing: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Time a cell's rounds in worker processes with ``benchmark.pedantic``: ``pairs`` are (variant, reference)
+    workers. Slice k runs in rounds 2k and 2k+1 on the variant of pair ``k % len(pairs)`` with one reference round
+    on the same slice between them (A B A across two processes; the idle one waits). Every round's time is what
+    the worker measured inside itself (:class:`WorkerClock`). Returns one dict per pair: its slices, round times,
+    reference times and paired ratios (``info`` gets the pooled ``paired_speedup`` and reference median).
+
+    Each variant worker runs its first slice once untimed first (warm-up); the reference workers are warm from
+    the cells before (or were warmed when they started)."""
+    if not hasattr(benchmark, "_timer") and not getattr(benchmark, "disabled", False):
+        raise RuntimeError("this pytest-benchmark has no per-fixture timer (_timer); pin pytest-benchmark<6")
+    rounds += rounds % 2
+    schedule = worker_schedule(rounds, len(pairs))
+    for j, (variant, reference) in enumerate(pairs):
+        first = next(k for p, k in schedule if p == j) if any(p == j for p, _ in schedule) else 0
+        variant.warm(first)
+        reference.warm(first)
+    if before_timing is not None:
+        before_timing()
+    clock = WorkerClock()
+    per_pair: list[dict[str, Any]] = [{"slices": [], "round_s": [], "reference_s": []} for _ in pairs]
+    started = 0
+
+    def target() -> None:
+        j, k = schedule[started // 2]
+        seconds = pairs[j][0].run(k)
+        per_pair[j]["round_s"].append(seconds)
+        clock.advance(seconds)
+
+    def after() -> None:
+        nonlocal started
+        j, k = schedule[started // 2]
+        if started % 2 == 0:  # the first round of slice k just ended: the reference round on slice k, then A again
+            per_pair[j]["slices"].append(k)
+            per_pair[j]["reference_s"].append(pairs[j][1].run(k))
+        started += 1
+
+    benchmark._timer = clock
+    benchmark.pedantic(target, teardown=after, rounds=len(schedule) * 2, warmup_rounds=0, iterations=1)
+    ratios: list[float] = []
+    for entry in per_pair:
+        refs = [entry["reference_s"][i // 2] for i in range(len(entry["round_s"]))]
+        entry["paired_speedup"] = [m / c for m, c in zip(refs, entry["round_s"], strict=True) if c > 0]
+        entry["reference_median_s"] = statistics.median(entry["reference_s"]) if entry["reference_s"] else None
+        ratios += entry["paired_speedup"]
+    base = [t for entry in per_pair for t in entry["reference_s"]]
+    info["paired_speedup"] = ratios
+    info["paired_mainnet_median_s"] = statistics.median(base) if base else None
+    info["pairing"] = PAIRING
+    return per_pair
+
+
 __all__ = [
     "PAIRING",
     "TIMING_PROTOCOL",
+    "RoundWorker",
     "SlicePlan",
+    "WorkerClock",
     "deal",
     "plan_slices",
     "runner",
     "stratified_order",
     "time_once",
+    "timed_in_workers",
     "timed_paired",
+    "worker_schedule",
 ]

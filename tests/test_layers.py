@@ -24,6 +24,8 @@ MEASURING = {
     "sidenet.bench_options",
     "sidenet.timing",
     "sidenet.cell_costs",
+    "sidenet.cells",
+    "sidenet.workers",
 }
 ENTRY = {"sidenet.cli", "sidenet.report", "bench"}
 

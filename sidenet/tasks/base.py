@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -151,10 +152,15 @@ NOT_IN_RECIPE: tuple[str, ...] = (
 )
 
 TASKS: Registry[Task] = Registry("task")
+# the module that registered each task: a timing worker imports it to know the task (sidenet.cells)
+TASK_MODULES: dict[str, str] = {}
 
 
 def register_task(task: Task) -> Task:
     """Register a task instance under ``task.name`` (duplicates are an error)."""
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    if caller and caller != "__main__":
+        TASK_MODULES[task.name] = caller
     return TASKS.add(task.name, task)
 
 

@@ -1,0 +1,364 @@
+"""One benchmark cell, timed in clean worker processes (timing protocol 5).
+
+The bench process trains, compresses, traces and selects (everything ends in cached artifacts and the numbers of
+the row); it never times. Each cell's rounds run in worker processes (:mod:`sidenet.workers`) that rebuild what
+they time from the cache and refuse to train:
+
+* a **variant worker** per cell and worker pair: the cell's MainNet (after its chain) or its cascade at the
+  operating point the bench selected;
+* a **reference worker** per task, batch size and worker pair: the task's fp32 MainNet, the paired reference of
+  every cell of that task and batch size. It only ever runs that one model, so it is the same reference for every
+  cell (the bench checks that: :mod:`sidenet.timing_checks`).
+
+A pair's variant and reference alternate A B A on each slice (:func:`sidenet.timing.timed_in_workers`); the
+cell's slices are shared out over ``worker_pairs`` pairs started independently, so the spread of a row includes
+process-to-process variance (pyperf's lesson: values from one process understate run-to-run variance).
+
+Before timing, the variant worker's predictions on the first slice are compared with the bench's own run of the
+same model or cascade: a worker that rebuilt something else fails the cell instead of timing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import pickle
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sidenet.chain import NONE
+from sidenet.harness import BenchContext, BenchSettings, _row_sizes, run_cell_info, uses_legacy_path
+from sidenet.pipeline import mainnet_forward
+from sidenet.row_record import check_row
+from sidenet.split import batch_size_of
+from sidenet.store import pause_for_tests
+from sidenet.tasks import TASKS
+from sidenet.tasks.base import TASK_MODULES
+from sidenet.timing import deal, plan_slices, stratified_order, time_once, timed_in_workers
+from sidenet.workers import START_METHOD, Served, Worker, WorkerJob, cpu_busy_seconds, own_cpu_seconds
+from sidenet_core.layouts import to_device
+
+REFERENCE = "reference"
+VARIANT = "variant"
+MIN_AGREEMENT = 0.99  # share of the first slice's predictions a worker must repeat (else it built something else)
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """What a worker rebuilds: the bench's settings, the cell, the operating point the bench chose, and the task's
+    encoded data (pickled once per task by the bench; the worker never reads the data sets itself)."""
+
+    settings: BenchSettings
+    task: str
+    chain: str
+    exit: str
+    role: str
+    threshold: float | None
+    task_data: bytes
+    imports: tuple[str, ...] = ()  # modules that register the task (a task registered outside this package)
+
+
+def build_served(spec: ServeSpec) -> Served:
+    """In the worker: rebuild what ``spec`` times through the bench's own code path, from the cache (anything that
+    would train raises, :func:`sidenet.workers.refuse_training`). Runs in the worker process only."""
+    for module in spec.imports:
+        importlib.import_module(module)
+    # the worker computes nothing the row reports: a fixed threshold arrives as the operating point itself
+    settings = dataclasses.replace(spec.settings, threshold=None, quiet=True, force=True)
+    ctx = BenchContext(settings)
+    ctx.adopt_task_data(spec.task, pickle.loads(spec.task_data))
+    if spec.role == REFERENCE:
+        model = ctx.mainnet(spec.task)[0]
+        return Served(run=lambda b: mainnet_forward(model, b), check=_argmax(lambda b: mainnet_forward(model, b)))
+    served = _variant(ctx, spec)
+    return served
+
+
+def _argmax(fn: Callable[[Any], Any]) -> Callable[[Any], list[int]]:
+    def check(batch: Any) -> list[int]:
+        out = fn(batch)
+        logits = out.logits if hasattr(out, "logits") else out
+        return [int(i) for i in logits.argmax(-1).cpu()]
+
+    return check
+
+
+def _variant(ctx: BenchContext, spec: ServeSpec) -> Served:
+    runnable = runnable_for(ctx, spec.task, spec.chain, spec.exit, spec.threshold)
+    served = Served(run=runnable, check=_argmax(runnable))
+    if spec.exit == "sidenet":
+        p = ctx.prepared(spec.task, spec.chain)
+        served.extra["component_latency"] = lambda slices, sync: component_latency(p, slices[0], sync)
+    return served
+
+
+def runnable_for(ctx: BenchContext, task: str, chain: str, exit_spec: str, threshold: float | None) -> Any:
+    """The callable a cell times: the chain's MainNet alone, the SideNet cascade at ``threshold``, or an exit
+    system's cascade at the thresholds selected on validation. The bench and its workers build it the same way."""
+    p = ctx.prepared(task, chain)
+    if exit_spec == "none":
+        model = p.mainnet
+        return lambda b: mainnet_forward(model, b)
+    if uses_legacy_path(exit_spec):
+        return p.cascade(threshold).run
+    return ctx.prepared_system(task, chain, exit_spec).cascade().run
+
+
+def component_latency(p: Any, batches: Sequence[Any], sync: Callable[[], None], rounds: int = 3) -> dict[str, float]:
+    """Per-sample time of head+SideNet and of rest (on all rows), for the latency-vs-threshold estimate; measured in
+    the worker right after its warm-up."""
+    n = sum(batch_size_of(b) for b in batches)
+    with torch.inference_mode():
+        states = [p.split.head(b) for b in batches]
+
+        def head_side() -> None:
+            with torch.inference_mode():
+                for b in batches:
+                    p.side(p.split.features(p.split.head(b)))
+            sync()
+
+        def rest() -> None:
+            with torch.inference_mode():
+                for st in states:
+                    p.split.rest(st)
+            sync()
+
+        hs = statistics.median(time_once(head_side) for _ in range(rounds))
+        rs = statistics.median(time_once(rest) for _ in range(rounds))
+    return {"head_side": hs / n, "rest": rs / n}
+
+
+class TimingWorkers:
+    """The bench process's side: the timing slices of each task and batch size, their reference workers (started
+    once, closed at the end of the session) and a fresh variant worker pair per cell."""
+
+    def __init__(self, ctx: BenchContext) -> None:
+        self.ctx = ctx
+        self._data: dict[str, bytes] = {}
+        self._slices: dict[tuple[str, int], list[list[Any]]] = {}
+        self._references: dict[tuple[str, int], list[Worker]] = {}
+
+    def pairs_for(self, n_slices: int) -> int:
+        """Worker pairs a cell uses: as asked, but no more than it has slices (each pair times whole slices)."""
+        return max(1, min(self.ctx.settings.worker_pairs, n_slices))
+
+    def task_data(self, task: str) -> bytes:
+        if task not in self._data:
+            self.ctx.mainnet(task)  # loads (or trains) the MainNet and the data, in the bench process
+            self._data[task] = pickle.dumps(self.ctx.task_data(task), protocol=pickle.HIGHEST_PROTOCOL)
+        return self._data[task]
+
+    def spec(self, task: str, chain: str, exit_spec: str, role: str, threshold: float | None) -> ServeSpec:
+        module = TASK_MODULES.get(task)
+        return ServeSpec(
+            settings=self.ctx.settings,
+            task=task,
+            chain=chain,
+            exit=exit_spec,
+            role=role,
+            threshold=threshold,
+            task_data=self.task_data(task),
+            imports=(module,) if module else (),
+        )
+
+    def _start(self, spec: ServeSpec, label: str) -> Worker:
+        s = self.ctx.settings
+        return Worker(WorkerJob(build_served, spec, s.threads, s.device, spec.role, label))
+
+    def references(self, task: str, batch_size: int) -> list[Worker]:
+        """The task's fp32 MainNet reference workers at ``batch_size`` (one per worker pair), with the slices."""
+        key = (task, batch_size)
+        if key not in self._references:
+            spec = self.spec(task, NONE, "none", REFERENCE, None)
+            workers = [self._start(spec, f"{task} bs{batch_size} #{j}") for j in range(self.ctx.settings.worker_pairs)]
+            try:
+                for w in workers:
+                    w.ready()
+                slices = self.slices(task, batch_size, workers[0])
+                for w in workers:
+                    w.call("slices", slices)
+                    w.warm(0)
+            except BaseException:
+                for w in workers:
+                    w.kill()
+                raise
+            self._references[key] = workers
+        return self._references[key]
+
+    def slices(self, task: str, batch_size: int, reference: Worker | None = None) -> list[list[Any]]:
+        """The timing set of a task at a batch size, cut into slices (:mod:`sidenet.timing`): the same inputs for
+        every chain and exit system of the task. Sized once per (task, batch size) from the fp32 MainNet's time per
+        row, measured in a reference worker (never in the bench process)."""
+        key = (task, batch_size)
+        if key not in self._slices:
+            s = self.ctx.settings
+            t = TASKS.get(task)
+            test = self.ctx.task_data(task).data["test"]
+            pool = stratified_order(test.labels)  # any prefix is a stratified subset (fixed seed)
+            per_row = 0.0
+            if s.min_round_ms > 0 and reference is not None:
+                probe = [b for b, _ in t.batches(test, batch_size, idx=pool[: 8 * batch_size])]
+                per_row = float(reference.call("seconds_per_row", probe))
+            plan = plan_slices(s.timing_samples, s.rounds, batch_size, len(pool), per_row, s.min_round_ms / 1000)
+            rows = pool[: plan.total]
+            parts = deal(rows, test.labels[rows], _row_sizes(test.rows, rows), plan.slices)
+            self._slices[key] = [[b for b, _ in t.batches(test, batch_size, idx=part)] for part in parts]
+        return self._slices[key]
+
+    def variants(self, spec: ServeSpec, label: str, n: int) -> list[Worker]:
+        workers = [self._start(spec, f"{label} #{j}") for j in range(n)]
+        try:
+            for w in workers:
+                w.ready()
+        except BaseException:
+            for w in workers:
+                w.kill()
+            raise
+        return workers
+
+    def close(self) -> None:
+        for workers in self._references.values():
+            for w in workers:
+                w.close()
+        self._references.clear()
+
+
+def timing_workers(ctx: BenchContext) -> TimingWorkers:
+    """The session's :class:`TimingWorkers` (made on first use; closed with the context)."""
+    existing = ctx.extension("timing_workers")
+    if existing is None:
+        existing = TimingWorkers(ctx)
+        ctx.attach("timing_workers", existing, existing.close)
+    return existing
+
+
+def run_cell(
+    benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: BenchContext, chain: str = NONE
+) -> None:
+    """Measure one cell: everything the row reports from the bench process (:func:`sidenet.harness.run_cell_info`),
+    its rounds from worker processes (this module's docstring), and check the row against
+    :class:`sidenet.row_record.RowRecord` (a row that disagrees fails its cell instead of being stored)."""
+    tw = timing_workers(ctx)
+    info = benchmark.extra_info
+    threshold = run_cell_info(info, task, exit_system, batch_size, ctx, chain)
+    benchmark.group = f"{task} bs{batch_size}"
+    references = tw.references(task, batch_size)
+    slices = tw.slices(task, batch_size)
+    info["timing_samples"] = sum(batch_size_of(b) for b in slices[0])  # every slice holds as many rows
+    info["timing_slices"] = len(slices)
+    n_pairs = tw.pairs_for(len(slices))
+    label = f"{task} {chain} {exit_system} bs{batch_size}"
+    variants = tw.variants(tw.spec(task, chain, exit_system, VARIANT, threshold), label, n_pairs)
+    try:
+        for w in variants:
+            w.call("slices", slices)
+        agreement = _agreement(ctx, task, chain, exit_system, threshold, slices[0], variants)
+        if exit_system == "sidenet":  # after the variant's warm-up, as before: head+SideNet and rest, per sample
+            variants[0].warm(0)
+            info["component_latency_s"] = variants[0].call("extra", "component_latency")
+        load = _LoadProbe(variants + references[:n_pairs])
+        pairs = [(variants[j], references[j]) for j in range(n_pairs)]
+        per_pair = timed_in_workers(
+            benchmark, pairs, ctx.settings.rounds, info, before_timing=lambda: pause_for_tests("timing")
+        )
+        info["machine_load"] = load.done()
+    finally:
+        for w in variants:
+            w.close()
+    info["workers"] = {
+        "start_method": START_METHOD,
+        "bench_pid": os.getpid(),
+        "pairs": [
+            {
+                "variant_pid": v.ready()["pid"],
+                "reference_pid": r.ready()["pid"],
+                "variant_parent_pid": v.ready()["ppid"],
+                "variant_build_s": v.ready()["build_s"],
+                "variant_threads": v.ready()["threads"],
+                "reference_threads": r.ready()["threads"],
+                **entry,
+            }
+            for (v, r), entry in zip(pairs, per_pair, strict=True)
+        ],
+        "trained_in_worker": any(bool(w.ready().get("trained")) for w in variants + references),
+        "prediction_agreement": agreement,
+    }
+    if chain == NONE and exit_system == "none":  # the fp32 MainNet paired with itself: an A/A test, not a speedup
+        info["aa_paired_ratios"] = info.pop("paired_speedup")
+    check_row(info)
+
+
+def _agreement(
+    ctx: BenchContext,
+    task: str,
+    chain: str,
+    exit_spec: str,
+    threshold: float | None,
+    first: list[Any],
+    variants: list[Worker],
+) -> float:
+    """The share of the first slice's predictions each variant worker repeats from the bench's own run (the least
+    of them); a worker below :data:`MIN_AGREEMENT` rebuilt something else and fails the cell."""
+    mine = _argmax(runnable_for(ctx, task, chain, exit_spec, threshold))
+    device = ctx.device
+    with torch.inference_mode():
+        expected = [p for b in first for p in mine(to_device(b, device))]
+    worst = 1.0
+    for w in variants:
+        got = w.call("check", 0)
+        same = sum(int(a == b) for a, b in zip(got, expected, strict=True)) / max(1, len(expected))
+        worst = min(worst, same)
+    if worst < MIN_AGREEMENT:
+        raise RuntimeError(
+            f"a timing worker's {task} {chain} {exit_spec} repeats only {worst:.1%} of the bench's predictions on "
+            "the first slice: it rebuilt another model (a cache key that does not cover what changed?)"
+        )
+    return worst
+
+
+class _LoadProbe:
+    """What other processes did to the machine while a cell was timed: busy CPU seconds of the whole machine
+    (``/proc/stat``) minus what the bench process and the cell's workers used, as a share of the cores' time."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+        self.rounds = [len(w.cpu) for w in workers]
+        self.busy = cpu_busy_seconds()
+        self.own = own_cpu_seconds()
+        self.wall = time.perf_counter()
+
+    def done(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self.wall
+        busy = cpu_busy_seconds()
+        ours = own_cpu_seconds() - self.own
+        ours += sum(sum(w.cpu[n:]) for w, n in zip(self.workers, self.rounds, strict=True))
+        cores = os.cpu_count() or 1
+        other = None if busy is None or self.busy is None else max(0.0, busy - self.busy - ours)
+        return {
+            "wall_s": wall,
+            "own_cpu_s": ours,
+            "other_cpu_s": other,
+            "other_cpu_share": None if other is None or wall <= 0 else other / (wall * cores),
+            "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "cores": cores,
+        }
+
+
+__all__ = [
+    "MIN_AGREEMENT",
+    "REFERENCE",
+    "VARIANT",
+    "ServeSpec",
+    "TimingWorkers",
+    "build_served",
+    "component_latency",
+    "run_cell",
+    "runnable_for",
+    "timing_workers",
+]
