@@ -38,6 +38,7 @@ from sidenet.harness import (
 from sidenet.report import write_report
 from sidenet.status import listen
 from sidenet.store import ResultsStore
+from sidenet.timing_checks import summary_line
 from sidenet_core.errors import UserError
 
 
@@ -213,6 +214,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if new is not None:
             store.add(new, render=True)
             summary = f"sidenet-bench: results {results_path}; report {report_path}"
+            flagged = summary_line(new.get("benchmarks") or [])  # this run's rows only
+            summary += f"\n{flagged}" if flagged else ""
         elif store.refresh_report():
             summary = f"sidenet-bench: nothing new measured; {report_path} re-rendered from {results_path}"
         else:

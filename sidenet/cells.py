@@ -143,6 +143,7 @@ class TimingWorkers:
         self._data: dict[str, bytes] = {}
         self._slices: dict[tuple[str, int], list[list[Any]]] = {}
         self._references: dict[tuple[str, int], list[Worker]] = {}
+        self._variants: dict[tuple[str, str, str], tuple[float | None, list[Worker]]] = {}
 
     def pairs_for(self, n_slices: int) -> int:
         """Worker pairs a cell uses: as asked, but no more than it has slices (each pair times whole slices)."""
@@ -212,6 +213,15 @@ class TimingWorkers:
         return self._slices[key]
 
     def variants(self, spec: ServeSpec, label: str, n: int) -> list[Worker]:
+        """The variant workers of ``spec``'s task × chain × exit system: started for its first cell, kept for its
+        other batch sizes (the same model or cascade at the same operating point; only the slices change), closed
+        after its last cell in this session (:meth:`done`)."""
+        key = (spec.task, spec.chain, spec.exit)
+        known = self._variants.get(key)
+        if known is not None and known[0] == spec.threshold and len(known[1]) >= n:
+            return known[1][:n]
+        if known is not None:
+            self._close_variant(key)
         workers = [self._start(spec, f"{label} #{j}") for j in range(n)]
         try:
             for w in workers:
@@ -220,9 +230,36 @@ class TimingWorkers:
             for w in workers:
                 w.kill()
             raise
+        self._variants[key] = (spec.threshold, workers)
         return workers
 
+    def done(self, task: str, chain: str, exit_spec: str, batch_size: int) -> None:
+        """A cell finished (or failed): its variant workers end unless a later cell of this session times the same
+        variant at another batch size."""
+        key = (task, chain, exit_spec)
+        cells = self.ctx.settings.cells()
+        position = (
+            cells.index((task, chain, exit_spec, batch_size)) if (task, chain, exit_spec, batch_size) in cells else -1
+        )
+        if not any(c[:3] == key for c in cells[position + 1 :]):
+            self._close_variant(key)
+
+    def _close_variant(self, key: tuple[str, str, str]) -> None:
+        entry = self._variants.pop(key, None)
+        for w in entry[1] if entry else []:
+            w.close()
+
+    def discard(self, workers: list[Worker]) -> None:
+        """End ``workers`` now (a cell failed with them: they are not reused)."""
+        for key, (_, known) in list(self._variants.items()):
+            if any(w in known for w in workers):
+                self._close_variant(key)
+        for w in workers:
+            w.kill()
+
     def close(self) -> None:
+        for key in list(self._variants):
+            self._close_variant(key)
         for workers in self._references.values():
             for w in workers:
                 w.close()
@@ -255,8 +292,10 @@ def run_cell(
     n_pairs = tw.pairs_for(len(slices))
     label = f"{task} {chain} {exit_system} bs{batch_size}"
     variants = tw.variants(tw.spec(task, chain, exit_system, VARIANT, threshold), label, n_pairs)
+    served_before = [w.cells for w in variants]
     try:
         for w in variants:
+            w.cells += 1
             w.call("slices", slices)
         agreement = _agreement(ctx, task, chain, exit_system, threshold, slices[0], variants)
         if exit_system == "sidenet":  # after the variant's warm-up, as before: head+SideNet and rest, per sample
@@ -268,9 +307,11 @@ def run_cell(
             benchmark, pairs, ctx.settings.rounds, info, before_timing=lambda: pause_for_tests("timing")
         )
         info["machine_load"] = load.done()
+    except BaseException:
+        tw.discard(variants)
+        raise
     finally:
-        for w in variants:
-            w.close()
+        tw.done(task, chain, exit_system, batch_size)
     info["workers"] = {
         "start_method": START_METHOD,
         "bench_pid": os.getpid(),
@@ -280,11 +321,12 @@ def run_cell(
                 "reference_pid": r.ready()["pid"],
                 "variant_parent_pid": v.ready()["ppid"],
                 "variant_build_s": v.ready()["build_s"],
+                "variant_cells_before": served_before[j],  # the same variant at another batch size, earlier
                 "variant_threads": v.ready()["threads"],
                 "reference_threads": r.ready()["threads"],
                 **entry,
             }
-            for (v, r), entry in zip(pairs, per_pair, strict=True)
+            for j, ((v, r), entry) in enumerate(zip(pairs, per_pair, strict=True))
         ],
         "trained_in_worker": any(bool(w.ready().get("trained")) for w in variants + references),
         "prediction_agreement": agreement,

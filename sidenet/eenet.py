@@ -475,17 +475,18 @@ def _reference_correct(ctx: SystemContext) -> np.ndarray:
     for seen_val, seen_device, right in known:
         if seen_val is val and seen_device == device:
             return right
+    baseline_key = getattr(ctx, "baseline_key", "")
     key = cache.artifact_key(
         "reference-val",
-        {"mainnet": ctx.baseline_key, "val": _labels_digest(val.labels), "rows": len(val), **device_fields(ctx.device)},
+        {"mainnet": baseline_key, "val": _labels_digest(val.labels), "rows": len(val), **device_fields(ctx.device)},
     )
-    hit = cache.load_tensors(key) if ctx.baseline_key else None
+    hit = cache.load_tensors(key) if baseline_key else None
     if hit is not None:  # a timing worker rebuilding an EENet loads this instead of running the MainNet on val
         right = hit[0]["right"].numpy().astype(bool)
     else:
         announce(f"running the fp32 {ctx.task.name} MainNet on validation (the EENet selection's reference)")
         right = _reference_pass(ctx)
-        if ctx.baseline_key:
+        if baseline_key:
             cache.store_tensors(key, {"right": torch.from_numpy(right.astype(np.uint8))}, {"task": ctx.task.name})
     known.append((val, device, right))
     return right

@@ -30,7 +30,7 @@ import os
 import resource
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -96,11 +96,11 @@ def own_cpu_seconds() -> float:
 class Served:
     """What a worker built: ``run(batch)`` is what it times; ``check(batch)`` returns what the bench compares with
     its own run of the same thing (predicted classes); ``extra`` are named measurements the bench may ask for
-    (``component_latency``), each ``fn(slices, sync) -> value``."""
+    (``component_latency``), each ``fn(slices, sync, *args) -> value``; ``facts`` go into the worker's ready reply."""
 
     run: Callable[[Any], Any]
     check: Callable[[Any], list[int]] | None = None
-    extra: dict[str, Callable[[Sequence[Sequence[Any]], Callable[[], None]], Any]] = field(default_factory=dict)
+    extra: dict[str, Callable[..., Any]] = field(default_factory=dict)  # fn(slices, sync, *args)
     facts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -169,7 +169,7 @@ def _serve(conn: Connection, job: WorkerJob) -> None:
                         else None
                     )
             elif verb == "extra":
-                reply = served.extra[args[0]](slices, sync)
+                reply = served.extra[args[0]](slices, sync, *args[1:])
             elif verb == "threads":  # tests: disturb a worker on purpose
                 torch.set_num_threads(int(args[0]))
                 reply = torch.get_num_threads()
@@ -246,6 +246,7 @@ class Worker:
         self.facts: dict[str, Any] | None = None
         self.rounds: list[float] = []  # every timed round this worker ran (seconds)
         self.cpu: list[float] = []  # its own CPU seconds in each of them
+        self.cells = 0  # benchmark cells it has timed (the bench's bookkeeping)
 
     def ready(self) -> dict[str, Any]:
         """Wait for the build; the worker's facts (pid, ppid, threads, build seconds)."""

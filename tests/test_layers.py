@@ -26,6 +26,7 @@ MEASURING = {
     "sidenet.cell_costs",
     "sidenet.cells",
     "sidenet.workers",
+    "sidenet.timing_checks",
 }
 ENTRY = {"sidenet.cli", "sidenet.report", "bench"}
 

@@ -802,6 +802,7 @@ def test_chainless_results_render_as_before() -> None:
     assert [" ".join(line.split()) for line in skeleton] == [
         "# sidenet-bench report",
         "## Environment",
+        "## Timing checks",
         "## Task `cifar10`",
         "### Exit systems",
         "| system | chain | taps | threshold | test acc (%) | Δ acc (pt) | exit rate (%) | FLOPs/sample | FLOP speedup "

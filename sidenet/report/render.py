@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import statistics
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ from sidenet.report.tables import (
     verdict,
 )
 from sidenet.results import row_machine_id
+from sidenet.timing_checks import AA_BAND, BUSY_SHARE, QUIET_ADVICE, largest_drift, reference_cells, row_flags
 from sidenet_core.errors import UserError
 
 NOTES = f"""\
@@ -103,6 +105,9 @@ differences within 2% count as none. Network selection (`cascade`) is compared w
 `sidenet-multi`, `learned`) saving the most FLOPs within the task's target on the same chain. The headline check \
 takes every exit system on every chain within 1 pt of the fp32 MainNet on test.
 """
+
+
+MAX_FLAGGED_LISTED = 25
 
 
 def _code(text: str) -> str:
@@ -199,6 +204,80 @@ def _environment(results: dict[str, Any]) -> list[str]:
     if versions.get("sidenet-bench"):
         items.append(("sidenet-bench", str(versions["sidenet-bench"])))
     return ["## Environment", "", *(f"- **{k}:** {v if k == 'machine' else md_escape(v)}" for k, v in items), ""]
+
+
+def with_timing_flags(results: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``results`` whose rows carry ``timing_flags`` (:mod:`sidenet.timing_checks`): one text per reason
+    the row's timing is suspect. Flagged rows are marked ⚠ like noisy ones. The stored results are not changed."""
+    rows = list(results.get("benchmarks") or [])
+    flags = row_flags(rows)
+    marked = [{**r, "timing_flags": [f.text for f in fs]} for r, fs in zip(rows, flags, strict=True)]
+    return {**results, "benchmarks": marked}
+
+
+def _timing_checks(results: dict[str, Any]) -> list[str]:
+    """How the rows were timed and what the checks across them found (protocol 5: clean worker processes)."""
+    rows = results.get("benchmarks") or []
+    infos = [r.get("extra_info") or {} for r in rows]
+    lines = ["## Timing checks", ""]
+    workers = [i["workers"] for i in infos if isinstance(i.get("workers"), dict)]
+    if workers:
+        pairs = sorted({len(w.get("pairs") or []) for w in workers})
+        trained = sum(1 for w in workers if w.get("trained_in_worker"))
+        agreement = min(float(w.get("prediction_agreement") or 0) for w in workers)
+        lines.append(
+            f"- **Where rounds ran:** {len(workers)} of {len(rows)} rows in clean worker processes "
+            f"({workers[0].get('start_method')} children that only loaded their models; "
+            f"{'/'.join(map(str, pairs))} independent worker pair(s) per cell; {trained} worker(s) trained anything). "
+            f"Each worker repeated at least {agreement:.1%} of the bench's predictions on its first slice."
+        )
+    else:
+        lines.append("- **Where rounds ran:** in the bench process (rows from before timing protocol 5).")
+    drift = largest_drift(rows)
+    if drift is not None:
+        where = (
+            f"`{md_escape(drift.task)}` bs {drift.batch_size}, chain `{md_escape(drift.chain)}`, "
+            f"`{md_escape(drift.exit)}`"
+        )
+        mark = f" {NOISY_MARK}" if abs(drift.value - 1) > drift.band else ""
+        lines.append(
+            f"- **Largest reference drift:** {drift.value:.3f}× of the reference cell "
+            f"({where}; band ±{drift.band:.0%}){mark}."
+        )
+    for (task, _, bs), ref in sorted(reference_cells(rows).items(), key=lambda kv: (str(kv[0][0]), kv[0][2] or 0)):
+        aa = ref.get("aa_paired_ratios") or []
+        if len(aa) >= 2:
+            q = statistics.quantiles([float(x) for x in aa], n=4, method="inclusive")
+            med = statistics.median(float(x) for x in aa)
+            ok = AA_BAND[0] <= med <= AA_BAND[1]
+            lines.append(
+                f"- **A/A `{md_escape(str(task))}` bs {bs}:** {med:.3f} ({q[0]:.3f}–{q[2]:.3f})"
+                + ("" if ok else f" {NOISY_MARK} outside {AA_BAND[0]}–{AA_BAND[1]}")
+            )
+    shares = [
+        float(i["machine_load"]["other_cpu_share"])
+        for i in infos
+        if isinstance(i.get("machine_load"), dict) and isinstance(i["machine_load"].get("other_cpu_share"), int | float)
+    ]
+    if shares:
+        busy = sum(1 for x in shares if x > BUSY_SHARE)
+        lines.append(
+            f"- **Machine load while timing:** other processes used at most {max(shares):.0%} of the cores "
+            f"(median {statistics.median(shares):.0%}); {busy} row(s) above {BUSY_SHARE:.0%}"
+            + (f" {NOISY_MARK}: {QUIET_ADVICE}." if busy else ".")
+        )
+    flagged = [(r, r.get("timing_flags")) for r in rows if r.get("timing_flags")]
+    if flagged:
+        lines.append(f"- **{len(flagged)} row(s) flagged {NOISY_MARK}** (kept; every table marks them):")
+        for r, texts in flagged[:MAX_FLAGGED_LISTED]:
+            i = r.get("extra_info") or {}
+            lines.append(
+                f"  - `{md_escape(str(i.get('task')))}` chain `{md_escape(str(i.get('chain')))}`, "
+                f"`{md_escape(str(i.get('exit')))}`, bs {i.get('batch_size')}: {'; '.join(texts)}"
+            )
+        if len(flagged) > MAX_FLAGGED_LISTED:
+            lines.append(f"  - … and {len(flagged) - MAX_FLAGGED_LISTED} more")
+    return [*lines, ""]
 
 
 def check_one_machine(results: dict[str, Any]) -> None:
@@ -376,8 +455,9 @@ def render_markdown(results: dict[str, Any], plot_dir_rel: str | None) -> str:
     then the other figures.
     """
     check_one_machine(results)
+    results = with_timing_flags(results)
     specs = plots.plan_plots(results) if plot_dir_rel is not None else []
-    lines = [*_header(results), *_environment(results)]
+    lines = [*_header(results), *_environment(results), *_timing_checks(results)]
     for task, variants in group_by_task(results).items():
         lines += [f"## Task {_code(task)}", ""]
         lines += _profile_lines(variants)

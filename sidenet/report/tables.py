@@ -165,6 +165,9 @@ def _within_slice_rel_iqr(row: dict[str, Any]) -> float | None:
 
 
 def is_noisy(row: dict[str, Any]) -> bool:
+    """IQR/median above the bar, or a timing check flagged the row (``timing_flags``: sidenet.timing_checks)."""
+    if row.get("timing_flags"):
+        return True
     r = rel_iqr(row)
     return r is not None and r > NOISY_REL_IQR
 
