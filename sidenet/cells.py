@@ -20,6 +20,7 @@ same model or cascade: a worker that rebuilt something else fails the cell inste
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import os
@@ -66,7 +67,8 @@ class ServeSpec:
 
 def build_served(spec: ServeSpec) -> Served:
     """In the worker: rebuild what ``spec`` times through the bench's own code path, from the cache (anything that
-    would train raises, :func:`sidenet.workers.refuse_training`). Runs in the worker process only."""
+    would train raises, :func:`sidenet.workers.refuse_training`), then serve a fresh deep copy of it (below).
+    Runs in the worker process only."""
     for module in spec.imports:
         importlib.import_module(module)
     # the worker computes nothing the row reports: a fixed threshold arrives as the operating point itself
@@ -74,10 +76,32 @@ def build_served(spec: ServeSpec) -> Served:
     ctx = BenchContext(settings)
     ctx.adopt_task_data(spec.task, pickle.loads(spec.task_data))
     if spec.role == REFERENCE:
-        model = ctx.mainnet(spec.task)[0]
-        return Served(run=lambda b: mainnet_forward(model, b), check=_argmax(lambda b: mainnet_forward(model, b)))
-    served = _variant(ctx, spec)
+        module, call = ctx.mainnet(spec.task)[0], mainnet_forward
+    else:
+        module, call = runnable_for(ctx, spec.task, spec.chain, spec.exit, spec.threshold)
+    module, fresh = fresh_copy(module)
+    served = Served(
+        run=lambda b: call(module, b), check=_argmax(lambda b: call(module, b)), facts={"fresh_copy": fresh}
+    )
+    if spec.exit == "sidenet" and spec.role == VARIANT:  # head+SideNet and rest of the very cascade it times
+        served.extra["component_latency"] = lambda slices, sync: component_latency(module, slices[0], sync)
     return served
+
+
+def fresh_copy(module: Any) -> tuple[Any, bool]:
+    """A deep copy of ``module`` that nothing has run yet, and whether one could be made.
+
+    Why: PyTorch's oneDNN int8 convolutions (the x86 quantised engine) keep one cached primitive per conv, made at
+    the first call for that input shape and thread count; a call with another shape builds a new primitive every
+    time. An int8 ResNet first run at batch 2 or 256 then runs batch 1 as slowly as fp32 (5.0 vs 1.0 ms per image
+    here): the ~1× int8 of runs that trained first. Building the cell may run the model (the SideNet's feature
+    width is probed at batch 2), so the worker serves a copy whose first call is its warm-up at the cell's batch
+    size. A deep copy re-packs the int8 weights, with empty caches. Modules that cannot be copied (ONNX Runtime
+    sessions, which have no such cache) are served as built."""
+    try:
+        return copy.deepcopy(module), True
+    except Exception:
+        return module, False
 
 
 def _argmax(fn: Callable[[Any], Any]) -> Callable[[Any], list[int]]:
@@ -89,30 +113,27 @@ def _argmax(fn: Callable[[Any], Any]) -> Callable[[Any], list[int]]:
     return check
 
 
-def _variant(ctx: BenchContext, spec: ServeSpec) -> Served:
-    runnable = runnable_for(ctx, spec.task, spec.chain, spec.exit, spec.threshold)
-    served = Served(run=runnable, check=_argmax(runnable))
-    if spec.exit == "sidenet":
-        p = ctx.prepared(spec.task, spec.chain)
-        served.extra["component_latency"] = lambda slices, sync: component_latency(p, slices[0], sync)
-    return served
-
-
-def runnable_for(ctx: BenchContext, task: str, chain: str, exit_spec: str, threshold: float | None) -> Any:
-    """The callable a cell times: the chain's MainNet alone, the SideNet cascade at ``threshold``, or an exit
-    system's cascade at the thresholds selected on validation. The bench and its workers build it the same way."""
+def runnable_for(
+    ctx: BenchContext, task: str, chain: str, exit_spec: str, threshold: float | None
+) -> tuple[Any, Callable[[Any, Any], Any]]:
+    """(module, call) of what a cell times: ``call(module, batch)`` runs the chain's MainNet alone, the SideNet
+    cascade at ``threshold``, or an exit system's cascade at the thresholds selected on validation. The bench and
+    its workers build it the same way."""
     p = ctx.prepared(task, chain)
     if exit_spec == "none":
-        model = p.mainnet
-        return lambda b: mainnet_forward(model, b)
+        return p.mainnet, mainnet_forward
     if uses_legacy_path(exit_spec):
-        return p.cascade(threshold).run
-    return ctx.prepared_system(task, chain, exit_spec).cascade().run
+        return p.cascade(threshold), _run_cascade
+    return ctx.prepared_system(task, chain, exit_spec).cascade(), _run_cascade
+
+
+def _run_cascade(cascade: Any, batch: Any) -> Any:
+    return cascade.run(batch)
 
 
 def component_latency(p: Any, batches: Sequence[Any], sync: Callable[[], None], rounds: int = 3) -> dict[str, float]:
-    """Per-sample time of head+SideNet and of rest (on all rows), for the latency-vs-threshold estimate; measured in
-    the worker right after its warm-up."""
+    """Per-sample time of head+SideNet and of rest (on all rows) of ``p`` (a SideNet cascade: ``split``, ``side``),
+    for the latency-vs-threshold estimate; measured in the worker right after its warm-up."""
     n = sum(batch_size_of(b) for b in batches)
     with torch.inference_mode():
         states = [p.split.head(b) for b in batches]
@@ -143,7 +164,6 @@ class TimingWorkers:
         self._data: dict[str, bytes] = {}
         self._slices: dict[tuple[str, int], list[list[Any]]] = {}
         self._references: dict[tuple[str, int], list[Worker]] = {}
-        self._variants: dict[tuple[str, str, str], tuple[float | None, list[Worker]]] = {}
 
     def pairs_for(self, n_slices: int) -> int:
         """Worker pairs a cell uses: as asked, but no more than it has slices (each pair times whole slices)."""
@@ -213,15 +233,8 @@ class TimingWorkers:
         return self._slices[key]
 
     def variants(self, spec: ServeSpec, label: str, n: int) -> list[Worker]:
-        """The variant workers of ``spec``'s task × chain × exit system: started for its first cell, kept for its
-        other batch sizes (the same model or cascade at the same operating point; only the slices change), closed
-        after its last cell in this session (:meth:`done`)."""
-        key = (spec.task, spec.chain, spec.exit)
-        known = self._variants.get(key)
-        if known is not None and known[0] == spec.threshold and len(known[1]) >= n:
-            return known[1][:n]
-        if known is not None:
-            self._close_variant(key)
+        """``n`` fresh variant workers for one cell (never reused for another cell, not even the same variant at
+        another batch size: an int8 conv runs fast only at the first input shape it saw, module docstring)."""
         workers = [self._start(spec, f"{label} #{j}") for j in range(n)]
         try:
             for w in workers:
@@ -230,36 +243,9 @@ class TimingWorkers:
             for w in workers:
                 w.kill()
             raise
-        self._variants[key] = (spec.threshold, workers)
         return workers
 
-    def done(self, task: str, chain: str, exit_spec: str, batch_size: int) -> None:
-        """A cell finished (or failed): its variant workers end unless a later cell of this session times the same
-        variant at another batch size."""
-        key = (task, chain, exit_spec)
-        cells = self.ctx.settings.cells()
-        position = (
-            cells.index((task, chain, exit_spec, batch_size)) if (task, chain, exit_spec, batch_size) in cells else -1
-        )
-        if not any(c[:3] == key for c in cells[position + 1 :]):
-            self._close_variant(key)
-
-    def _close_variant(self, key: tuple[str, str, str]) -> None:
-        entry = self._variants.pop(key, None)
-        for w in entry[1] if entry else []:
-            w.close()
-
-    def discard(self, workers: list[Worker]) -> None:
-        """End ``workers`` now (a cell failed with them: they are not reused)."""
-        for key, (_, known) in list(self._variants.items()):
-            if any(w in known for w in workers):
-                self._close_variant(key)
-        for w in workers:
-            w.kill()
-
     def close(self) -> None:
-        for key in list(self._variants):
-            self._close_variant(key)
         for workers in self._references.values():
             for w in workers:
                 w.close()
@@ -292,10 +278,8 @@ def run_cell(
     n_pairs = tw.pairs_for(len(slices))
     label = f"{task} {chain} {exit_system} bs{batch_size}"
     variants = tw.variants(tw.spec(task, chain, exit_system, VARIANT, threshold), label, n_pairs)
-    served_before = [w.cells for w in variants]
     try:
         for w in variants:
-            w.cells += 1
             w.call("slices", slices)
         agreement = _agreement(ctx, task, chain, exit_system, threshold, slices[0], variants)
         if exit_system == "sidenet":  # after the variant's warm-up, as before: head+SideNet and rest, per sample
@@ -307,11 +291,9 @@ def run_cell(
             benchmark, pairs, ctx.settings.rounds, info, before_timing=lambda: pause_for_tests("timing")
         )
         info["machine_load"] = load.done()
-    except BaseException:
-        tw.discard(variants)
-        raise
     finally:
-        tw.done(task, chain, exit_system, batch_size)
+        for w in variants:
+            w.close()
     info["workers"] = {
         "start_method": START_METHOD,
         "bench_pid": os.getpid(),
@@ -321,12 +303,12 @@ def run_cell(
                 "reference_pid": r.ready()["pid"],
                 "variant_parent_pid": v.ready()["ppid"],
                 "variant_build_s": v.ready()["build_s"],
-                "variant_cells_before": served_before[j],  # the same variant at another batch size, earlier
+                "variant_fresh_copy": v.ready().get("fresh_copy"),
                 "variant_threads": v.ready()["threads"],
                 "reference_threads": r.ready()["threads"],
                 **entry,
             }
-            for j, ((v, r), entry) in enumerate(zip(pairs, per_pair, strict=True))
+            for (v, r), entry in zip(pairs, per_pair, strict=True)
         ],
         "trained_in_worker": any(bool(w.ready().get("trained")) for w in variants + references),
         "prediction_agreement": agreement,
@@ -347,7 +329,8 @@ def _agreement(
 ) -> float:
     """The share of the first slice's predictions each variant worker repeats from the bench's own run (the least
     of them); a worker below :data:`MIN_AGREEMENT` rebuilt something else and fails the cell."""
-    mine = _argmax(runnable_for(ctx, task, chain, exit_spec, threshold))
+    module, call = runnable_for(ctx, task, chain, exit_spec, threshold)
+    mine = _argmax(lambda b: call(module, b))
     device = ctx.device
     with torch.inference_mode():
         expected = [p for b in first for p in mine(to_device(b, device))]

@@ -207,8 +207,8 @@ class BenchSettings:
             (t, c, e, b)
             for t in self.tasks
             for c in self.chains_for(t)
+            for b in self.batch_sizes
             for e in self.exits
-            for b in self.batch_sizes  # innermost: one variant's timing workers serve its batch sizes in turn
             if self._runs_on(t, c, e)
         ]
 

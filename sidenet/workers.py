@@ -1,9 +1,10 @@
 """Timing workers: every timed round runs in a clean process that only loaded what it times.
 
-Why: a process that trained behaves unlike one that only serves, and two variants alternating in one process
-disturb each other. Timed in the bench process, ``int8`` at batch size 1 on the Fashion-MNIST ResNet read ~1× after
-SideNet training in the same process and ~4× in a process that only loaded its models, and the fp32 MainNet
-timed beside each cell drifted 0.83-1.34× between the cells of one run (README, "Timing in clean workers").
+Why: what ran before in a process changes what a timing measures there. Timed in the bench process, ``int8`` at
+batch size 1 on the Fashion-MNIST ResNet read ~1× in runs that trained its SideNet first and ~4× in runs that only
+loaded it (the int8 convolutions had first run at the training batch size: :func:`sidenet.cells.fresh_copy`), and
+the fp32 MainNet timed beside each cell drifted 0.83-1.34× between the cells of one run (README, "Timing in clean
+workers").
 
 How: workers are children of multiprocessing's ``forkserver``: a server process started as a new interpreter
 (never a fork of the bench process), which imports torch and this package and then forks one child per worker.
@@ -246,7 +247,6 @@ class Worker:
         self.facts: dict[str, Any] | None = None
         self.rounds: list[float] = []  # every timed round this worker ran (seconds)
         self.cpu: list[float] = []  # its own CPU seconds in each of them
-        self.cells = 0  # benchmark cells it has timed (the bench's bookkeeping)
 
     def ready(self) -> dict[str, Any]:
         """Wait for the build; the worker's facts (pid, ppid, threads, build seconds)."""

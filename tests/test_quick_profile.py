@@ -28,7 +28,7 @@ def test_the_quick_profile_runs_the_cells_the_readme_names() -> None:
     s = settings()
     assert s.tasks == ("fashion-mnist-quick", "rotten-tomatoes-quick")
     expected = [
-        (t, c, e, b) for t in QUICK_TASKS for c in ("none", "int8") for e in ("none", "sidenet") for b in (1, 64)
+        (t, c, e, b) for t in QUICK_TASKS for c in ("none", "int8") for b in (1, 64) for e in ("none", "sidenet")
     ]
     assert s.cells() == expected and s.n_cells() == 16
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
