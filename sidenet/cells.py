@@ -35,7 +35,7 @@ import torch
 
 from sidenet.chain import NONE
 from sidenet.harness import BenchContext, BenchSettings, _row_sizes, run_cell_info, uses_legacy_path
-from sidenet.pipeline import mainnet_forward
+from sidenet.pipeline import TaskData, mainnet_forward
 from sidenet.row_record import check_row
 from sidenet.split import batch_size_of
 from sidenet.store import pause_for_tests
@@ -51,6 +51,33 @@ MIN_AGREEMENT = 0.99  # share of the first slice's predictions a worker must rep
 
 
 @dataclass(frozen=True)
+class TaskDataParcel:
+    """A task's encoded splits on their way to a worker. Where every split's rows are one tensor (images), the
+    tensors are moved to shared memory once and workers map them without a copy (multiprocessing passes a file
+    descriptor per tensor); otherwise (texts: a list of small tensors per split, which would cost one shared
+    segment each) the splits travel pickled."""
+
+    shared: TaskData | None = None
+    pickled: bytes | None = None
+
+    @classmethod
+    def of(cls, data: TaskData) -> TaskDataParcel:
+        parts = data.data.values()
+        if all(isinstance(e.rows, torch.Tensor) and isinstance(e.labels, torch.Tensor) for e in parts):
+            for e in parts:
+                e.rows.share_memory_()
+                e.labels.share_memory_()
+            return cls(shared=data)
+        return cls(pickled=pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def open(self) -> TaskData:
+        if self.shared is not None:
+            return self.shared
+        assert self.pickled is not None
+        return pickle.loads(self.pickled)
+
+
+@dataclass(frozen=True)
 class ServeSpec:
     """What a worker rebuilds: the bench's settings, the cell, the operating point the bench chose, and the task's
     encoded data (pickled once per task by the bench; the worker never reads the data sets itself)."""
@@ -61,7 +88,7 @@ class ServeSpec:
     exit: str
     role: str
     threshold: float | None
-    task_data: bytes
+    task_data: TaskDataParcel
     imports: tuple[str, ...] = ()  # modules that register the task (a task registered outside this package)
 
 
@@ -74,7 +101,7 @@ def build_served(spec: ServeSpec) -> Served:
     # the worker computes nothing the row reports: a fixed threshold arrives as the operating point itself
     settings = dataclasses.replace(spec.settings, threshold=None, quiet=True, force=True)
     ctx = BenchContext(settings)
-    ctx.adopt_task_data(spec.task, pickle.loads(spec.task_data))
+    ctx.adopt_task_data(spec.task, spec.task_data.open())
     if spec.role == REFERENCE:
         module, call = ctx.mainnet(spec.task)[0], mainnet_forward
     else:
@@ -161,7 +188,7 @@ class TimingWorkers:
 
     def __init__(self, ctx: BenchContext) -> None:
         self.ctx = ctx
-        self._data: dict[str, bytes] = {}
+        self._data: dict[str, TaskDataParcel] = {}
         self._slices: dict[tuple[str, int], list[list[Any]]] = {}
         self._references: dict[tuple[str, int], list[Worker]] = {}
 
@@ -169,10 +196,10 @@ class TimingWorkers:
         """Worker pairs a cell uses: as asked, but no more than it has slices (each pair times whole slices)."""
         return max(1, min(self.ctx.settings.worker_pairs, n_slices))
 
-    def task_data(self, task: str) -> bytes:
+    def task_data(self, task: str) -> TaskDataParcel:
         if task not in self._data:
             self.ctx.mainnet(task)  # loads (or trains) the MainNet and the data, in the bench process
-            self._data[task] = pickle.dumps(self.ctx.task_data(task), protocol=pickle.HIGHEST_PROTOCOL)
+            self._data[task] = TaskDataParcel.of(self.ctx.task_data(task))
         return self._data[task]
 
     def spec(self, task: str, chain: str, exit_spec: str, role: str, threshold: float | None) -> ServeSpec:

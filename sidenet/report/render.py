@@ -197,6 +197,7 @@ def _environment(results: dict[str, Any]) -> list[str]:
         ("device", device),
         ("MainNet training precision", pick("train_precision", info.get("train_precision"))),
         ("timing protocol", pick("timing_protocol", info.get("timing_protocol"))),
+        ("largest reference drift", _drift_text(results.get("benchmarks") or [])),
         ("python", pick("python", machine.get("python_version"))),
     ]
     names = [k for k in versions if k != "sidenet-bench"] or ["torch", "torchvision", "transformers"]
@@ -204,6 +205,15 @@ def _environment(results: dict[str, Any]) -> list[str]:
     if versions.get("sidenet-bench"):
         items.append(("sidenet-bench", str(versions["sidenet-bench"])))
     return ["## Environment", "", *(f"- **{k}:** {v if k == 'machine' else md_escape(v)}" for k, v in items), ""]
+
+
+def _drift_text(rows: list[dict[str, Any]]) -> str:
+    """The largest drift of a row's fp32 reference from its reference cell's, for the environment line."""
+    drift = largest_drift(rows)
+    if drift is None:
+        return DASH
+    mark = f" {NOISY_MARK}" if abs(drift.value - 1) > drift.band else ""
+    return f"{drift.value:.3f}× (band ±{drift.band:.0%}; see Timing checks){mark}"
 
 
 def with_timing_flags(results: dict[str, Any]) -> dict[str, Any]:
