@@ -380,7 +380,7 @@ class _LoadProbe:
 
     def __init__(self, workers: list[Worker]) -> None:
         self.workers = workers
-        self.rounds = [len(w.cpu) for w in workers]
+        self.cpu = [w.cpu_total for w in workers]
         self.busy = cpu_busy_seconds()
         self.own = own_cpu_seconds()
         self.wall = time.perf_counter()
@@ -389,7 +389,7 @@ class _LoadProbe:
         wall = time.perf_counter() - self.wall
         busy = cpu_busy_seconds()
         ours = own_cpu_seconds() - self.own
-        ours += sum(sum(w.cpu[n:]) for w, n in zip(self.workers, self.rounds, strict=True))
+        ours += sum(w.cpu_total - before for w, before in zip(self.workers, self.cpu, strict=True))
         cores = os.cpu_count() or 1
         other = None if busy is None or self.busy is None else max(0.0, busy - self.busy - ours)
         return {

@@ -247,6 +247,7 @@ class Worker:
         self.facts: dict[str, Any] | None = None
         self.rounds: list[float] = []  # every timed round this worker ran (seconds)
         self.cpu: list[float] = []  # its own CPU seconds in each of them
+        self.cpu_total = 0.0  # its own CPU seconds in every run it was asked for, warm-ups included
 
     def ready(self) -> dict[str, Any]:
         """Wait for the build; the worker's facts (pid, ppid, threads, build seconds)."""
@@ -265,13 +266,15 @@ class Worker:
 
     def warm(self, k: int) -> None:
         """Run slice ``k`` once, untimed (warm-up)."""
-        self.call("run", k)
+        _, cpu = self.call("run", k)
+        self.cpu_total += float(cpu)
 
     def run(self, k: int) -> float:
         """Time slice ``k`` in the worker; its seconds (also kept in :attr:`rounds`)."""
         seconds, cpu = self.call("run", k)
         self.rounds.append(float(seconds))
         self.cpu.append(float(cpu))
+        self.cpu_total += float(cpu)
         return float(seconds)
 
     def _reply(self, timeout: float, expect: str) -> tuple[str, Any]:
