@@ -106,13 +106,13 @@ def row_flags(rows: list[dict[str, Any]]) -> list[list[Flag]]:
         aa = _median((ref or {}).get("aa_paired_ratios"))
         if aa is not None and not AA_BAND[0] <= aa <= AA_BAND[1]:
             flags.append(
-                Flag("aa-out-of-band", f"A/A of this task and batch size {aa:.2f}, outside {AA_BAND[0]}-{AA_BAND[1]}")
+                Flag("aa-out-of-band", f"A/A of this task and batch size {aa:.3f}, outside {AA_BAND[0]}-{AA_BAND[1]}")
             )
         drift = reference_drift(info, ref)
         if drift is not None and abs(drift - 1) > band:
             flags.append(
                 Flag(
-                    "reference-drift", f"its fp32 reference ran at {drift:.2f}× the reference cell's (band ±{band:.0%})"
+                    "reference-drift", f"its fp32 reference ran at {drift:.3f}× the reference cell's (band ±{band:.0%})"
                 )
             )
         share = _num((info.get("machine_load") or {}).get("other_cpu_share"))
