@@ -1,5 +1,6 @@
-"""How a cell is timed (timing protocol 4): slices of the timing set, each run in two rounds around one fp32
-MainNet round (A B A), so every ratio is taken between rounds adjacent in time on the same inputs.
+"""How a cell is timed (timing protocols 4 and 5): slices of the timing set, each run in two rounds around one fp32
+MainNet round (A B A), so every ratio is taken between rounds adjacent in time on the same inputs. Protocol 5 runs
+the rounds in worker processes (:func:`timed_in_workers`, :mod:`sidenet.cells`).
 
 Why slices: protocol 3 ran the whole timing set (192 inputs) in every round and one MainNet round beside each
 round: 9 + 9 passes over 192 inputs per cell, two thirds of a warm default run. Here the cell's timing set is
@@ -101,72 +102,10 @@ def deal(
     return out
 
 
-def runner(
-    fn: Callable[[Any], Any], slices: Sequence[Sequence[Any]], sync: Callable[[], None]
-) -> Callable[[int], None]:
-    """``run(k)``: ``fn`` over every batch of slice ``k`` (mod the slice count), under inference mode, then sync
-    (CUDA: the clock stops after the device finished)."""
-
-    def run(k: int) -> None:
-        with torch.inference_mode():
-            for b in slices[k % len(slices)]:
-                fn(b)
-        sync()
-
-    return run
-
-
 def time_once(fn: Callable[[], None]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def timed_paired(
-    benchmark: Any,
-    run: Callable[[int], None],
-    run_baseline: Callable[[int], None],
-    rounds: int,
-    info: dict[str, Any],
-    warm: bool = True,
-    before_timing: Callable[[], None] | None = None,
-) -> None:
-    """Time ``run`` with pytest-benchmark's ``pedantic``, one fp32 MainNet round (``run_baseline``) per two rounds.
-
-    Round ``r`` runs slice ``r // 2``; after every even round the MainNet runs the same slice (pedantic's untimed
-    ``teardown``), so the order is A₀ B₀ A₁ | A₂ B₁ A₃ | …: ratio ``2k`` has the MainNet right after the row's round,
-    ratio ``2k+1`` right before it, both on slice k. ``paired_speedup`` = per-round (MainNet time / row time): robust
-    to drift and background load. For the fp32 MainNet's own cell the same protocol pairs it with itself
-    (``aa_paired_ratios``): ratios that should be 1, whose spread is the noise floor of every paired speedup beside it.
-    ``warm``: run slice 0 once first (outside any timing); False when the caller has just warmed ``run``.
-    An odd ``rounds`` is rounded up to even: every slice has its MainNet round once after and once before a row round.
-    """
-    rounds += rounds % 2
-    if warm:
-        run(0)
-    run_baseline(0)
-    if before_timing is not None:
-        before_timing()
-    base_times: list[float] = []
-    started = 0
-
-    def target() -> None:
-        run(started // 2)
-
-    def after() -> None:
-        nonlocal started
-        if started % 2 == 0:  # the first round of slice k just ended: its MainNet round, on slice k
-            k = started // 2
-            base_times.append(time_once(lambda: run_baseline(k)))
-        started += 1
-
-    benchmark.pedantic(target, teardown=after, rounds=rounds, warmup_rounds=0, iterations=1)
-    data = getattr(getattr(benchmark, "stats", None), "stats", None)
-    times = list(getattr(data, "data", []) or [])
-    paired = [base_times[i // 2] for i in range(len(times))] if len(base_times) * 2 >= len(times) else []
-    info["paired_speedup"] = [m / c for m, c in zip(paired, times, strict=True) if c > 0]
-    info["paired_mainnet_median_s"] = statistics.median(base_times) if base_times else None
-    info["pairing"] = PAIRING
 
 
 class WorkerClock:
@@ -267,10 +206,8 @@ __all__ = [
     "WorkerClock",
     "deal",
     "plan_slices",
-    "runner",
     "stratified_order",
     "time_once",
     "timed_in_workers",
-    "timed_paired",
     "worker_schedule",
 ]

@@ -1,52 +1,81 @@
-"""Timing protocol 4 (sidenet.timing): slices, the A B A pairing around one shared MainNet round, slice sizing."""
+"""Timing (sidenet.timing): slices, the A B A pairing around one MainNet round per slice, slice sizing."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sidenet.timing import deal, plan_slices, stratified_order, timed_paired
+from sidenet.timing import deal, plan_slices, stratified_order, timed_in_workers
 
 
-def test_each_slice_runs_twice_around_one_mainnet_round(benchmark) -> None:
-    """Protocol 4: slice k runs in rounds 2k and 2k+1 with one fp32 MainNet round on the same slice between them
-    (A B A), so one ratio has the MainNet right after the row's round and one right before — a cost of going
-    first cannot bias every speedup one way — and each ratio divides by the MainNet round adjacent in time."""
+class _Fake:
+    """An in-process stand-in for a timing worker: records what it ran, returns set durations."""
+
+    def __init__(self, name: str, events: list[str], durations: list[float] | None = None) -> None:
+        self.name, self.events, self.durations, self.rounds = name, events, list(durations or []), []
+
+    def warm(self, k: int) -> None:
+        self.events.append(f"warm-{self.name}{k}")
+
+    def run(self, k: int) -> float:
+        self.events.append(f"{self.name}{k}")
+        seconds = self.durations.pop(0) if self.durations else 1.0
+        self.rounds.append(seconds)
+        return seconds
+
+
+class _Benchmark:
+    def __init__(self) -> None:
+        self._timer = None
+        self.times: list[float] = []
+
+    def pedantic(self, target, teardown, rounds, warmup_rounds, iterations) -> None:
+        for _ in range(rounds):
+            start = self._timer()
+            target()
+            self.times.append(self._timer() - start)
+            teardown()
+
+
+def test_each_slice_runs_twice_around_one_mainnet_round() -> None:
+    """Slice k runs in rounds 2k and 2k+1 with one fp32 MainNet round on the same slice between them (A B A), so
+    one ratio has the MainNet right after the row's round and one right before — a cost of going first cannot bias
+    every speedup one way — and each ratio divides by the MainNet round adjacent in time."""
     events: list[str] = []
     info: dict[str, object] = {}
-    timed_paired(benchmark, lambda k: events.append(f"row{k}"), lambda k: events.append(f"main{k}"), 6, info)
-    assert events[:2] == ["row0", "main0"]  # warm-up, untimed
+    pairs = [(_Fake("row", events), _Fake("main", events))]
+    timed_in_workers(_Benchmark(), pairs, 6, info)
+    assert events[:2] == ["warm-row0", "warm-main0"]  # warm-up, untimed
     assert events[2:] == ["row0", "main0", "row0", "row1", "main1", "row1", "row2", "main2", "row2"]
     assert len(info["paired_speedup"]) == 6 and info["pairing"] == "aba"
 
 
-def test_each_ratio_divides_by_its_own_slices_mainnet_round(benchmark, monkeypatch) -> None:
-    """The k-th MainNet time pairs with rounds 2k and 2k+1 only (checked with a fake clock)."""
-    import sidenet.timing as timing
-
-    clock = {"t": 0.0}
-    durations = {"row": [1.0, 2.0, 3.0, 4.0], "main": [10.0, 30.0, 50.0]}
-
-    def run(kind: str) -> None:
-        clock["t"] += durations[kind].pop(0) if durations[kind] else 0.0
-
-    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock["t"])
+def test_each_ratio_divides_by_its_own_slices_mainnet_round() -> None:
+    """The k-th MainNet time pairs with rounds 2k and 2k+1 only; pytest-benchmark records the workers' times."""
+    events: list[str] = []
+    row, main = _Fake("row", events, [1.0, 2.0, 3.0, 4.0]), _Fake("main", events, [30.0, 50.0])
     info: dict[str, object] = {}
-    benchmark._timer = lambda: clock["t"]  # pytest-benchmark times the rows with the same fake clock
-    timing.timed_paired(benchmark, lambda k: run("row"), lambda k: run("main"), 4, info, warm=False)
-    # the warm-up MainNet round took 10.0, slice 0's 30.0, slice 1's 50.0
+    bench = _Benchmark()
+    per_pair = timed_in_workers(bench, [(row, main)], 4, info)
     assert info["paired_speedup"] == [30.0 / 1.0, 30.0 / 2.0, 50.0 / 3.0, 50.0 / 4.0]
     assert info["paired_mainnet_median_s"] == 40.0
+    assert bench.times == [1.0, 2.0, 3.0, 4.0]
+    assert per_pair == [
+        {
+            "slices": [0, 1],
+            "round_s": [1.0, 2.0, 3.0, 4.0],
+            "reference_s": [30.0, 50.0],
+            "paired_speedup": info["paired_speedup"],
+            "reference_median_s": 40.0,
+        }
+    ]
 
 
-def test_an_odd_round_count_is_rounded_up_so_each_slice_has_both_orders(benchmark) -> None:
+def test_an_odd_round_count_is_rounded_up_so_each_slice_has_both_orders() -> None:
     events: list[str] = []
     info: dict[str, object] = {}
-    timed_paired(
-        benchmark, lambda k: events.append(f"row{k}"), lambda k: events.append(f"main{k}"), 3, info, warm=False
-    )
-    assert events[0] == "main0"  # the MainNet's warm-up (the caller warmed the row)
-    assert events[1:] == ["row0", "main0", "row0", "row1", "main1", "row1"]
+    timed_in_workers(_Benchmark(), [(_Fake("row", events), _Fake("main", events))], 3, info)
+    assert events[2:] == ["row0", "main0", "row0", "row1", "main1", "row1"]
     assert len(info["paired_speedup"]) == 4
 
 

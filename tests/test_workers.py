@@ -4,6 +4,7 @@ bench's, in A B A order across the variant and reference processes; a worker tha
 from __future__ import annotations
 
 import os
+import statistics
 
 import pytest
 import worker_builds
@@ -68,8 +69,8 @@ def test_a_worker_asked_to_train_refuses_in_one_line():
 
 
 def test_rounds_alternate_a_b_a_across_the_two_processes(sleepers):
-    variants = [sleepers(0.002, f"v{j}") for j in range(2)]
-    references = [sleepers(0.004, f"r{j}") for j in range(2)]
+    variants = [sleepers(0.01, f"v{j}") for j in range(2)]
+    references = [sleepers(0.02, f"r{j}") for j in range(2)]
     for w in variants + references:
         w.call("slices", [[0], [0], [0], [0]])  # four slices of one batch
     bench = _Benchmark()
@@ -89,8 +90,8 @@ def test_rounds_alternate_a_b_a_across_the_two_processes(sleepers):
     assert all(len(p["round_s"]) == 4 and len(p["reference_s"]) == 2 for p in per_pair)
     # what pytest-benchmark recorded is what the workers measured, not the pipe's round trip
     assert bench.durations == per_pair[0]["round_s"] + per_pair[1]["round_s"]
-    assert all(0.002 <= d < 0.05 for d in bench.durations)
-    assert len(info["paired_speedup"]) == 8 and all(1.2 < r < 3 for r in info["paired_speedup"])
+    assert all(0.01 <= d < 1.0 for d in bench.durations)
+    assert len(info["paired_speedup"]) == 8 and 1.3 < statistics.median(info["paired_speedup"]) < 3
 
 
 def test_worker_schedule_gives_each_pair_whole_slices():
