@@ -128,7 +128,7 @@ def test_cell_key_changes_with_what_changes_the_numbers():
     assert key != cell_key(base, "tiny-resnet", "none", "none", 2)
     assert key != cell_key(base, "tiny-bert", "none", "none", 1)
     assert key != cell_key(base, "tiny-resnet", "none", "sidenet", 1)
-    for changed in (_settings(threads=2), _settings(rounds=4), _settings(timing_samples=9)):
+    for changed in (_settings(threads=2), _settings(rounds=4), _settings(timing_samples=9), _settings(worker_pairs=1)):
         assert key != cell_key(changed, "tiny-resnet", "none", "none", 1)
     # the threshold choice only changes the `sidenet` cell, never the MainNet or the no-exit overhead
     for choice in (_settings(target_loss_pt=2.0), _settings(threshold=0.8)):
@@ -307,7 +307,7 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
     cmd = [
         sys.executable, "-m", "pytest", "bench/", "--benchmark-only", "-p", "no:cacheprovider",
         "--bench-task", "tiny-resnet", "--bench-task", "tiny-bert", "--bench-batch-size", "1",
-        "--bench-batch-size", "8", "--bench-rounds", "2", "--bench-timing-samples", "16", "--bench-threads", "1",
+        "--bench-batch-size", "8", "--bench-rounds", "4", "--bench-timing-samples", "16", "--bench-threads", "1",
         "--bench-min-round-ms", "0",
         "--bench-out", str(out), "--bench-name", "ci", f"--benchmark-json={tmp_path / 'pb.json'}",
         "--bench-chain", "none", "--bench-chain", "int8",
@@ -333,7 +333,7 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
         assert info["dtype"] == ("int8" if info["chain"] == "int8" else "fp32")
         if info["chain"] == "int8":  # int8 FLOPs are counted like fp32 ones; the chain is paired with fp32 too
             assert [s["compressor"] for s in info["compression"]] == ["int8"]
-            assert len(info["paired_speedup"]) == 2
+            assert len(info["paired_speedup"]) == 4
             if info["exit"] == "none":
                 assert info["flops_per_sample"] == pytest.approx(info["mainnet_flops_per_sample"], rel=1e-6)
     rows = [b for b in rows if b["extra_info"]["chain"] == "none"]
@@ -347,14 +347,23 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
         assert info["machine_id"] == MachineFingerprint.from_dict(info["machine"]).id
         assert info["timing_protocol"] == TIMING_PROTOCOL and info["train_precision"] in ("fp32", "bf16")
         assert {"onnxruntime", "torchao", "torch-pruning"} <= set(info["versions"])
-        assert info["timing_samples"] == 16 and info["timing_slices"] == 1  # 2 rounds: one slice, timed twice
-        assert b["stats"]["rounds"] == 2
+        assert info["timing_samples"] == 8 and info["timing_slices"] == 2  # 4 rounds: two slices, each timed twice
+        assert b["stats"]["rounds"] == 4
+        # timed in two worker pairs (one slice each), never in this bench process, by workers that trained nothing
+        workers = info["workers"]
+        pids = {p["variant_pid"] for p in workers["pairs"]} | {p["reference_pid"] for p in workers["pairs"]}
+        assert len(workers["pairs"]) == 2 and len(pids) == 4 and workers["bench_pid"] not in pids
+        assert all(p["variant_parent_pid"] != workers["bench_pid"] for p in workers["pairs"])  # forkserver children
+        assert [p["slices"] for p in workers["pairs"]] == [[0], [1]]
+        assert all(len(p["round_s"]) == 2 and len(p["reference_s"]) == 1 for p in workers["pairs"])
+        assert workers["trained_in_worker"] is False and workers["prediction_agreement"] >= 0.99
+        assert 0 <= info["machine_load"]["other_cpu_share"] <= 1
         if info["exit"] == "sidenet-noexit":
             assert info["exit_rate"] == 0.0
         if info["exit"] == "none":  # the fp32 MainNet paired with itself: an A/A noise floor, not a speedup
-            assert len(info["aa_paired_ratios"]) == 2 and "paired_speedup" not in info
+            assert len(info["aa_paired_ratios"]) == 4 and "paired_speedup" not in info
         if info["exit"] != "none":
-            assert len(info["paired_speedup"]) == 2 and info["pairing"] == "aba"
+            assert len(info["paired_speedup"]) == 4 and info["pairing"] == "aba"
         if info["exit"] in ("sidenet", "sidenet-noexit"):
             # the SideNet adds FLOPs on top of the MainNet only for rows that do not exit
             assert info["flops_breakdown"]["head_side"] > 0
