@@ -14,8 +14,10 @@ A pair's variant and reference alternate A B A on each slice (:func:`sidenet.tim
 cell's slices are shared out over ``worker_pairs`` pairs started independently, so the spread of a row includes
 process-to-process variance (pyperf's lesson: values from one process understate run-to-run variance).
 
-Before timing, the variant worker's predictions on the first slice are compared with the bench's own run of the
-same model or cascade: a worker that rebuilt something else fails the cell instead of timing it.
+A worker serves a fresh deep copy of what it built, so its first call is its warm-up at the cell's batch size: an
+int8 convolution runs fast only at the first input shape it saw (:func:`fresh_copy`). Before timing, the variant
+worker's predictions on the first slice are compared with the bench's own run of the same model or cascade: a worker
+that rebuilt something else fails the cell instead of timing it.
 """
 
 from __future__ import annotations
@@ -261,7 +263,7 @@ class TimingWorkers:
 
     def variants(self, spec: ServeSpec, label: str, n: int) -> list[Worker]:
         """``n`` fresh variant workers for one cell (never reused for another cell, not even the same variant at
-        another batch size: an int8 conv runs fast only at the first input shape it saw, module docstring)."""
+        another batch size: an int8 conv runs fast only at the first input shape it saw, :func:`fresh_copy`)."""
         workers = [self._start(spec, f"{label} #{j}") for j in range(n)]
         try:
             for w in workers:
