@@ -74,7 +74,9 @@ test accuracy, exit rate and FLOPs are then measured on the test split (never tu
 - **Δ acc** is in percentage points vs the fp32 uncompressed MainNet (chain `none`, exit `none`) of the \
 same task and device; a compressed chain's MainNet row shows its own accuracy cost.
 - **Latency/sample** = median round time / samples per round (`timing_samples`; one batch when not \
-recorded). Timing protocol 4 cuts each cell's timing set into slices (`timing_slices`), each run in two rounds; \
+recorded). Timing protocols 4 and 5 cut each cell's timing set into slices (`timing_slices`), each run in two rounds; \
+protocol 5 runs every round in clean worker processes (a fresh variant worker per cell and worker pair, the fp32 \
+MainNet in reference workers shared by the cells of a task and batch size; see *Timing checks*); \
 the same slices serve every row of a task and batch size, so paired ratios compare the same inputs. \
 ±x% is the IQR of the round times relative to their median (protocol 4: of each round relative to the mean of \
 its slice's two rounds, so slices that cost more — another exit mix, longer texts — do not read as noise); rows \
