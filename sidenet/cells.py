@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from sidenet.chain import NONE
-from sidenet.harness import BenchContext, BenchSettings, _row_sizes, run_cell_info, uses_legacy_path
+from sidenet.harness import BenchContext, BenchSettings, run_cell_info, uses_legacy_path
 from sidenet.pipeline import TaskData, mainnet_forward
 from sidenet.row_record import check_row
 from sidenet.split import batch_size_of
@@ -184,6 +184,13 @@ def component_latency(p: Any, batches: Sequence[Any], sync: Callable[[], None], 
     return {"head_side": hs / n, "rest": rs / n}
 
 
+def row_sizes(encoded_rows: Any, rows: torch.Tensor) -> torch.Tensor:
+    """What a row costs the MainNet, relatively: a text's token count; 1 for an image (fixed size)."""
+    if isinstance(encoded_rows, torch.Tensor):
+        return torch.ones(len(rows), dtype=torch.long)
+    return torch.tensor([len(encoded_rows[int(i)]) for i in rows], dtype=torch.long)
+
+
 class TimingWorkers:
     """The bench process's side: the timing slices of each task and batch size, their reference workers (started
     once, closed at the end of the session) and a fresh variant worker pair per cell."""
@@ -257,7 +264,7 @@ class TimingWorkers:
                 per_row = float(reference.call("seconds_per_row", probe))
             plan = plan_slices(s.timing_samples, s.rounds, batch_size, len(pool), per_row, s.min_round_ms / 1000)
             rows = pool[: plan.total]
-            parts = deal(rows, test.labels[rows], _row_sizes(test.rows, rows), plan.slices)
+            parts = deal(rows, test.labels[rows], row_sizes(test.rows, rows), plan.slices)
             self._slices[key] = [[b for b, _ in t.batches(test, batch_size, idx=part)] for part in parts]
         return self._slices[key]
 

@@ -414,17 +414,6 @@ class BenchContext:
             _, (_, close) = self._extensions.popitem()
             close()
 
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-
-def _row_sizes(encoded_rows: Any, rows: torch.Tensor) -> torch.Tensor:
-    """What a row costs the MainNet, relatively: a text's token count; 1 for an image (fixed size)."""
-    if isinstance(encoded_rows, torch.Tensor):
-        return torch.ones(len(rows), dtype=torch.long)
-    return torch.tensor([len(encoded_rows[int(i)]) for i in rows], dtype=torch.long)
-
 
 def task_profile(task: Any, profile: str, mainnet_accuracy: float) -> dict[str, Any]:
     """What the run's profile traded for time on this task, and whether its fp32 MainNet reached the task's floor."""

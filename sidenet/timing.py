@@ -126,8 +126,6 @@ class WorkerClock:
 class RoundWorker(Protocol):
     """What :func:`timed_in_workers` needs of a worker (:class:`sidenet.workers.Worker`)."""
 
-    rounds: list[float]
-
     def warm(self, k: int) -> None: ...
 
     def run(self, k: int) -> float: ...

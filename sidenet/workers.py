@@ -247,8 +247,6 @@ class Worker:
         self.process.start()
         child.close()
         self.facts: dict[str, Any] | None = None
-        self.rounds: list[float] = []  # every timed round this worker ran (seconds)
-        self.cpu: list[float] = []  # its own CPU seconds in each of them
         self.cpu_total = 0.0  # its own CPU seconds in every run it was asked for, warm-ups included
 
     def ready(self) -> dict[str, Any]:
@@ -272,10 +270,8 @@ class Worker:
         self.cpu_total += float(cpu)
 
     def run(self, k: int) -> float:
-        """Time slice ``k`` in the worker; its seconds (also kept in :attr:`rounds`)."""
+        """Time slice ``k`` in the worker; its seconds."""
         seconds, cpu = self.call("run", k)
-        self.rounds.append(float(seconds))
-        self.cpu.append(float(cpu))
         self.cpu_total += float(cpu)
         return float(seconds)
 

@@ -12,16 +12,14 @@ class _Fake:
     """An in-process stand-in for a timing worker: records what it ran, returns set durations."""
 
     def __init__(self, name: str, events: list[str], durations: list[float] | None = None) -> None:
-        self.name, self.events, self.durations, self.rounds = name, events, list(durations or []), []
+        self.name, self.events, self.durations = name, events, list(durations or [])
 
     def warm(self, k: int) -> None:
         self.events.append(f"warm-{self.name}{k}")
 
     def run(self, k: int) -> float:
         self.events.append(f"{self.name}{k}")
-        seconds = self.durations.pop(0) if self.durations else 1.0
-        self.rounds.append(seconds)
-        return seconds
+        return self.durations.pop(0) if self.durations else 1.0
 
 
 class _Benchmark:
