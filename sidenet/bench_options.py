@@ -130,6 +130,14 @@ BENCH_OPTIONS: tuple[BenchOption, ...] = (
         default=2,
         metavar="N",
     ),
+    BenchOption(
+        "fresh_workers",
+        "fresh-workers",
+        "start a new worker pair for every cell (default: a pair serves every cell of one task and chain, each "
+        "from a fresh copy of what it built): the strictest isolation, minutes slower",
+        switch=True,
+        default=False,
+    ),
     BenchOption("device", "device", "device to time on (default cpu)", default="cpu", choices=("cpu", "cuda")),
     BenchOption("out", "out", "directory for results/<name>.json and <name>.md (default reports)", default="reports"),
     BenchOption(
@@ -215,6 +223,7 @@ def resolve(values: dict[str, Any], command: str, cuda_missing: bool = False) ->
         threads=(os.cpu_count() or 1) if threads is None else threads,  # 0 is an error, not "all cores"
         out=Path(values.get("out") or "reports"),
         force=bool(values.get("force")),
+        fresh_workers=bool(values.get("fresh_workers")),
         quiet=bool(values.get("quiet")) or quiet_from_env(),
         device="cpu" if cuda_missing else (values.get("device") or "cpu"),
         command=command,
@@ -241,6 +250,7 @@ def pytest_args(settings: Any, quiet: bool) -> list[str]:
         "rounds": settings.rounds,
         "min_round_ms": settings.min_round_ms,
         "worker_pairs": settings.worker_pairs,
+        "fresh_workers": settings.fresh_workers,
         "device": settings.device,
         "out": settings.out.resolve(),
         "name": settings.name,

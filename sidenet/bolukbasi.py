@@ -273,7 +273,16 @@ class LearnedExit(ExitSystemConfig):
         candidates, choose, fit_s = _learned_parts(ctx, staged, list(heads), self.tradeoff, int(self.fit_rows), key)
         identity = {"system": self.to_dict(), **key, "policies": [p.identity() for p in candidates]}
         params = _n_params(heads)
-        return BuiltSystem(staged, list(heads), candidates[0], identity, seconds + fit_s, params, choose=choose)
+        return BuiltSystem(
+            staged,
+            list(heads),
+            candidates[0],
+            identity,
+            seconds + fit_s,
+            params,
+            choose=choose,
+            candidates=tuple(candidates),
+        )
 
 
 class TwoNetworks(StagedModel):
@@ -343,4 +352,6 @@ class NetworkCascade(ExitSystemConfig):
         candidates, choose, fit_s = _learned_parts(ctx, staged, heads, self.tradeoff, int(self.fit_rows), key)
         identity = {"system": self.to_dict(), **key, "policies": [p.identity() for p in candidates]}
         params = sum(p.numel() for p in small.parameters())
-        return BuiltSystem(staged, heads, candidates[0], identity, fit_s, params, choose=choose)
+        return BuiltSystem(
+            staged, heads, candidates[0], identity, fit_s, params, choose=choose, candidates=tuple(candidates)
+        )

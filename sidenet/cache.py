@@ -294,6 +294,23 @@ def load_into(module: nn.Module, key: str) -> dict[str, Any] | None:
     return None if hit is None else hit[1]
 
 
+def load_module(
+    key: str, make: Callable[[dict[str, tuple[int, ...]]], nn.Module]
+) -> tuple[nn.Module, dict[str, Any]] | None:
+    """``(module, metadata)``: ``make(shapes)`` (the entry's tensor shapes by name) builds the module its verified
+    weights are then loaded into, strictly; None if absent or unusable (as :func:`load_into`). For models whose
+    architecture the weights themselves describe (a pruned network's layer widths). ``make`` must not fail on
+    shapes it cannot build: a failure counts as an unusable entry."""
+
+    def read(data: bytes) -> nn.Module:
+        tensors = load(data)
+        module = make({name: tuple(t.shape) for name, t in tensors.items()})
+        _load_state(module, tensors)
+        return module
+
+    return _load(key, "module", read)
+
+
 def store(module: nn.Module, key: str, meta: dict[str, Any]) -> None:
     """Save a module's weights, then metadata."""
     _store(key, "module", lambda path: save_model(module, str(path)), meta)

@@ -1,11 +1,15 @@
-"""One benchmark cell, timed in clean worker processes (timing protocol 5).
+"""One benchmark cell, timed in clean worker processes (timing protocol 6).
 
 The bench process trains, compresses, traces and selects (everything ends in cached artifacts and the numbers of
 the row); it never times. Each cell's rounds run in worker processes (:mod:`sidenet.workers`) that rebuild what
 they time from the cache and refuse to train:
 
-* a **variant worker** per cell and worker pair: the cell's MainNet (after its chain) or its cascade at the
-  operating point the bench selected;
+* a **variant worker** per worker pair, started for the first cell of a task and chain and then asked to serve
+  each next cell of that chain (every exit system, every batch size): the cell's MainNet (after its chain) or its
+  cascade at the operating point the bench selected (handed over: the worker does not select again). What it
+  times is always a fresh deep copy, whose first call is the cell's warm-up; the chain's compressed MainNet is
+  built once per worker. ``fresh_workers`` starts a new pair for every cell instead (strictest, minutes
+  slower);
 * a **reference worker** per task, batch size and worker pair: the task's fp32 MainNet, the paired reference of
   every cell of that task and batch size. It only ever runs that one model, so it is the same reference for every
   cell (the bench checks that: :mod:`sidenet.timing_checks`).
@@ -37,7 +41,7 @@ import torch
 
 from sidenet.chain import NONE
 from sidenet.harness import BenchContext, BenchSettings, run_cell_info, uses_legacy_path
-from sidenet.pipeline import TaskData, mainnet_forward
+from sidenet.pipeline import OperatingPoint, TaskData, mainnet_forward
 from sidenet.row_record import check_row
 from sidenet.split import batch_size_of
 from sidenet.store import pause_for_tests
@@ -91,23 +95,22 @@ class ServeSpec:
     role: str
     threshold: float | None
     task_data: TaskDataParcel
+    point: OperatingPoint | None = None  # an exit system's operating point, as the bench selected it
     imports: tuple[str, ...] = ()  # modules that register the task (a task registered outside this package)
 
 
 def build_served(spec: ServeSpec) -> Served:
     """In the worker: rebuild what ``spec`` times through the bench's own code path, from the cache (anything that
     would train raises, :func:`sidenet.workers.refuse_training`), then serve a fresh deep copy of it (below).
-    Runs in the worker process only."""
+    A worker asked to serve another spec of the same session builds in the same context (its MainNet and the
+    chain's compressed model are not rebuilt), and again serves a fresh copy. Runs in the worker process only."""
     for module in spec.imports:
         importlib.import_module(module)
-    # the worker computes nothing the row reports: a fixed threshold arrives as the operating point itself
-    settings = dataclasses.replace(spec.settings, threshold=None, quiet=True, force=True)
-    ctx = BenchContext(settings)
-    ctx.adopt_task_data(spec.task, spec.task_data.open())
+    ctx = _worker_context(spec)
     if spec.role == REFERENCE:
         module, call = ctx.mainnet(spec.task)[0], mainnet_forward
     else:
-        module, call = runnable_for(ctx, spec.task, spec.chain, spec.exit, spec.threshold)
+        module, call = runnable_for(ctx, spec.task, spec.chain, spec.exit, spec.threshold, spec.point)
     module, fresh = fresh_copy(module)
     served = Served(
         run=lambda b: call(module, b), check=_argmax(lambda b: call(module, b)), facts={"fresh_copy": fresh}
@@ -115,6 +118,20 @@ def build_served(spec: ServeSpec) -> Served:
     if spec.exit == "sidenet" and spec.role == VARIANT:  # head+SideNet and rest of the very cascade it times
         served.extra["component_latency"] = lambda slices, sync: component_latency(module, slices[0], sync)
     return served
+
+
+_WORKER_CONTEXTS: dict[BenchSettings, BenchContext] = {}  # in a worker process: its session's context
+
+
+def _worker_context(spec: ServeSpec) -> BenchContext:
+    # the worker computes nothing the row reports: a fixed threshold arrives as the operating point itself
+    settings = dataclasses.replace(spec.settings, threshold=None, quiet=True, force=True)
+    ctx = _WORKER_CONTEXTS.get(settings)
+    if ctx is None:
+        ctx = _WORKER_CONTEXTS[settings] = BenchContext(settings)
+    if not ctx.has_task_data(spec.task):
+        ctx.adopt_task_data(spec.task, spec.task_data.open())
+    return ctx
 
 
 def fresh_copy(module: Any) -> tuple[Any, bool]:
@@ -143,17 +160,32 @@ def _argmax(fn: Callable[[Any], Any]) -> Callable[[Any], list[int]]:
 
 
 def runnable_for(
-    ctx: BenchContext, task: str, chain: str, exit_spec: str, threshold: float | None
+    ctx: BenchContext,
+    task: str,
+    chain: str,
+    exit_spec: str,
+    threshold: float | None,
+    point: OperatingPoint | None = None,
 ) -> tuple[Any, Callable[[Any, Any], Any]]:
     """(module, call) of what a cell times: ``call(module, batch)`` runs the chain's MainNet alone, the SideNet
-    cascade at ``threshold``, or an exit system's cascade at the thresholds selected on validation. The bench and
-    its workers build it the same way."""
-    p = ctx.prepared(task, chain)
+    cascade at ``threshold``, or an exit system's cascade at the operating point selected on validation. The bench
+    and its workers build it the same way; a worker is handed the bench's ``point`` and only builds the parts
+    (selecting again would cost it seconds per cell and could only repeat the bench's choice)."""
     if exit_spec == "none":
-        return p.mainnet, mainnet_forward
+        return ctx.compressed(task, chain).model, mainnet_forward
     if uses_legacy_path(exit_spec):
-        return p.cascade(threshold), _run_cascade
+        return ctx.prepared(task, chain).cascade(threshold), _run_cascade
+    if point is not None:
+        return ctx.system_cascade(task, chain, exit_spec, point), _run_cascade
     return ctx.prepared_system(task, chain, exit_spec).cascade(), _run_cascade
+
+
+def operating_point(ctx: BenchContext, task: str, chain: str, exit_spec: str) -> OperatingPoint | None:
+    """The operating point the bench selected for an exit system (None for the MainNet and the SideNet's own
+    path, which take a threshold)."""
+    if exit_spec == "none" or uses_legacy_path(exit_spec):
+        return None
+    return ctx.prepared_system(task, chain, exit_spec).operating_point
 
 
 def _run_cascade(cascade: Any, batch: Any) -> Any:
@@ -200,6 +232,7 @@ class TimingWorkers:
         self._data: dict[str, TaskDataParcel] = {}
         self._slices: dict[tuple[str, int], list[list[Any]]] = {}
         self._references: dict[tuple[str, int], list[Worker]] = {}
+        self._variants: tuple[tuple[str, str, int], list[Worker]] | None = None  # (task, chain, pairs), workers
 
     def pairs_for(self, n_slices: int) -> int:
         """Worker pairs a cell uses: as asked, but no more than it has slices (each pair times whole slices)."""
@@ -211,7 +244,15 @@ class TimingWorkers:
             self._data[task] = TaskDataParcel.of(self.ctx.task_data(task))
         return self._data[task]
 
-    def spec(self, task: str, chain: str, exit_spec: str, role: str, threshold: float | None) -> ServeSpec:
+    def spec(
+        self,
+        task: str,
+        chain: str,
+        exit_spec: str,
+        role: str,
+        threshold: float | None,
+        point: OperatingPoint | None = None,
+    ) -> ServeSpec:
         module = TASK_MODULES.get(task)
         return ServeSpec(
             settings=self.ctx.settings,
@@ -221,6 +262,7 @@ class TimingWorkers:
             role=role,
             threshold=threshold,
             task_data=self.task_data(task),
+            point=point,
             imports=(module,) if module else (),
         )
 
@@ -269,8 +311,24 @@ class TimingWorkers:
         return self._slices[key]
 
     def variants(self, spec: ServeSpec, label: str, n: int) -> list[Worker]:
-        """``n`` fresh variant workers for one cell (never reused for another cell, not even the same variant at
-        another batch size: an int8 conv runs fast only at the first input shape it saw, :func:`fresh_copy`)."""
+        """``n`` variant workers serving ``spec``, each from a fresh copy of what it built. Started for the first
+        cell of a task and chain and asked to serve each next cell of it (every exit system and batch size on that
+        chain's compressed MainNet, which they then do not rebuild); with ``fresh_workers``, started anew for every
+        cell. Never a worker that served another task or chain: those are closed first."""
+        key = (spec.task, spec.chain, n)
+        if self._variants is not None and (self.ctx.settings.fresh_workers or self._variants[0] != key):
+            self.close_variants()
+        if self._variants is not None:
+            workers = self._variants[1]
+            try:
+                for w in workers:
+                    w.serve(spec, label)
+                for w in workers:
+                    w.served_ready()
+            except BaseException:
+                self.close_variants(kill=True)
+                raise
+            return workers
         workers = [self._start(spec, f"{label} #{j}") for j in range(n)]
         try:
             for w in workers:
@@ -279,9 +337,19 @@ class TimingWorkers:
             for w in workers:
                 w.kill()
             raise
+        self._variants = (key, workers)
         return workers
 
+    def close_variants(self, kill: bool = False) -> None:
+        """End the variant workers (``kill``: at once, after a failure: no cell is served by a worker whose last
+        request failed)."""
+        if self._variants is not None:
+            for w in self._variants[1]:
+                w.kill() if kill else w.close()
+            self._variants = None
+
     def close(self) -> None:
+        self.close_variants()
         for workers in self._references.values():
             for w in workers:
                 w.close()
@@ -313,7 +381,8 @@ def run_cell(
     info["timing_slices"] = len(slices)
     n_pairs = tw.pairs_for(len(slices))
     label = f"{task} {chain} {exit_system} bs{batch_size}"
-    variants = tw.variants(tw.spec(task, chain, exit_system, VARIANT, threshold), label, n_pairs)
+    point = operating_point(ctx, task, chain, exit_system)
+    variants = tw.variants(tw.spec(task, chain, exit_system, VARIANT, threshold, point), label, n_pairs)
     try:
         for w in variants:
             w.call("slices", slices)
@@ -327,26 +396,28 @@ def run_cell(
             benchmark, pairs, ctx.settings.rounds, info, before_timing=lambda: pause_for_tests("timing")
         )
         info["machine_load"] = load.done()
-    finally:
-        for w in variants:
-            w.close()
+    except BaseException:
+        tw.close_variants(kill=True)
+        raise
     info["workers"] = {
         "start_method": START_METHOD,
         "bench_pid": os.getpid(),
+        "reuse": "none" if ctx.settings.fresh_workers else "task-chain",
         "pairs": [
             {
                 "variant_pid": v.ready()["pid"],
                 "reference_pid": r.ready()["pid"],
                 "variant_parent_pid": v.ready()["ppid"],
-                "variant_build_s": v.ready()["build_s"],
-                "variant_fresh_copy": v.ready().get("fresh_copy"),
-                "variant_threads": v.ready()["threads"],
+                "variant_build_s": v.serving["build_s"],
+                "variant_fresh_copy": v.serving.get("fresh_copy"),
+                "variant_threads": v.serving["threads"],
+                "variant_served_before": v.served[:-1],  # cells this worker served earlier (fresh copies each)
                 "reference_threads": r.ready()["threads"],
                 **entry,
             }
             for (v, r), entry in zip(pairs, per_pair, strict=True)
         ],
-        "trained_in_worker": any(bool(w.ready().get("trained")) for w in variants + references),
+        "trained_in_worker": any(bool((w.serving or {}).get("trained")) for w in variants + references),
         "prediction_agreement": agreement,
     }
     if chain == NONE and exit_system == "none":  # the fp32 MainNet paired with itself: an A/A test, not a speedup
@@ -419,6 +490,7 @@ __all__ = [
     "TimingWorkers",
     "build_served",
     "component_latency",
+    "operating_point",
     "run_cell",
     "runnable_for",
     "timing_workers",

@@ -75,6 +75,9 @@ class BuiltSystem:
     reference_val: Any = None
     # (val trace, test trace) -> JSON-able details of the system recorded with its rows (e.g. EENets' collapse)
     describe: Callable[[Any, Any], dict[str, Any]] | None = None
+    # every policy ``choose`` may pick (learned systems fit several); empty: just ``policy``. A timing worker finds
+    # the bench's pick among them by identity (sidenet.pipeline.cascade_at) instead of selecting again.
+    candidates: tuple[Policy, ...] = ()
 
 
 @dataclass(frozen=True)

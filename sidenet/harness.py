@@ -34,6 +34,7 @@ from torch import nn
 
 from sidenet import atomic
 from sidenet.cache import library_versions
+from sidenet.cascade import Cascade
 from sidenet.chain import NONE
 from sidenet.compressed import (
     Compressed,
@@ -47,9 +48,12 @@ from sidenet.exits import DEFAULT_EXITS, EXIT_SYSTEMS, canonical_exit, parse_exi
 from sidenet.machine import MachineFingerprint, fingerprint
 from sidenet.pipeline import (
     DEFAULT_POLICY,
+    OperatingPoint,
     Prepared,
     PreparedSystem,
     TaskData,
+    build_system,
+    cascade_at,
     load_or_train_mainnet,
     load_task_data,
     model_and_key,
@@ -62,6 +66,7 @@ from sidenet.tasks import TASKS
 from sidenet.thresholds import NEVER_EXIT, outcome_at
 from sidenet.timing import TIMING_PROTOCOL
 from sidenet_core.errors import UserError
+from sidenet_core.layouts import to_device
 
 DEFAULT_TASKS = ("fashion-mnist", "rotten-tomatoes")
 # `--bench-profile quick`: the same two tasks trained for less (their own names: sidenet/tasks/builtin.py), the
@@ -119,6 +124,7 @@ class BenchSettings:
     profile: str = "full"  # which defaults filled what was not given (bench_options.resolve); recorded per row
     min_round_ms: float = 200.0  # slices grow until the fp32 MainNet needs this long for one (sidenet.timing)
     worker_pairs: int = 2  # independent (variant, reference) worker pairs that share a cell's slices (sidenet.cells)
+    fresh_workers: bool = False  # a new variant worker pair per cell, not one per task and chain (sidenet.cells)
 
     @classmethod
     def from_options(cls, **kw: Any) -> BenchSettings:
@@ -389,11 +395,33 @@ class BenchContext:
         self.prepared(task, chain)
         return self._fixed[(task, chain)]
 
+    def system_cascade(self, task: str, chain: str, exit_spec: str, point: OperatingPoint) -> Cascade:
+        """An exit system's cascade at the operating point the bench selected, built without tracing or selecting:
+        what a timing worker serves (:mod:`sidenet.cells`). Parts come from the cache; the fp32 MainNet (the
+        baseline that systems retraining the backbone start from) on the timing device."""
+        mainnet, meta = self.mainnet(task)
+        built = build_system(
+            TASKS.get(task),
+            self._task_data[task].data,
+            self._task_data[task].num_classes,
+            parse_exit_system(exit_spec),
+            self.compressed(task, chain),
+            to_device(mainnet, self.device),
+            device=self.device,
+            progress=not self.settings.quiet,
+            mainnet_for=lambda other: model_and_key(self.compressed(task, normalize_chain(other))),
+            baseline_key=meta["key"],
+        )
+        return cascade_at(built, point)
+
     def task_data(self, task: str) -> TaskData:
         """The task's encoded splits (loaded once)."""
         if task not in self._task_data:
             self._task_data[task] = load_task_data(TASKS.get(task))
         return self._task_data[task]
+
+    def has_task_data(self, task: str) -> bool:
+        return task in self._task_data
 
     def adopt_task_data(self, task: str, data: TaskData) -> None:
         """Use ``data`` as the task's encoded splits (a timing worker gets them from the bench, not from disk)."""
@@ -465,6 +493,7 @@ def cell_key(
         "rounds": settings.rounds + settings.rounds % 2,  # odd counts run rounded up: 7 and 8 are one experiment
         "min_round_ms": float(settings.min_round_ms),
         "worker_pairs": settings.worker_pairs,
+        "fresh_workers": settings.fresh_workers,
         "protocol": TIMING_PROTOCOL,
         "versions": {**library_versions(), "sidenet-bench": _version()},
     }

@@ -488,6 +488,65 @@ class PreparedSystem:
     def cascade(self) -> Cascade:
         return Cascade(self.built.staged, self.built.heads, self.policy, self.thresholds)
 
+    @property
+    def operating_point(self) -> OperatingPoint:
+        return OperatingPoint(self.policy.identity(), tuple(float(t) for t in self.thresholds))
+
+
+def build_system(
+    task: Task,
+    data: dict[str, Encoded],
+    num_classes: int,
+    system: ExitSystemConfig,
+    comp: Compressed,
+    baseline: nn.Module,
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    mainnet_for: Callable[[str], tuple[nn.Module, str]] | None = None,
+    baseline_key: str | None = None,
+) -> BuiltSystem:
+    """``system``'s cascade parts on the chain's MainNet (trained heads from the cache, or trained now), before any
+    operating point is chosen: what :func:`prepare_system` traces and selects on, and what a timing worker serves
+    at the operating point the bench chose (:func:`cascade_at`), without tracing or selecting again."""
+    device = torch.device(device)
+    ctx = SystemContext(
+        task=task,
+        data=data,
+        num_classes=num_classes,
+        model=comp.model,
+        model_key=comp.key,
+        baseline=baseline,
+        device=device,
+        progress=progress,
+        stage=lambda taps: task.staged_model(comp.model, taps),
+        mainnet_for=mainnet_for,
+        chain=comp.chain,
+        baseline_key=comp.key if baseline_key is None else baseline_key,
+        compress=lambda model, key, chain: model_and_key(
+            compress_mainnet(task, model, key, data, chain, progress, device)
+        ),
+    )
+    return system.build(ctx)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Where a prepared system runs: which of its policies (by :meth:`Policy.identity`) at which thresholds. What
+    the bench hands a timing worker, so the worker serves the very cascade the bench selected on validation."""
+
+    policy: dict[str, Any]
+    thresholds: tuple[float, ...]
+
+
+def cascade_at(built: BuiltSystem, point: OperatingPoint) -> Cascade:
+    """The cascade of ``built`` at ``point``; a ValueError if none of its policies has that identity (the parts
+    were built from other artifacts than the ones the point was chosen on)."""
+    for policy in built.candidates or (built.policy,):
+        if policy.identity() == point.policy:
+            return Cascade(built.staged, built.heads, policy, list(point.thresholds))
+    raise ValueError(f"no policy of this exit system is {point.policy}: its parts differ from the selected ones")
+
 
 def prepare_system(
     task: Task,
@@ -513,24 +572,18 @@ def prepare_system(
     device = torch.device(device)
     target = task.default_target_loss_pt if target_loss_pt is None else float(target_loss_pt)
     margin_se = task.selection_margin_se if margin_se is None else float(margin_se)
-    ctx = SystemContext(
-        task=task,
-        data=data,
-        num_classes=num_classes,
-        model=comp.model,
-        model_key=comp.key,
-        baseline=baseline,
+    built = build_system(
+        task,
+        data,
+        num_classes,
+        system,
+        comp,
+        baseline,
         device=device,
         progress=progress,
-        stage=lambda taps: task.staged_model(comp.model, taps),
         mainnet_for=mainnet_for,
-        chain=comp.chain,
-        baseline_key=comp.key if baseline_key is None else baseline_key,
-        compress=lambda model, key, chain: model_and_key(
-            compress_mainnet(task, model, key, data, chain, progress, device)
-        ),
+        baseline_key=baseline_key,
     )
-    built = system.build(ctx)
     key = cache.artifact_key(
         "system-evals",
         {

@@ -61,8 +61,9 @@ class RowRecord:
     paired_mainnet_median_s: float | None = None
     pairing: str | None = None  # "balanced" (protocol 3) | "aba" (protocol 4, sidenet.timing)
     timing_slices: int | None = None  # protocol 4: distinct slices of timing_samples inputs, two rounds each
-    # protocol 5 (sidenet.cells): {"start_method", "bench_pid", "pairs": [{variant/reference pid, the variant's
-    # parent pid and build seconds, threads, "slices", "round_s", "reference_s", "paired_speedup",
+    # protocols 5 and 6 (sidenet.cells): {"start_method", "bench_pid", "reuse" (6: "task-chain" | "none"), "pairs":
+    # [{variant/reference pid, the variant's parent pid and build seconds, threads, "variant_served_before" (6: the
+    # cells its worker served earlier), "slices", "round_s", "reference_s", "paired_speedup",
     # "reference_median_s"}], "trained_in_worker" (must be False), "prediction_agreement"}
     workers: JSONDict | None = None
     # what other processes did to the machine while the cell was timed: {"wall_s", "own_cpu_s", "other_cpu_s",

@@ -31,8 +31,10 @@ import torch
 # warm-up pass per variant, an even number of rounds (commits 993ad13, 5bcd67f). 4: slices, A B A around one
 # shared MainNet round per slice, a minimum round time (this module). 5: every round in a clean worker process
 # (sidenet.workers), the variant and the fp32 MainNet reference in separate processes, A B A across them, each
-# cell's slices shared out over at least two worker pairs started independently (timed_in_workers).
-TIMING_PROTOCOL = 5
+# cell's slices shared out over at least two worker pairs started independently (timed_in_workers). 6: a variant
+# worker pair serves every cell of one task and chain, each from a fresh deep copy, handed the bench's operating
+# point (sidenet.cells; --bench-fresh-workers: protocol 5's pair per cell, still recorded as 6 with reuse "none").
+TIMING_PROTOCOL = 6
 PAIRING = "aba"  # a row's `pairing`: each MainNet round sits between the two rounds of its slice
 
 

@@ -20,7 +20,9 @@ the bench subtracts from the machine's busy time to see what *other* processes u
 (:func:`cpu_busy_seconds`).
 
 Protocol over one pipe: the worker sends ``("ready", facts)`` after building, then answers each request
-``(verb, *args)`` with ``("ok", value)`` or ``("error", kind, one line)``; ``("close",)`` ends it.
+``(verb, *args)`` with ``("ok", value)`` or ``("error", kind, one line)``; ``("close",)`` ends it. ``("serve",
+spec)`` builds again from another spec in the same process and serves that instead (the bench reuses a worker
+for the cells of one task and chain: :mod:`sidenet.cells`).
 """
 
 from __future__ import annotations
@@ -134,17 +136,8 @@ def _serve(conn: Connection, job: WorkerJob) -> None:
         refuse_training()
         device = torch.device(job.device)
         sync = _sync(device)
-        start = time.perf_counter()
-        served = job.build(job.spec)
-        facts = {
-            "pid": os.getpid(),
-            "ppid": os.getppid(),
-            "threads": torch.get_num_threads(),
-            "build_s": time.perf_counter() - start,
-            "trained": False,  # anything that would have trained raised TrainingRefused above
-            **served.facts,
-        }
-        conn.send(("ready", facts))
+        served, facts = _build(job, job.spec)
+        conn.send(("ready", {"pid": os.getpid(), "ppid": os.getppid(), **facts}))
     except BaseException as exc:
         _send_error(conn, exc)
         return
@@ -159,7 +152,9 @@ def _serve(conn: Connection, job: WorkerJob) -> None:
             if verb == "close":
                 conn.send(("ok", None))
                 return
-            if verb == "slices":
+            if verb == "serve":
+                served, reply = _build(job, args[0])
+            elif verb == "slices":
                 slices = [[to_device(b, device) for b in part] for part in args[0]]
                 reply: Any = len(slices)
             elif verb == "run":
@@ -183,6 +178,17 @@ def _serve(conn: Connection, job: WorkerJob) -> None:
             conn.send(("ok", reply))
         except BaseException as exc:
             _send_error(conn, exc)
+
+
+def _build(job: WorkerJob, spec: Any) -> tuple[Served, dict[str, Any]]:
+    start = time.perf_counter()
+    served = job.build(spec)
+    return served, {
+        "threads": torch.get_num_threads(),
+        "build_s": time.perf_counter() - start,
+        "trained": False,  # anything that would have trained raised TrainingRefused
+        **served.facts,
+    }
 
 
 def _send_error(conn: Connection, exc: BaseException) -> None:
@@ -246,22 +252,42 @@ class Worker:
         self.process = ctx.Process(target=_serve, args=(child, job), daemon=True, name=f"sidenet-{job.role}")
         self.process.start()
         child.close()
-        self.facts: dict[str, Any] | None = None
+        self.facts: dict[str, Any] | None = None  # the ready reply: pid, ppid and the first build's facts
+        self.serving: dict[str, Any] | None = None  # facts of what it serves now (its last build)
+        self.label = job.label  # of what it serves now (messages)
+        self.served: list[str] = []  # labels of the specs it served, in order (the first: what it was started for)
         self.cpu_total = 0.0  # its own CPU seconds in every run it was asked for, warm-ups included
 
     def ready(self) -> dict[str, Any]:
         """Wait for the build; the worker's facts (pid, ppid, threads, build seconds)."""
         if self.facts is None:
             _tag, value = self._reply(READY_TIMEOUT_S, expect="ready")
-            self.facts = value
+            self.facts = self.serving = value
+            self.served.append(self.job.label)
         return self.facts
+
+    def serve(self, spec: Any, label: str) -> None:
+        """Ask the worker to build ``spec`` and serve it from now on (its facts: :attr:`serving`); returns at once,
+        :meth:`served_ready` waits, so the workers of a pair build side by side."""
+        self.ready()
+        try:
+            self.conn.send(("serve", spec))
+        except (BrokenPipeError, OSError) as exc:
+            raise WorkerFailed(f"{label} {self.job.role} worker is gone ({exc})") from None
+        self.label = label
+        self.served.append(label)
+
+    def served_ready(self) -> dict[str, Any]:
+        """Wait for the build :meth:`serve` asked for; its facts."""
+        self.serving = self._reply(READY_TIMEOUT_S, expect="ok")[1]
+        return self.serving
 
     def call(self, verb: str, *args: Any, timeout: float = REPLY_TIMEOUT_S) -> Any:
         self.ready()
         try:
             self.conn.send((verb, *args))
         except (BrokenPipeError, OSError) as exc:
-            raise WorkerFailed(f"{self.job.label} {self.job.role} worker is gone ({exc})") from None
+            raise WorkerFailed(f"{self.label} {self.job.role} worker is gone ({exc})") from None
         return self._reply(timeout, expect="ok")[1]
 
     def warm(self, k: int) -> None:
@@ -278,13 +304,13 @@ class Worker:
     def _reply(self, timeout: float, expect: str) -> tuple[str, Any]:
         if not self.conn.poll(timeout):
             self.kill()
-            raise WorkerFailed(f"{self.job.label} {self.job.role} worker did not answer within {timeout:.0f} s")
+            raise WorkerFailed(f"{self.label} {self.job.role} worker did not answer within {timeout:.0f} s")
         try:
             message = self.conn.recv()
         except (EOFError, OSError):
             code = self.process.exitcode
             self.kill()
-            raise WorkerFailed(f"{self.job.label} {self.job.role} worker died (exit code {code})") from None
+            raise WorkerFailed(f"{self.label} {self.job.role} worker died (exit code {code})") from None
         if message[0] == "error":
             _, kind, line, detail = message
             self.kill()
@@ -292,9 +318,9 @@ class Worker:
                 raise UserError(line)
             if kind == "refused":
                 raise TrainingRefused(line)
-            raise WorkerFailed(f"{self.job.label} {self.job.role} worker failed: {line}\n{detail}")
+            raise WorkerFailed(f"{self.label} {self.job.role} worker failed: {line}\n{detail}")
         if message[0] != expect:
-            raise WorkerFailed(f"{self.job.label} {self.job.role} worker sent {message[0]!r}, expected {expect!r}")
+            raise WorkerFailed(f"{self.label} {self.job.role} worker sent {message[0]!r}, expected {expect!r}")
         return message[0], message[1]
 
     def close(self) -> None:

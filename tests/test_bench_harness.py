@@ -336,6 +336,20 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
             assert len(info["paired_speedup"]) == 4
             if info["exit"] == "none":
                 assert info["flops_per_sample"] == pytest.approx(info["mainnet_flops_per_sample"], rel=1e-6)
+    # one variant worker pair per task and chain, serving its cells in run order (each from a fresh copy); never
+    # one that served another task or chain
+    by_chain: dict[tuple[str, str], list[dict]] = {}
+    for b in rows:
+        by_chain.setdefault((b["extra_info"]["task"], b["extra_info"]["chain"]), []).append(b["extra_info"])
+    pids_of = {k: {p["variant_pid"] for i in infos for p in i["workers"]["pairs"]} for k, infos in by_chain.items()}
+    assert all(len(pids) == 2 for pids in pids_of.values())
+    assert len(set().union(*pids_of.values())) == 2 * len(by_chain)
+    for (task, chain), infos in by_chain.items():
+        before = [p["variant_served_before"] for i in infos for p in i["workers"]["pairs"]]
+        assert sorted(len(b) for b in before) == sorted(list(range(len(infos))) * 2)
+        assert all(label.startswith(f"{task} {chain} ") for b in before for label in b)
+        assert all(i["workers"]["reuse"] == "task-chain" for i in infos)
+        assert all(p["variant_fresh_copy"] is True for i in infos for p in i["workers"]["pairs"])
     rows = [b for b in rows if b["extra_info"]["chain"] == "none"]
     for b in rows:
         info = b["extra_info"]

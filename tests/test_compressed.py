@@ -9,6 +9,7 @@ from typing import ClassVar
 import pytest
 import torch
 
+import compressors.prune
 from compressors import CompressorConfig
 from sidenet import heads, pipeline
 from sidenet.compressed import compress_mainnet, compute_dtype, tap_for
@@ -43,8 +44,11 @@ def test_trained_steps_are_cached_and_rebuilt_from_config(task_name, monkeypatch
     calls = []
     original = type(task).train_mainnet
     monkeypatch.setattr(type(task), "train_mainnet", lambda *a, **k: calls.append(k) or original(*a, **k))
+    searched = []
+    monkeypatch.setattr(compressors.prune, "_search_round", lambda *a, **k: searched.append(a) or 1 / 0)
     second = compress_mainnet(task, mainnet, key, data, "prune:ratio=0.5", progress=False)
     assert calls == [], "a cached pruned model must be rebuilt, not fine-tuned again"
+    assert searched == [], "a cached pruned model is shaped like its weights, not pruned again"
     assert second.key == first.key
     assert weights_digest(second.model) == weights_digest(first.model)
     assert second.steps[-1]["flops_ratio"] == first.steps[-1]["flops_ratio"] <= 0.5 + 0.02

@@ -39,6 +39,7 @@ from compressors import (
     config_from_step,
 )
 from compressors.flops import register_quantized_formulas
+from compressors.prune import shaped_like
 from sidenet.early_exit import EarlyExit
 from sidenet.fit import fit_sidenet
 from sidenet.sidenet import SideNetConfig
@@ -353,6 +354,44 @@ def test_pruned_bert_drops_heads_and_ffn_width_keeps_hidden_size(
     assert pruned_bert.bert.pooler.dense.weight.shape == (32, 32)
     assert agreement(logits(pruned_bert, x), logits(trained_bert, x)) > 0.5
     assert_split_exact(pruned_bert, 2, x)
+
+
+@pytest.mark.parametrize("family", ["resnet", "bert"])
+def test_a_pruned_model_loads_into_its_parent_shaped_like_its_weights(
+    family: str,
+    trained_resnet: nn.Module,
+    pruned_resnet: tuple[nn.Module, Epochs],
+    trained_bert: nn.Module,
+    pruned_bert: nn.Module,
+    image_data: dict[str, Any],
+    text_data: dict[str, Any],
+) -> None:
+    parent, pruned, x = (
+        (trained_resnet, pruned_resnet[0], image_data["x"])
+        if family == "resnet"
+        else (trained_bert, pruned_bert, text_data["x"])
+    )
+    parent_shapes = {n: t.shape for n, t in parent.state_dict().items()}
+    state = pruned.state_dict()
+    rebuilt = shaped_like(parent, {n: tuple(t.shape) for n, t in state.items()})
+    rebuilt.load_state_dict(state, strict=True)
+    assert {n: t.shape for n, t in parent.state_dict().items()} == parent_shapes  # the parent is untouched
+    assert any(parent_shapes[n] != t.shape for n, t in state.items())  # it was pruned: the test is not vacuous
+    pruned.eval(), rebuilt.eval()
+    assert torch.equal(logits(rebuilt, x), logits(pruned, x))
+    if family == "bert":
+        for a, b in zip(_attentions(rebuilt), _attentions(pruned), strict=True):
+            assert (a.num_attention_heads, a.all_head_size) == (b.num_attention_heads, b.all_head_size)
+
+
+def _attentions(model: nn.Module) -> list[nn.Module]:
+    return [layer.attention.self for layer in model.bert.encoder.layer]
+
+
+def test_shaped_like_refuses_layers_prune_does_not_make() -> None:
+    grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4))
+    with pytest.raises(ValueError, match="Conv2d"):
+        shaped_like(grouped, {"0.weight": (2, 1, 3, 3), "0.bias": (2,)})
 
 
 def test_prune_needs_finetune_or_zero_epochs(image_data: dict[str, Any]) -> None:

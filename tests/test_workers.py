@@ -11,7 +11,7 @@ import worker_builds
 
 from sidenet.timing import timed_in_workers, worker_schedule
 from sidenet.timing_checks import row_flags
-from sidenet.workers import TrainingRefused, Worker, WorkerJob
+from sidenet.workers import TrainingRefused, Worker, WorkerFailed, WorkerJob
 
 
 class _Benchmark:
@@ -66,6 +66,34 @@ def test_a_worker_asked_to_train_refuses_in_one_line():
         w.ready()
     w.process.join(5)
     assert not w.process.is_alive()
+
+
+def test_a_worker_asked_to_serve_another_spec_builds_it_in_the_same_process_and_serves_it():
+    w = _worker(worker_builds.sleeper, delay=0.0, label="first")
+    try:
+        first = w.ready()
+        w.serve({"delay": 0.0, "label": "second"}, "second cell")
+        second = w.served_ready()
+        assert second["label"] == "second" and w.serving is second and w.facts is first
+        assert w.served == ["test", "second cell"]
+        assert w.call("extra", "stamps") == []  # the new build's state: nothing of the first one's runs
+        w.serve({}, "third cell")  # a build that fails (no delay) fails the request, in one line
+        with pytest.raises(WorkerFailed, match="third cell variant worker failed: KeyError"):
+            w.served_ready()
+    finally:
+        w.close()
+
+
+def test_a_reused_worker_asked_to_train_refuses_too():
+    w = _worker(worker_builds.where_am_i)
+    try:
+        pid = w.ready()["pid"]
+        w.serve({"train": True}, "trainer cell")
+        with pytest.raises(TrainingRefused, match="training the tiny MainNet"):
+            w.served_ready()
+        assert pid != os.getpid()
+    finally:
+        w.close()
 
 
 def test_rounds_alternate_a_b_a_across_the_two_processes(sleepers):

@@ -74,8 +74,9 @@ test accuracy, exit rate and FLOPs are then measured on the test split (never tu
 - **Δ acc** is in percentage points vs the fp32 uncompressed MainNet (chain `none`, exit `none`) of the \
 same task and device; a compressed chain's MainNet row shows its own accuracy cost.
 - **Latency/sample** = median round time / samples per round (`timing_samples`; one batch when not \
-recorded). Timing protocols 4 and 5 cut each cell's timing set into slices (`timing_slices`), each run in two rounds; \
-protocol 5 runs every round in clean worker processes (a fresh variant worker per cell and worker pair, the fp32 \
+recorded). Timing protocols 4 to 6 cut each cell's timing set into slices (`timing_slices`), each run in two rounds; \
+protocols 5 and 6 run every round in clean worker processes (variant workers that only loaded what they time — \
+protocol 5: a new pair per cell; 6: a pair per task and chain, serving each cell from a fresh copy — and the fp32 \
 MainNet in reference workers shared by the cells of a task and batch size; see *Timing checks*); \
 the same slices serve every row of a task and batch size, so paired ratios compare the same inputs. \
 ±x% is the IQR of the round times relative to their median (protocol 4: of each round relative to the mean of \
@@ -237,12 +238,19 @@ def _timing_checks(results: dict[str, Any]) -> list[str]:
         pairs = sorted({len(w.get("pairs") or []) for w in workers})
         trained = sum(1 for w in workers if w.get("trained_in_worker"))
         agreement = min(float(w.get("prediction_agreement") or 0) for w in workers)
+        reused = sum(1 for w in workers if any(p.get("variant_served_before") for p in w.get("pairs") or []))
         lines.append(
             f"- **Where rounds ran:** {len(workers)} of {len(rows)} rows in clean worker processes "
             f"({workers[0].get('start_method')} children that only loaded their models; "
             f"{'/'.join(map(str, pairs))} independent worker pair(s) per cell; {trained} worker(s) trained anything). "
             f"Each worker repeated at least {agreement:.1%} of the bench's predictions on its first slice."
         )
+        if reused:
+            lines.append(
+                f"- **Reused workers:** {reused} row(s) were timed by variant workers that had served earlier cells "
+                "of the same task and chain (each cell from a fresh deep copy of its model; timing protocol 6; "
+                "`--bench-fresh-workers` starts a pair per cell)."
+            )
     else:
         lines.append("- **Where rounds ran:** in the bench process (rows from before timing protocol 5).")
     drift = largest_drift(rows)
