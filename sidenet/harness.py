@@ -44,7 +44,7 @@ from sidenet.compressed import (
     cuda_only_steps,
     normalize_chain,
 )
-from sidenet.exits import DEFAULT_EXITS, EXIT_SYSTEMS, canonical_exit, parse_exit_system
+from sidenet.exits import DEFAULT_EXITS, EXIT_SYSTEMS, BuiltSystem, canonical_exit, parse_exit_system
 from sidenet.machine import MachineFingerprint, fingerprint
 from sidenet.pipeline import (
     DEFAULT_POLICY,
@@ -271,6 +271,7 @@ class BenchContext:
         self._mainnets: dict[str, tuple[nn.Module, dict[str, Any]]] = {}  # fp32, loaded (or trained) once per task
         self._failed: dict[tuple[str, ...], UserError] = {}
         self._systems: dict[tuple[str, str, str], PreparedSystem] = {}
+        self._built: dict[tuple[str, str, str], BuiltSystem] = {}  # parts a timing worker serves (system_cascade)
         self._compressed: dict[tuple[str, str], Compressed] = {}
         self._fixed: dict[tuple[str, str], tuple[dict[str, float], dict[str, float]]] = {}
         self._stored: set[str] | None = None
@@ -397,22 +398,25 @@ class BenchContext:
 
     def system_cascade(self, task: str, chain: str, exit_spec: str, point: OperatingPoint) -> Cascade:
         """An exit system's cascade at the operating point the bench selected, built without tracing or selecting:
-        what a timing worker serves (:mod:`sidenet.cells`). Parts come from the cache; the fp32 MainNet (the
-        baseline that systems retraining the backbone start from) on the timing device."""
-        mainnet, meta = self.mainnet(task)
-        built = build_system(
-            TASKS.get(task),
-            self._task_data[task].data,
-            self._task_data[task].num_classes,
-            parse_exit_system(exit_spec),
-            self.compressed(task, chain),
-            to_device(mainnet, self.device),
-            device=self.device,
-            progress=not self.settings.quiet,
-            mainnet_for=lambda other: model_and_key(self.compressed(task, normalize_chain(other))),
-            baseline_key=meta["key"],
-        )
-        return cascade_at(built, point)
+        what a timing worker serves (:mod:`sidenet.cells`, which serves a fresh copy of it). Parts come from the
+        cache, once per session (a worker serving the system at another batch size does not rebuild them); the
+        fp32 MainNet (the baseline that systems retraining the backbone start from) on the timing device."""
+        key = (task, chain, exit_spec)
+        if key not in self._built:
+            mainnet, meta = self.mainnet(task)
+            self._built[key] = build_system(
+                TASKS.get(task),
+                self._task_data[task].data,
+                self._task_data[task].num_classes,
+                parse_exit_system(exit_spec),
+                self.compressed(task, chain),
+                to_device(mainnet, self.device),
+                device=self.device,
+                progress=not self.settings.quiet,
+                mainnet_for=lambda other: model_and_key(self.compressed(task, normalize_chain(other))),
+                baseline_key=meta["key"],
+            )
+        return cascade_at(self._built[key], point)
 
     def task_data(self, task: str) -> TaskData:
         """The task's encoded splits (loaded once)."""

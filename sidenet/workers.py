@@ -49,7 +49,7 @@ START_METHOD = "forkserver"
 # torchvision and transformers (~3 s); importing is not running: no thread pool, no model, no CUDA context. The
 # bench's own modules are imported here too, so workers run the code the bench process loaded at its start (an
 # edit on disk during a run would otherwise reach workers forked after it).
-PRELOAD = ("torch", "torchvision", "transformers", "sidenet.harness", "sidenet.cells")
+PRELOAD = ("torch", "torchvision", "transformers", "sidenet.harness", "sidenet.cells", "sidenet.worker_imports")
 READY_TIMEOUT_S = 1800.0  # a worker that has not built in this long is hung (an ORT export takes ~10 s)
 REPLY_TIMEOUT_S = 600.0  # one request (a round, a warm-up) longer than this is a hung worker
 

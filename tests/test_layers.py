@@ -27,6 +27,7 @@ MEASURING = {
     "sidenet.cells",
     "sidenet.workers",
     "sidenet.timing_checks",
+    "sidenet.worker_imports",
 }
 ENTRY = {"sidenet.cli", "sidenet.report", "bench"}
 
