@@ -27,17 +27,19 @@ import torch
 from sidenet import cell_costs
 from sidenet.bench_options import BENCH_OPTIONS, add_pytest_options, resolve
 from sidenet.cache import check_cache_dir
+from sidenet.cli import NoticePrinter
 from sidenet.harness import (
     BenchContext,
     BenchSettings,
     check_out_dir,
     check_output_files,
+    check_selection,
     invocation,
     measured_by,
 )
 from sidenet.report import write_report
 from sidenet.status import listen
-from sidenet.store import ResultsStore
+from sidenet.store import ResultsStore, check_output_paths
 from sidenet.timing_checks import summary_line
 from sidenet_core.errors import UserError
 
@@ -100,6 +102,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         settings = _settings(config)
         if not config.getoption("help"):
+            check_selection(settings)  # nothing to time, a tap the task's model lacks: before anything is made
             check_out_dir(settings.out, create=True)  # fail now, not after an hour of measuring
             check_cache_dir()  # and the cache, before the first model is trained
     except UserError as exc:  # a user error in our options: one line, exit code 4 (pytest's usage error)
@@ -109,10 +112,13 @@ def pytest_configure(config: pytest.Config) -> None:
     ctx = BenchContext(settings)
     try:
         check_output_files(*ctx.output_paths())
+        check_output_paths(*ctx.output_paths())  # the lock, stamp and plots folder beside them
     except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_CTX] = ctx
     config.pluginmanager.register(_Progress(config), "sidenet-bench-progress")
+    if not any(isinstance(p, NoticePrinter) for p in config.pluginmanager.get_plugins()):  # `run` brings its own
+        config.pluginmanager.register(NoticePrinter(), "sidenet-bench-notices")  # its pytest_configure runs now
 
 
 _CTX = pytest.StashKey[BenchContext]()
@@ -222,12 +228,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             summary = f"sidenet-bench: nothing new measured; {results_path} and {report_path} left as they were"
     except UserError as exc:
         summary = f"sidenet-bench: error: {exc}"
-    except OSError as exc:  # the output became unwritable mid-run (disk full, folder removed): keep the rows
-        where = f"; this run's {len(finished)} row(s) were saved to {store.rescue(new)}" if new is not None else ""
-        summary = f"sidenet-bench: error: cannot write {results_path} ({exc.strerror or exc}){where}"
+    except OSError as exc:  # a full disk, a folder removed, a path in the way: the store names it and keeps the rows
+        summary = f"sidenet-bench: error: {store.failure_line(exc, new)}"
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if store.set_aside is not None:
-        summary += f"; rows of another machine in the old results were kept in {store.set_aside}, not merged"
+    for notice in store.notices():  # old results set aside (another machine's rows, an unreadable file)
+        summary += f"\nsidenet-bench: {notice}"
     config.stash[_SUMMARY] = summary
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sidenet.chain import DEFAULT_EXITS
+from sidenet_core.errors import UserError
 
 PYTEST_PREFIX = "--bench-"
 
@@ -212,6 +213,7 @@ def resolve(values: dict[str, Any], command: str, cuda_missing: bool = False) ->
         quiet_from_env,
     )
 
+    check_name(values.get("name"))
     threads = values.get("threads")
     quick = values.get("profile") == "quick"
     fields: dict[str, Any] = {opt.field: values.get(opt.dest) for opt in BENCH_OPTIONS}
@@ -233,6 +235,16 @@ def resolve(values: dict[str, Any], command: str, cuda_missing: bool = False) ->
         if fields[opt.field] is None and opt.default is not None:
             fields[opt.field] = opt.default
     return BenchSettings.from_options(**fields)
+
+
+def check_name(name: str | None) -> None:
+    """One-line UserError for a report name that starts with '-'.
+
+    Why here: ``sidenet-bench run`` hands the name on to ``pytest bench/`` as ``--bench-name NAME``, where a leading
+    '-' makes it read as an option (the run then dies in pytest's argument parser), and a file ``-x.json`` is a trap
+    for every shell tool too. The other rules of a name (a plain file name) are the settings' own."""
+    if name is not None and name.startswith("-"):
+        raise UserError(f"report name {name!r} starts with '-' and would read as an option; give one that does not")
 
 
 def pytest_args(settings: Any, quiet: bool) -> list[str]:

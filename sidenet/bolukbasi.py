@@ -45,12 +45,15 @@ from sidenet.exits import (
     _n_params,
     _sidenet_heads,
     check_taps,
+    check_taps_for,
+    parse_count,
     register_exit_system,
     resolve_taps,
 )
 from sidenet.heads import EVAL_BATCH, device_fields
 from sidenet.policies import ExitView, Policy
 from sidenet.status import announce
+from sidenet.tasks import Task
 from sidenet.trace import ExitTrace, collect_trace, select_shared, shared_sweep
 from sidenet_core.errors import UserError
 from sidenet_core.layouts import model_logits, select_rows
@@ -59,6 +62,7 @@ from sidenet_core.staged import StagedModel
 TRADEOFFS: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5)
 FIT_STEPS = 300
 FIT_L2 = 1e-3
+MIN_FIT_ROWS, MAX_FIT_ROWS = 100, 100_000_000  # fewer rows fit noise; more than any split holds (it is clipped)
 
 
 def softmax_stats(logits: torch.Tensor) -> torch.Tensor:
@@ -164,8 +168,16 @@ def _tradeoffs(spec: str) -> tuple[float, ...]:
 
 def _check_fit(system: str, tradeoff: str, fit_rows: str) -> None:
     _tradeoffs(tradeoff)
-    if not fit_rows.isdigit() or int(fit_rows) < 100:
-        raise UserError(f"{system} fit_rows must be an integer ≥ 100, got {fit_rows!r}")
+    parse_count(system, "fit_rows", fit_rows, MIN_FIT_ROWS, MAX_FIT_ROWS)
+
+
+def _check_small(spec: str) -> None:
+    """The small network's chain must exist before anything trains: a typo (``small=distl``) used to surface only
+    after the MainNet was trained, when the cascade asked for that chain's model."""
+    try:
+        normalize_chain(spec)
+    except UserError as exc:
+        raise UserError(f"cascade small={spec!r}: {exc}; or small=task (the task's own small network)") from None
 
 
 def _train_trace(
@@ -265,6 +277,9 @@ class LearnedExit(ExitSystemConfig):
         _check_fit(self.name, self.tradeoff, self.fit_rows)
         check_taps(self.name, self.taps)
 
+    def check_task(self, task: Task) -> None:
+        check_taps_for(task, self.name, self.taps)
+
     def build(self, ctx: SystemContext) -> BuiltSystem:
         taps = resolve_taps(ctx, self.taps)
         staged = ctx.stage(taps)
@@ -337,6 +352,12 @@ class NetworkCascade(ExitSystemConfig):
 
     def __post_init__(self) -> None:
         _check_fit(self.name, self.tradeoff, self.fit_rows)
+        if self.small != "task":
+            _check_small(self.small)
+
+    def check_task(self, task: Task) -> None:
+        if self.small == "task":  # the task's own small network must exist as well
+            _check_small(task.small_network_chain)
 
     def small_chain(self, ctx: SystemContext) -> str:
         spec = ctx.task.small_network_chain if self.small == "task" else self.small

@@ -63,12 +63,14 @@ def cache_dir() -> Path:
         raise UserError(f"cache directory {where!r} cannot be resolved ({exc}); {_FIX}") from None
 
 
-def check_cache_dir() -> Path:
+def check_cache_dir(create: bool = True) -> Path:
     """:func:`cache_dir`, created if missing and checked writable; else a one-line UserError naming the fix.
 
     Meant to run before any work, so a bad cache directory fails up front rather than after training.
-    Writability is tested by creating and removing a probe file (root ignores permission bits)."""
-    return atomic.ensure_writable_dir(cache_dir(), "cache directory", _FIX)
+    Writability is tested by creating and removing a probe file (root ignores permission bits). ``create=False``
+    only inspects (nothing is written): an entry point checks every directory that way first, so a refused run
+    leaves no folders behind."""
+    return atomic.ensure_writable_dir(cache_dir(), "cache directory", _FIX, create=create)
 
 
 # Every library on the measured path: a different version of any of them can change a trained model, a

@@ -7,13 +7,16 @@ cells that trained or traced something are stored apart from those that only loa
 is not inflated by the one-off training of an earlier cold run.
 
 One small JSON file in the cache directory, rewritten atomically; unreadable or foreign content is ignored (an
-estimate is never worth failing a run for).
+estimate is never worth failing a run for): a file that is not JSON, nests too deeply for the parser, or holds
+entries with non-finite, negative or mistyped values is read as far as it is usable and says so in one warning (a
+notice: :mod:`sidenet.status`); the run's :func:`save` then replaces it with the good entries.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,6 +28,9 @@ from sidenet.cache import cache_dir
 FILE_NAME = "cell-costs.json"
 FORMAT = 1
 MAX_ENTRIES = 5000  # a cell key changes with every version bump: keep the newest entries only
+MAX_SECONDS = 7 * 24 * 3600.0  # a cell recorded as taking longer than a week is a corrupt record, not a cost
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,20 +44,51 @@ def _path() -> Path:
 
 
 def load() -> dict[str, CellCost]:
-    """The recorded costs by cell key; empty when there is no readable record."""
+    """The recorded costs by cell key; empty when there is no readable record. Bad content is skipped with one
+    warning, never raised: the record only feeds an estimate."""
+    path = _path()
     try:
-        raw = json.loads(_path().read_text())
-    except (OSError, ValueError):
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply to parse
+        _warn(path, f"unreadable ({_reason(exc)})")
         return {}
     if not isinstance(raw, dict) or raw.get("format") != FORMAT or not isinstance(raw.get("cells"), dict):
+        _warn(path, f"not a format-{FORMAT} record")
         return {}
     out: dict[str, CellCost] = {}
     for key, value in raw["cells"].items():
-        try:
-            out[str(key)] = CellCost(float(value["seconds"]), bool(value["trained"]))
-        except (KeyError, TypeError, ValueError):
-            continue
+        cost = _entry(value)
+        if cost is not None:
+            out[str(key)] = cost
+    if len(out) < len(raw["cells"]):
+        _warn(path, f"{len(raw['cells']) - len(out)} of {len(raw['cells'])} entries unusable")
     return out
+
+
+def _entry(value: object) -> CellCost | None:
+    """One recorded cell, or None unless it is ``{"seconds": finite number in [0, MAX_SECONDS], "trained": bool}``
+    (a NaN or an infinity would poison every estimate it enters)."""
+    if not isinstance(value, dict):
+        return None
+    seconds, trained = value.get("seconds"), value.get("trained")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not isinstance(trained, bool):
+        return None
+    if not 0 <= seconds <= MAX_SECONDS:  # also False for NaN and the infinities (and never overflows on a huge int)
+        return None
+    return CellCost(float(seconds), trained)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+    return text[:120] or type(exc).__name__
+
+
+def _warn(path: Path, what: str) -> None:
+    log.warning("%s: %s; ignored (it only feeds the time-left estimate; the run replaces it)", path, what)
 
 
 def save(costs: dict[str, CellCost]) -> None:

@@ -39,6 +39,11 @@ DEFAULT_EXITS: tuple[str, ...] = (
 )
 
 GRAMMAR = "NAME[:KEY=VALUE[,KEY=VALUE...]] joined by '+' (e.g. 'prune:ratio=0.5+int8'), or 'none'"
+# an exit system is one step of the same grammar; its errors name its own flag and example, not a chain's
+EXIT_GRAMMAR = (
+    "NAME[:KEY=VALUE[,KEY=VALUE...]] (e.g. 'sidenet-multi:taps=layer1/layer2,policy=entropy'; "
+    "systems: `sidenet-bench list`)"
+)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -62,39 +67,47 @@ def _malformed(spec: str, why: str) -> UserError:
     return UserError(f"malformed chain {spec!r}: {why}; expected {GRAMMAR}")
 
 
-def _parse_step(spec: str, text: str, allow_none: bool = False, what: str = "compressor") -> ChainStep:
+def _malformed_exit(spec: str, why: str) -> UserError:
+    """Why apart from :func:`_malformed`: an ``--exit`` spec called a "chain", with a compressor chain as the example,
+    sends the user to the wrong flag. ``--bench-exit`` is pytest's spelling; the CLI says ``--exit``."""
+    return UserError(f"malformed exit system {spec!r} (--bench-exit): {why}; expected {EXIT_GRAMMAR}")
+
+
+def _parse_step(spec: str, text: str, allow_none: bool = False, exit_system: bool = False) -> ChainStep:
+    malformed = _malformed_exit if exit_system else _malformed
     name, colon, rest = text.partition(":")
     if not _NAME.fullmatch(name):
-        raise _malformed(spec, f"{name!r} is not a {what} name")
+        raise malformed(spec, f"{name!r} is not {'an exit system' if exit_system else 'a compressor'} name")
     if name == NONE and not allow_none:
-        raise _malformed(spec, "'none' cannot be combined with compressors")
+        raise malformed(spec, "'none' cannot be combined with compressors")
     if not colon:
         return ChainStep(name)
     if not rest:
-        raise _malformed(spec, f"step {text!r} has no parameters after ':'")
+        raise malformed(spec, f"step {text!r} has no parameters after ':'")
     params: dict[str, str] = {}
     for item in rest.split(","):
         if item.count("=") != 1:
             why = "lacks '=VALUE'" if "=" not in item else "has more than one '='"
-            raise _malformed(spec, f"parameter {item!r} of {name!r} {why}")
+            raise malformed(spec, f"parameter {item!r} of {name!r} {why}")
         key, value = item.split("=")
         if not _KEY.fullmatch(key):
-            raise _malformed(spec, f"parameter {item!r} of {name!r} has no valid key")
+            raise malformed(spec, f"parameter {item!r} of {name!r} has no valid key")
         if not _VALUE.fullmatch(value):
-            raise _malformed(spec, f"parameter {item!r} of {name!r} has no value")
+            raise malformed(spec, f"parameter {item!r} of {name!r} has no value")
         if key in params:
-            raise _malformed(spec, f"parameter {key!r} of {name!r} is given twice")
+            raise malformed(spec, f"parameter {key!r} of {name!r} is given twice")
         params[key] = value
     return ChainStep(name, tuple(sorted(params.items())))
 
 
 def parse_step(spec: str) -> ChainStep:
-    """One ``NAME[:KEY=VALUE,...]`` (the grammar of a chain step, also the exit systems'); names unchecked."""
+    """One exit system spec ``NAME[:KEY=VALUE,...]`` (the grammar of one chain step); names unchecked. Errors speak
+    of an exit system, not a chain: this is what ``--exit`` / ``--bench-exit`` values go through."""
     if not isinstance(spec, str) or not spec:
-        raise _malformed(str(spec) if spec is not None else "", "it is empty")
+        raise _malformed_exit(str(spec) if spec is not None else "", "it is empty")
     if any(ch.isspace() for ch in spec) or "+" in spec:
-        raise _malformed(spec, "it contains whitespace or '+'")
-    return _parse_step(spec, spec, allow_none=True, what="valid")
+        raise _malformed_exit(spec, "it contains whitespace or '+' (one system per --bench-exit; repeat the flag)")
+    return _parse_step(spec, spec, allow_none=True, exit_system=True)
 
 
 def parse_chain(spec: str, registry: Any = None, *, check_names: bool = True) -> tuple[ChainStep, ...]:
@@ -151,6 +164,7 @@ def canonical_chain(spec: str, registry: Any = None) -> str:
 
 __all__ = [
     "DEFAULT_EXITS",
+    "EXIT_GRAMMAR",
     "GRAMMAR",
     "NONE",
     "ChainStep",

@@ -5,24 +5,154 @@ Bad input (:class:`UserError`) becomes one ``sidenet-bench: error: ...`` line an
 argparse usage error, and nothing is written; any other exception is a bug and keeps its traceback.
 ``run`` validates every input before any work starts, then measures through the same code as
 ``pytest bench/`` (it runs that suite in-process), so both write the same JSON + Markdown.
+
+Output never turns into a traceback either: a terminal that cannot show ``→ λ ×`` gets ASCII stand-ins, a
+standard output that fails (a full disk) and Ctrl-C are one line on stderr and a non-zero exit, and a closed pipe
+ends ``list``/``report`` quietly (the reader has what it wanted) but never lets ``run`` claim a success it did
+not have. While ``run`` measures, notices (a cache entry rebuilt, a wait on another run's lock) are printed as
+they happen (:class:`NoticePrinter`).
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
+import errno
 import importlib
 import os
+import re
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sidenet.bench_options import add_cli_options, pytest_args
+from sidenet.bench_options import BENCH_OPTIONS, PYTEST_PREFIX, add_cli_options, pytest_args
 from sidenet.bench_options import resolve as resolve_options
 from sidenet_core.errors import UserError
 
 PROG = "sidenet-bench"
+
+
+# ---------------------------------------------------------------------------------------------------
+# output that degrades instead of failing
+# ---------------------------------------------------------------------------------------------------
+
+# what the CLI (and the report and progress lines it prints) writes beyond ASCII, spelt in ASCII for a terminal
+# whose encoding lacks it (PYTHONIOENCODING=ascii, a latin-1 locale); anything else becomes '?'
+_ASCII_STAND_INS = {
+    "→": "->",
+    "←": "<-",
+    "×": "x",
+    "λ": "lambda",
+    "≥": ">=",
+    "≤": "<=",
+    "±": "+-",
+    "…": "...",
+    "—": "-",
+    "–": "-",
+    "−": "-",
+    "·": ".",
+    "µ": "u",
+    "⚠": "(!)",
+    "✓": "ok",
+}
+_ERRORS = "sidenet-bench-ascii"
+_PROBE = "".join(_ASCII_STAND_INS)
+
+
+def _stand_in(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: ASCII stand-ins for the characters the stream's encoding cannot write."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    text = exc.object[exc.start : exc.end]
+    return "".join(_ASCII_STAND_INS.get(ch, "?") for ch in text), exc.end
+
+
+codecs.register_error(_ERRORS, _stand_in)
+
+
+def _degrade_output() -> None:
+    """Let stdout and stderr write what their encoding lacks as ASCII stand-ins instead of raising
+    UnicodeEncodeError in the middle of a listing or a run. Streams that can write everything keep their error
+    handler (so nothing changes on a UTF-8 terminal)."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        try:
+            _PROBE.encode(encoding)
+            continue
+        except (UnicodeEncodeError, LookupError):
+            pass
+        with contextlib.suppress(AttributeError, ValueError, OSError):  # not a TextIOWrapper, or closed
+            stream.reconfigure(errors=_ERRORS)
+
+
+class _OutputFailed(Exception):
+    """Standard output cannot be written (a full disk, an I/O error): neither bad input nor a bug."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(f"cannot write to standard output ({exc.strerror or exc}); send it to a working file or pipe")
+
+
+class _RunCutOff(Exception):
+    """``run``'s output failed under it (``| head`` closed the pipe, a full disk): the run stopped, so it must not
+    exit 0, and it says so on stderr, where the user still looks."""
+
+    def __init__(self, out: Path, exc: OSError) -> None:
+        if isinstance(exc, BrokenPipeError):
+            why, fix = (
+                "standard output was closed (its reader, e.g. `head`, left)",
+                "send the output to a file (> run.log)",
+            )
+        else:
+            why, fix = (
+                f"writing its output failed ({exc.strerror or exc})",
+                "free space or send the output elsewhere",
+            )
+        super().__init__(
+            f"{why}, so the run stopped: cells it finished are kept in {str(out / 'results')!r} and a new run "
+            f"resumes after them; {fix}"
+        )
+
+
+# how a failing output shows itself (a closed pipe is BrokenPipeError); any other OSError out of pytest is a bug
+_OUTPUT_ERRNOS = frozenset({errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG})
+
+
+def _say(text: str = "") -> None:
+    """``print`` to stdout; a write that fails other than by a closed pipe becomes :class:`_OutputFailed`."""
+    try:
+        print(text)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _OutputFailed(exc) from exc
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _OutputFailed(exc) from exc
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: Python flushes it again at exit, and that flush must not fail too (a second
+    error message, with a traceback, after ours)."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _cli_flags(message: str) -> str:
+    """``message`` with pytest's ``--bench-NAME`` flags spelt as this CLI's ``--NAME``: the settings are validated
+    by code shared with ``pytest bench/``, whose messages name pytest's flags."""
+    stems = sorted((opt.stem for opt in BENCH_OPTIONS), key=len, reverse=True)
+    pattern = re.escape(PYTEST_PREFIX) + "(" + "|".join(re.escape(s) for s in stems) + r")(?![\w-])"
+    return re.sub(pattern, r"--\1", message)
+
 
 # (heading, module, attribute): looked up lazily so `list` works while parts of the package are missing
 # and never pays for importing torch-heavy modules at parser build time.
@@ -85,24 +215,42 @@ def _check_report_output(out: Path, results: Path) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    """Render a results JSON. Onto a run's report (``<out>/<name>.md`` beside ``<out>/results/<name>.json``) it
+    takes that run's lock and writes its stamp (:func:`sidenet.store.render_report`): a report racing a run never
+    leaves an older report behind a stamp that says it is current."""
     from sidenet.report import write_report  # matplotlib is slow to import; only `report` needs it
     from sidenet.results import load_results
+    from sidenet.store import render_report
 
     results_path = Path(args.results)
-    results = load_results(results_path)
+    load_results(results_path)  # a malformed file is a one-line error before anything is written
     out = Path(args.output) if args.output else _default_output(results_path)
     _check_report_output(out, results_path)
+    plots = out.with_name(f"{out.stem}_plots")
+    if (plots.exists() or plots.is_symlink()) and not plots.is_dir():
+        raise UserError(f"{str(plots)!r} (the report's plots folder) is not a folder; move it away or pass another -o")
     ancestor = out.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise UserError(f"output {str(out)!r} cannot be created: {str(ancestor)!r} is not a directory")
     try:
-        written = write_report(results, out)
-    except OSError as exc:  # e.g. a read-only folder; files are replaced atomically, so nothing is half-written
-        raise UserError(f"cannot write report {str(out)!r}: {exc.strerror or exc}") from None
+        written = render_report(results_path, out, write_report)
+    except OSError as exc:  # files are replaced atomically (figures staged): nothing is half-written or left behind
+        raise _report_write_error(out, exc) from None
     print(written)
     return 0
+
+
+def _report_write_error(out: Path, exc: OSError) -> UserError:
+    """One line naming the path that could not be written (the report, its plots folder, the lock) and why."""
+    from sidenet.store import WriteError
+
+    why = exc.reason if isinstance(exc, WriteError) else exc.strerror or str(exc)
+    culprit = Path(str(exc.filename)) if exc.filename else out
+    if culprit == out:
+        return UserError(f"cannot write report {str(out)!r} ({why}); pass another -o or free that path")
+    return UserError(f"cannot write report {str(out)!r}: {str(culprit)!r}: {why}; move it away or pass another -o")
 
 
 def _add_report_parser(sub: Any) -> None:
@@ -156,9 +304,9 @@ def _listing(module: str, attr: str) -> list[str]:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     for heading, module, attr in LISTINGS:
-        print(f"{heading}:")
+        _say(f"{heading}:")
         for line in _listing(module, attr):
-            print(f"  {line}")
+            _say(f"  {line}")
     return 0
 
 
@@ -200,7 +348,10 @@ def _find_bench_dir() -> Path:
 
 
 def _run_settings(args: argparse.Namespace) -> Any:
-    return resolve_options(vars(args), command="sidenet-bench run")
+    try:
+        return resolve_options(vars(args), command="sidenet-bench run")
+    except UserError as exc:
+        raise UserError(_cli_flags(str(exc))) from None
 
 
 def _pytest_args(settings: Any, bench: Path, quiet: bool) -> list[str]:
@@ -209,32 +360,84 @@ def _pytest_args(settings: Any, bench: Path, quiet: bool) -> list[str]:
     return args + pytest_args(settings, quiet)
 
 
+class NoticePrinter:
+    """pytest plugin of ``sidenet-bench run``: every notice (:func:`sidenet.status.notify`, and the library's
+    logged warnings: a cache entry deleted and rebuilt, a wait on another run's lock, an unusable cost record)
+    reaches the terminal when it happens, out of pytest's capture like the progress lines. Without it they sat in
+    pytest's log capture, shown only for a failed cell, and a run waiting minutes on a lock looked hung. Shown with
+    ``-q`` too: a notice is not progress."""
+
+    def __init__(self) -> None:
+        self.config: Any = None  # pytest.Config (pytest is imported only when a run starts)
+        self.stop: Callable[[], None] | None = None
+
+    def pytest_configure(self, config: Any) -> None:
+        from sidenet.status import listen_notices
+
+        self.config = config
+        self.stop = listen_notices(self.write)
+
+    def pytest_unconfigure(self, config: Any) -> None:
+        if self.stop is not None:
+            self.stop()
+            self.stop = None
+
+    def write(self, message: str) -> None:
+        line = f"{PROG}: notice: {' '.join(message.split())}"  # one line, whatever it was given
+        plugins = self.config.pluginmanager
+        reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+        uncaptured = capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
+        with contextlib.suppress(OSError), uncaptured:  # a notice that cannot be shown must not stop the run
+            if reporter is None:
+                print(line, file=sys.stderr, flush=True)
+                return
+            if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):  # after `-q`'s progress dots
+                reporter.write("\n")
+            reporter.write_line(line)
+            reporter.flush()
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from sidenet.cache import check_cache_dir
-    from sidenet.harness import check_data, check_out_dir, quiet_from_env
+    from sidenet.harness import check_data, check_out_dir, check_selection, quiet_from_env
 
-    # 1. validate everything, cheapest first; nothing is written until all of it passed
+    # 1. validate everything, cheapest first; nothing is written until all of it passed (directories are only
+    #    inspected until then: a refused run leaves no folders behind)
     settings = _run_settings(args)
+    try:
+        check_selection(settings)
+    except UserError as exc:
+        raise UserError(_cli_flags(str(exc))) from None
     bench = _find_bench_dir()
     check_out_dir(settings.out, create=False)
+    check_cache_dir(create=False)
     check_data(settings.tasks)
-    check_out_dir(settings.out, create=True)
-    check_cache_dir()  # a bad cache directory fails now, not after the first model is trained
+    check_cache_dir()  # a bad cache directory fails now, not after the first model is trained ...
+    check_out_dir(settings.out, create=True)  # ... and before the output directory is made
     quiet = bool(args.quiet or quiet_from_env())
+    try:
+        return _measure(settings, bench, quiet)
+    except (OSError, _OutputFailed) as exc:  # `run | head -1`, `run > /dev/full`: the run stopped where it was
+        cause = exc.__cause__ if isinstance(exc, _OutputFailed) else exc
+        if not isinstance(cause, OSError) or cause.errno not in _OUTPUT_ERRNOS:
+            raise
+        raise _RunCutOff(settings.out, cause) from None
+
+
+def _measure(settings: Any, bench: Path, quiet: bool) -> int:
+    """Run the bench suite itself (same code, same outputs as ``pytest bench/``); pytest's exit code mapped."""
     if not quiet:
-        print(
-            f"{PROG}: {settings.n_cells()} cell(s) over {len(settings.tasks)} task(s), chains "
-            f"{'; '.join(f'{t}: ' + ', '.join(settings.chains_for(t)) for t in settings.tasks)} → {settings.out}",
-            flush=True,
-        )
-    # 2. measure through the bench suite itself (same code, same outputs as `pytest bench/`)
+        chains = "; ".join(f"{t}: " + ", ".join(settings.chains_for(t)) for t in settings.tasks)
+        cells = f"{settings.n_cells()} cell(s) over {len(settings.tasks)} task(s)"
+        _say(f"{PROG}: {cells}, chains {chains} → {settings.out}")
+        _flush_stdout()
     import pytest
 
     previous = os.environ.get("SIDENET_BENCH_QUIET")
     if quiet:
         os.environ["SIDENET_BENCH_QUIET"] = "1"
     try:
-        code = int(pytest.main(_pytest_args(settings, bench, quiet)))
+        code = int(pytest.main(_pytest_args(settings, bench, quiet), plugins=[NoticePrinter()]))
     finally:
         if quiet:
             if previous is None:
@@ -282,21 +485,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit code (argparse itself exits 2 on usage errors, 0 on --help)."""
+    _degrade_output()
     args = build_parser().parse_args(argv)
     try:
         code = int(args.handler(args))
-        sys.stdout.flush()  # here, where a closed pipe can be handled, not at interpreter exit
+        _flush_stdout()  # here, where a closed pipe or a full disk can be handled, not at interpreter exit
         return code
     except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished files are intact, a new run resumes", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `sidenet-bench list | head -1`: the reader has what it wanted
-        # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail too
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if args.command == "run":
+            return _fail("interrupted; finished files are intact, a new run resumes", 130, prefix="")
+        return _fail("interrupted", 130, prefix="")
+    except (_OutputFailed, _RunCutOff) as exc:
+        _silence_stdout()
+        return _fail(str(exc), 1)
+    except BrokenPipeError:  # `sidenet-bench list | head -1`: the reader has what it wanted (`run` says otherwise)
+        _silence_stdout()
         return 0
+
+
+def _fail(message: str, code: int, prefix: str = "error: ") -> int:
+    """One line on stderr (never a second error if stderr is gone too); returns ``code``."""
+    with contextlib.suppress(OSError):
+        print(f"{PROG}: {prefix}{message}", file=sys.stderr, flush=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from sidenet import cache
 from sidenet.chain import NONE, ChainStep, format_chain, parse_chain
 from sidenet.compressed import bert_layer_count, chain_configs, trains
-from sidenet.exits import BuiltSystem, ExitSystemConfig, SystemContext, register_exit_system
+from sidenet.exits import BuiltSystem, ExitSystemConfig, SystemContext, parse_count, register_exit_system
 from sidenet.heads import EVAL_BATCH, device_fields, freeze
 from sidenet.policies import make_policy
 from sidenet.status import announce
@@ -67,6 +67,9 @@ LOSSES = ("v1", "v2")
 GOLDEN = 1.61803398875
 COLLAPSE_SHARE = 0.99  # one exit taking at least this share of validation rows is a collapse
 HEAD_LR_FACTOR = 10.0  # the exit blocks start from scratch; the backbone from a trained MainNet
+# upper bounds of the integer parameters: one exit per block at most (a ResNet-152 has 50), and training that
+# fine-tunes a trained MainNet (default 1 epoch; the paper's 150 are from scratch) is never worth days of a bench
+INT_RANGES: dict[str, tuple[int, int]] = {"exits": (1, 64), "epochs": (1, 100)}
 
 
 # ---------------------------------------------------------------- placement
@@ -304,9 +307,8 @@ def _float_field(name: str, value: str, low: float = 0.0) -> float:
 
 
 def _int_field(name: str, value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise UserError(f"eenet {name} must be a positive integer, got {value!r}")
-    return int(value)
+    low, high = INT_RANGES[name]
+    return parse_count("eenet", name, value, low, high)
 
 
 @register_exit_system

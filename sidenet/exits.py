@@ -16,6 +16,7 @@ the real cascade on test. Adding a system: one config class here (or in your pac
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -34,6 +35,7 @@ from sidenet_core.registry import Registry
 from sidenet_core.staged import StagedModel
 
 TAP_SEPARATOR = "/"
+_TAP_NAME = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)  # stage, block or layer names: layer2, layer2.0, 3
 
 
 @dataclass
@@ -104,6 +106,14 @@ class ExitSystemConfig:
 
     def build(self, ctx: SystemContext) -> BuiltSystem:
         raise UserError(f"exit system {self.name!r} has no cascade to build")
+
+    def check_task(self, task: Task) -> None:
+        """One-line UserError when this config cannot run on ``task`` (a tap its MainNet does not have, a small
+        network chain that does not exist), found without data or training.
+
+        Why apart from ``__post_init__``: a config is parsed without a task, but some of its values only mean
+        something for one (tap names differ between a ResNet and a BERT). Checked when the settings are built, so a
+        typo fails in a second, not after the MainNet trained. Default: nothing task-specific to check."""
 
 
 EXIT_SYSTEMS: Registry[type[ExitSystemConfig]] = Registry("exit system")
@@ -197,11 +207,47 @@ def all_taps(ctx: SystemContext) -> tuple[str, ...]:
 
 
 def check_taps(system: str, spec: str) -> None:
-    """``all`` or distinct tap names joined by '/' (whether they exist is checked against the model)."""
+    """``all`` or distinct tap names joined by '/', each plain ASCII (whether they exist is a question for the
+    task's model: :func:`check_taps_for`)."""
     if spec != "all":
         names = spec.split(TAP_SEPARATOR)
-        if any(not n for n in names) or len(set(names)) != len(names):
-            raise UserError(f"{system} taps {spec!r}: give distinct tap names joined by '/', or all")
+        if any(not _TAP_NAME.fullmatch(n) for n in names) or len(set(names)) != len(names):
+            raise UserError(
+                f"{system} taps {spec!r}: give distinct tap names (ASCII letters, digits, '.', '_', '-') joined by "
+                "'/', e.g. layer1/layer2 or 1/3, or all"
+            )
+
+
+def check_taps_for(task: Task, system: str, spec: str) -> None:
+    """One-line UserError unless ``task``'s MainNet can be cut at every tap of ``spec`` (``all`` always can).
+
+    Why this way: which taps exist depends on the model (a ResNet's stages and blocks, a BERT's layer count), and
+    the task's own staging (:meth:`Task.staged_model`, which a task may override) is the one authority on them. The
+    architecture is built untrained (no data, no cache, the global RNG left as it was) and staged; the adapter's
+    own message says what the taps may be."""
+    if spec == "all":
+        return
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = task.build_mainnet(2)
+    except UserError:
+        raise
+    except Exception:  # a model that cannot be built here fails where it is built for real, as before
+        return
+    try:
+        task.staged_model(model, tuple(spec.split(TAP_SEPARATOR)))
+    except UserError as exc:
+        raise UserError(f"{system} taps {spec!r} do not fit task {task.name!r}: {exc}") from None
+
+
+def parse_count(system: str, name: str, value: str, low: int, high: int) -> int:
+    """``value`` as an integer in ``[low, high]`` written in ASCII digits; else a one-line UserError with the range.
+
+    Why not ``str.isdigit``: it is true for '²' and other Unicode digits that ``int`` refuses (a traceback, not a
+    message), and a count without an upper bound runs for days, or passes ``int``'s digit limit."""
+    if not (value.isascii() and value.isdigit()) or len(value) > len(str(high)) + 2 or not low <= int(value) <= high:
+        raise UserError(f"{system} {name} must be an integer in [{low}, {high}], got {value!r}")
+    return int(value)
 
 
 def resolve_taps(ctx: SystemContext, spec: str) -> tuple[str, ...]:
@@ -222,6 +268,9 @@ class SideNetMulti(ExitSystemConfig):
     def __post_init__(self) -> None:
         _check_policy(self.policy)
         check_taps(self.name, self.taps)
+
+    def check_task(self, task: Task) -> None:
+        check_taps_for(task, self.name, self.taps)
 
     def build(self, ctx: SystemContext) -> BuiltSystem:
         taps = resolve_taps(ctx, self.taps)
@@ -254,6 +303,8 @@ __all__ = [
     "ExitSystemConfig",
     "SystemContext",
     "canonical_exit",
+    "check_taps_for",
+    "parse_count",
     "parse_exit_system",
     "register_exit_system",
 ]

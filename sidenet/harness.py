@@ -230,6 +230,33 @@ class BenchSettings:
         return len(self.cells())
 
 
+def check_selection(settings: BenchSettings) -> None:
+    """One-line UserError, before any data is loaded or model trained, when the selection has no cell to time or
+    an exit system's task-specific values (taps, the cascade's small network) do not fit a task
+    (:meth:`sidenet.exits.ExitSystemConfig.check_task`: builds the untrained architecture, so not in
+    ``BenchSettings`` itself, which every timing worker constructs again).
+
+    Why: untimed systems (``oracle``) are computed from the timed systems' traces, and ``sidenet-noexit`` runs on
+    chain none only; a selection of only those used to exit 0, saying results were "left as they were" for files
+    that may not even exist; a bad tap failed each cell after the MainNet had loaded or trained."""
+    if not settings.n_cells():
+        timed = ", ".join(n for n in EXIT_SYSTEMS.names() if EXIT_SYSTEMS.get(n).timed)
+        untimed = [e for e in settings.exits if not parse_exit_system(e).timed]
+        if len(untimed) == len(settings.exits):
+            raise UserError(
+                f"nothing to time: {', '.join(untimed)} {'is' if len(untimed) == 1 else 'are'} not timed (computed "
+                f"from the timed systems' traces); add a timed one with --bench-exit NAME ({timed})"
+            )
+        chains = ", ".join(dict.fromkeys(c for t in settings.tasks for c in settings.chains_for(t)))
+        raise UserError(
+            f"nothing to time: exit systems {', '.join(settings.exits)} run on none of the chains {chains} "
+            f"(sidenet-noexit runs on chain none only); add --bench-chain none or another --bench-exit NAME ({timed})"
+        )
+    for task in settings.tasks:
+        for spec in settings.exits:
+            parse_exit_system(spec).check_task(TASKS.get(task))
+
+
 LEGACY_EXITS = ("none", "sidenet", "sidenet-noexit")
 
 

@@ -67,15 +67,23 @@ def load_results(path: str | Path) -> dict[str, Any]:
     structures it indexes into), so a file this accepts renders without a traceback.
     """
     path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"results file {str(path)!r} does not exist; pass a JSON written by the bench") from None
+    except OSError as exc:
+        raise UserError(f"cannot read results file {str(path)!r}: {exc}") from None
+    return parse_results(raw, path)
+
+
+def parse_results(raw: bytes, path: str | Path) -> dict[str, Any]:
+    """:func:`load_results` for bytes already read from ``path`` (named in errors): a caller that reads the file
+    under a lock renders, and stamps, exactly the bytes it checked."""
     where = repr(str(path))
     try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"results file {where} does not exist; pass a JSON written by the bench") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
         raise UserError(f"cannot read results file {where}: {exc}") from None
-    try:
-        data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise UserError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except RecursionError:
@@ -91,25 +99,98 @@ def load_results(path: str | Path) -> dict[str, Any]:
     problem = _scan(data, numbers=False)
     if problem:
         raise UserError(f"{where} {problem}; pass a JSON written by the bench")
+    data = decode_nonfinite(data)
     rows = [b for b in data["benchmarks"] if isinstance(b, dict)]
-    ours = [b for b in rows if isinstance(b.get("extra_info"), dict) and "task" in b["extra_info"]]
+    ours = [b for b in rows if _is_ours(b)]
     if not ours:
         raise UserError(f"{where} holds no sidenet-bench rows; run `pytest bench/ --benchmark-only` first")
     for b in ours:
-        missing = [k for k in REQUIRED_KEYS if k not in b["extra_info"]]
-        if missing:
-            raise UserError(f"{where}: benchmark {_short(b.get('name'))} lacks keys {missing}; re-run the bench")
-        stats = b.get("stats")
-        if stats is None or (isinstance(stats, dict) and "median" not in stats):
-            raise UserError(f"{where}: benchmark {_short(b.get('name'))} has no timing stats; re-run the bench")
-        problem = _row_problem(b)
+        problem = _renderable_problem(b)
         if problem:
-            raise UserError(f"{where}: benchmark {_short(b.get('name'))} {problem}; re-run the bench")
+            raise UserError(f"{where}: benchmark {_short(b.get('name'))} {problem}")
     problem = _machine_info_problem(data)
     if problem:
         raise UserError(f"{where}: {problem}; re-run the bench or fix the file")
     data["benchmarks"] = ours
     return data
+
+
+def row_problem(row: Any) -> str | None:
+    """Why :func:`load_results` would refuse the values of this stored row (as ``json.loads`` read it: a NaN
+    median, an accuracy of ``"NaN"``), or None. Such a row is no resume source: a later run measures that cell
+    again and replaces it, where skipping it would keep a file the report refuses however often the bench runs.
+
+    A row that lacks required keys is not judged here (None): the bench writes every key, so it is hand-made or
+    from before a key existed, and its cell key (which names the timing protocol and versions) decides."""
+    if not isinstance(row, dict) or not _is_ours(row):
+        return "is not a sidenet-bench row"
+    problem = _scan(row, numbers=False, depth=3)
+    if problem:
+        return problem
+    row = decode_nonfinite(row)
+    if any(k not in row["extra_info"] for k in REQUIRED_KEYS):
+        return None
+    return _renderable_problem(row)
+
+
+def _is_ours(b: dict[str, Any]) -> bool:
+    return isinstance(b.get("extra_info"), dict) and "task" in b["extra_info"]
+
+
+def _renderable_problem(b: dict[str, Any]) -> str | None:
+    """The first reason the report cannot show one of our rows (already depth-checked and decoded), with its fix."""
+    missing = [k for k in REQUIRED_KEYS if k not in b["extra_info"]]
+    if missing:
+        return f"lacks keys {missing}; re-run the bench"
+    stats = b.get("stats")
+    if stats is None or (isinstance(stats, dict) and "median" not in stats):
+        return "has no timing stats; re-run the bench"
+    problem = _row_problem(b)
+    return f"{problem}; re-run the bench" if problem else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Non-finite numbers: stored as strings, read back as floats
+# ---------------------------------------------------------------------------------------------------
+
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def results_text(results: dict[str, Any]) -> str:
+    """A results dict as the text of a results JSON: strict JSON, every row kept.
+
+    Why non-finite numbers are written as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (the spelling
+    of protobuf's JSON mapping) rather than refused: a NaN reaches a row from a measurement (an ECE over no rows) or
+    from a stored file (pytest-benchmark's own ``--benchmark-json`` writes bare ``NaN``), and refusing it at write
+    time refuses the whole merged file, so the newly measured rows would be lost with it, run after run. Python's
+    bare ``NaN`` token is not JSON (strict readers reject the file), and ``null`` would read back as "not recorded".
+    :func:`load_results` turns the strings back into floats, so a row reads back as it was measured, and a row
+    the report cannot show (a NaN median) is no resume source (:func:`row_problem`): the next run replaces it.
+    (pytest params, e.g. a Cell, are written as their id through ``default=str``.)"""
+    return json.dumps(encode_nonfinite(results), indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
+
+
+def encode_nonfinite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its string (see :func:`results_text`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return _number_text(value)
+    if isinstance(value, dict):
+        return {k: encode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_nonfinite(v) for v in value]
+    return value
+
+
+def decode_nonfinite(value: Any) -> Any:
+    """The inverse of :func:`encode_nonfinite`: the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` become floats
+    again, wherever they are (no field the bench writes holds one of those words as text)."""
+    if isinstance(value, str):
+        return _NONFINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: decode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_nonfinite(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------

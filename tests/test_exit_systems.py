@@ -249,6 +249,71 @@ def test_the_generic_path_keeps_the_sidenets_numbers(task_name: str) -> None:
     assert multi.built.identity["heads"][at] == s.built.identity["heads"][0]
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("eenet:epochs=²", "eenet epochs must be an integer in [1, 100], got '²'"),
+        ("eenet:exits=١", "eenet exits must be an integer in [1, 64], got '١'"),
+        ("eenet:epochs=101", "eenet epochs must be an integer in [1, 100]"),
+        ("eenet:exits=" + "9" * 5000, "eenet exits must be an integer in [1, 64]"),
+        ("learned:fit_rows=²⁰⁰⁰", "learned fit_rows must be an integer in [100, "),
+        ("cascade:fit_rows=٢٠٠", "cascade fit_rows must be an integer in [100, "),
+        ("learned:fit_rows=" + "9" * 5000, "learned fit_rows must be an integer"),
+        ("sidenet-multi:taps=layer²", "give distinct tap names (ASCII"),
+        ("cascade:small=distl", "cascade small='distl': unknown compressor 'distl'; did you mean 'distil'?"),
+    ],
+)
+def test_exit_system_counts_are_ascii_bounded_integers_and_chains_exist(spec: str, message: str) -> None:
+    """Unicode digits pass ``str.isdigit`` but not ``int`` (a traceback, an INTERNALERROR through ``pytest bench/``),
+    counts had no upper bound, and the cascade's small network chain was looked up only after training."""
+    with pytest.raises(UserError) as info:
+        parse_exit_system(spec)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_malformed_exit_specs_are_not_called_chains() -> None:
+    with pytest.raises(UserError) as info:
+        parse_exit_system("sidenet:")
+    text = str(info.value)
+    assert text.startswith("malformed exit system 'sidenet:' (--bench-exit)")
+    assert "sidenet-multi:taps=layer1/layer2" in text and "chain" not in text and "prune" not in text
+
+
+@pytest.mark.parametrize(
+    ("task", "spec", "message"),
+    [
+        ("tiny-resnet", "sidenet-multi:taps=layer9", "sidenet-multi taps 'layer9' do not fit task 'tiny-resnet': "),
+        ("tiny-resnet", "learned:taps=1/2", "learned taps '1/2' do not fit task 'tiny-resnet'"),
+        ("tiny-bert", "sidenet-multi:taps=layer1", "do not fit task 'tiny-bert': BERT tap must be a layer index"),
+        ("tiny-bert", "learned:taps=1/9", "do not fit task 'tiny-bert': BERT tap 9 is outside 1..3"),
+    ],
+)
+def test_taps_are_checked_against_the_tasks_model_without_training(task: str, spec: str, message: str) -> None:
+    """A tap the task's MainNet does not have fails when the settings are checked, not after the MainNet trained;
+    the check builds the untrained architecture only and leaves the global RNG as it was."""
+    before = torch.random.get_rng_state()
+    with pytest.raises(UserError) as info:
+        parse_exit_system(spec).check_task(TASKS.get(task))
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+@pytest.mark.parametrize(
+    ("task", "spec"),
+    [
+        ("tiny-resnet", "sidenet-multi:taps=layer1/layer3"),
+        ("tiny-resnet", "learned:taps=layer2"),
+        ("tiny-bert", "sidenet-multi:taps=1/3"),
+        ("tiny-resnet", "sidenet-multi"),
+        ("tiny-resnet", "cascade"),
+        ("tiny-resnet", "cascade:small=prune"),
+        ("tiny-bert", "eenet:epochs=100,exits=64"),
+    ],
+)
+def test_valid_system_configs_pass_the_task_check(task: str, spec: str) -> None:
+    parse_exit_system(spec).check_task(TASKS.get(task))
+
+
 def test_exit_systems_parse_like_chain_steps() -> None:
     assert canonical_exit("sidenet:policy=softmax") == "sidenet"
     assert canonical_exit("sidenet-multi:taps=layer1/layer3") == "sidenet-multi:taps=layer1/layer3"

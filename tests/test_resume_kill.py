@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sidenet.machine import fingerprint
 from sidenet.report import write_report
 from sidenet.report.render import render_markdown
 from sidenet.results import load_results
-from sidenet.store import PAUSE_ENV, write_outputs
+from sidenet.store import PAUSE_ENV, ResultsStore, write_outputs
 
 ARGS = ["--task", "tiny-resnet", "--batch-size", "2", "--rounds", "1", "--timing-samples", "8", "--threads", "1"]
 NAME = "ci"
@@ -258,3 +261,131 @@ def test_rows_are_rescued_when_the_output_becomes_unwritable(previous: Path, tmp
     finally:
         rescued.unlink(missing_ok=True)
     assert "Traceback" not in text
+
+
+# ---------------------------------------------------------------------------------------------------
+# failures at the end of a run: the path at fault is named, and the rows are where the line says
+# ---------------------------------------------------------------------------------------------------
+
+
+def _paused_run(out: Path, tmp_path: Path, point: str, change: Callable[[int], None]) -> tuple[int, str, Path]:
+    """Run the CLI (re-measuring the MainNet cell) until it pauses at ``point``, call ``change(pid)`` on the bench
+    process while it waits, resume it; return its exit code, its output and the private temp folder it used."""
+    marker, log, tmp = tmp_path / f"paused-{point}", tmp_path / f"run-{point}.log", tmp_path / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = _env(**{PAUSE_ENV: f"{point}:{marker}", "TMPDIR": str(tmp)})
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(_command(out, "--exit", "none", "--force", "-q"), cwd=tmp_path, env=env,
+                                stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            _wait_for(marker, proc, log)
+            change(int(marker.read_text()))
+            marker.unlink()  # resume the run
+            code = proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return code, log.read_text(), tmp
+
+
+def _error_line(text: str) -> str:
+    [line] = [line for line in text.splitlines() if line.startswith("sidenet-bench: error:")]
+    assert "Traceback" not in text, text[-3000:]
+    return line
+
+
+def _rescued(tmp: Path) -> list[Path]:
+    return sorted(tmp.rglob("sidenet-bench-rescued-*"))
+
+
+def test_a_full_disk_that_stops_the_rescue_too_is_one_line_and_leaves_no_truncated_file(
+    previous: Path, tmp_path: Path
+) -> None:
+    """The results folder is gone (replaced by a file) and the disk is full (``RLIMIT_FSIZE`` of 6 KB set on the
+    running bench): the rescue cannot be written either. It used to raise inside the first failure's handler (two
+    chained tracebacks) and leave a truncated rescue JSON in the temp folder; now one line says the rows could not
+    be saved, and why, and nothing half-written is left."""
+    results_dir = previous / "results"
+
+    def folder_gone_and_disk_full(pid: int) -> None:
+        results_dir.rename(tmp_path / "results-moved")
+        results_dir.write_text("not a folder any more")
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (6000, 6000))
+
+    code, text, tmp = _paused_run(previous, tmp_path, "write", folder_gone_and_disk_full)
+    assert code != 0, text[-3000:]
+    assert _rescued(tmp) == [] and list(tmp.rglob("*.partial")) == []  # nothing half-written
+    line = _error_line(text)
+    assert line.startswith(f"sidenet-bench: error: cannot write {results_dir} (it is a file where a folder is needed)")
+    assert line.endswith(f"this run's 1 row(s) could not be saved either ({tmp}: File too large); fix both and re-run")
+
+
+def test_a_lock_that_becomes_a_folder_is_named_and_the_rows_rescued(previous: Path, tmp_path: Path) -> None:
+    """The lock file turns into a folder while the cell is timed: the error names the lock (it used to name the
+    results JSON, which was fine) and this run's row is saved to the temp folder."""
+    lock = previous / "results" / f".{NAME}.lock"
+
+    def lock_becomes_a_folder(pid: int) -> None:
+        lock.unlink()
+        lock.mkdir()
+
+    code, text, tmp = _paused_run(previous, tmp_path, "timing", lock_becomes_a_folder)
+    assert code != 0, text[-3000:]
+    line = _error_line(text)
+    assert line.startswith(f"sidenet-bench: error: cannot write {lock} (Is a directory); fix that path and re-run")
+    [rescued] = _rescued(tmp)
+    assert line.endswith(f"this run's 1 row(s) were saved to {rescued}")
+    assert [b["extra_info"]["exit"] for b in load_results(rescued)["benchmarks"]] == ["none"]
+
+
+def test_a_report_that_cannot_be_written_is_named_and_the_rows_are_in_the_results(
+    previous: Path, tmp_path: Path
+) -> None:
+    """The results are written, then the report cannot be (its name became a folder): the line names the report
+    and says the rows are in the results file (it used to blame the results JSON and claim the rows had gone to
+    the temp folder). The stamp still names the old results, so the next run renders the report."""
+    results, report = outputs(previous)
+    before = rows(previous)["none"]
+
+    def report_becomes_a_folder(pid: int) -> None:
+        report.unlink()
+        report.mkdir()
+
+    code, text, tmp = _paused_run(previous, tmp_path, "render", report_becomes_a_folder)
+    assert code != 0, text[-3000:]
+    line = _error_line(text)
+    assert line.startswith(f"sidenet-bench: error: cannot write {report} (Is a directory); this run's rows are in")
+    assert _rescued(tmp) == []
+    assert rows(previous)["none"]["stats"]["data"] != before["stats"]["data"]  # the re-measured row is stored
+    report.rmdir()
+    store = ResultsStore(results, report, fingerprint("cpu", 1), render=write_report)  # machine: unused here
+    assert not store.report_is_current() and store.refresh_report()  # what the next run does
+
+
+def test_an_unreadable_results_file_is_set_aside_and_the_run_says_so(previous: Path, tmp_path: Path) -> None:
+    """A truncated results file used to be replaced without a word; now it is kept beside the new one and the run
+    says so in one line."""
+    results, _ = outputs(previous)
+    truncated = results.read_bytes()[:1000]
+    results.write_bytes(truncated)
+    done = run_cli(previous, "--exit", "none", "-q", cwd=tmp_path)
+    copy = results.with_name(f"{NAME}.unreadable.json")
+    assert copy.read_bytes() == truncated and set(rows(previous)) == {"none"}
+    [notice] = [line for line in done.stdout.splitlines() if "could not be read" in line]
+    assert notice.startswith(f"sidenet-bench: {results} could not be read (not valid JSON: ")
+    assert notice.endswith(f"; it was kept as {copy}, not merged")
+
+
+def test_a_path_in_the_way_is_refused_before_anything_is_measured(previous: Path, tmp_path: Path) -> None:
+    """A lock that is a folder used to fail the run at its end, after measuring; the other paths beside the
+    results (stamp, plots folder) are checked the same way (tests/test_failure_paths_results.py)."""
+    before = outputs(previous)[0].read_bytes()
+    path = previous / "results" / f".{NAME}.lock"
+    path.unlink(missing_ok=True)
+    path.mkdir()
+    proc = subprocess.run(_command(previous, "--exit", "none", "--force", "-q"), cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert repr(str(path)) in line and "move it away or pass another --name" in line
+    assert "passed" not in proc.stdout and outputs(previous)[0].read_bytes() == before

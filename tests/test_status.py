@@ -1,7 +1,9 @@
-"""The run says what it is busy with: the library announces training, the bench's progress line listens."""
+"""The run says what it is busy with: the library announces training, the bench's progress line listens; and what
+the user must know now (notices: a cache entry rebuilt, a wait on another run's lock) reaches the terminal."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sidenet.pipeline import load_or_train_mainnet, load_task_data
-from sidenet.status import announce, listen
+from sidenet.status import announce, listen, listen_notices, notify
 from sidenet.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +26,44 @@ def test_listeners_hear_announcements_until_they_stop() -> None:
     announce("nobody listens")
     stop()  # twice is harmless
     assert heard == ["training something"]
+
+
+def test_notices_and_the_libraries_warnings_reach_notice_listeners_only() -> None:
+    """Warnings logged under ``sidenet`` (the cache's rebuild, the store's lock wait) are notices while someone
+    listens; they never reach announcement listeners (a timing worker refuses every announcement) and info records
+    stay in the log."""
+    notices: list[str] = []
+    announced: list[str] = []
+    stop_announced = listen(announced.append)
+    stop = listen_notices(notices.append)
+    try:
+        logging.getLogger("sidenet.store").warning("another run is writing %s; waiting for it", "r.json")
+        logging.getLogger("sidenet.cache").info("loaded from cache")
+        logging.getLogger("elsewhere").warning("not ours")
+        notify("a direct notice\nover two lines")
+    finally:
+        stop()
+        stop_announced()
+    logging.getLogger("sidenet.cache").warning("nobody listens")
+    stop()  # twice is harmless
+    assert notices == ["another run is writing r.json; waiting for it", "a direct notice\nover two lines"]
+    assert announced == []
+    assert not any(type(h).__name__ == "_LogBridge" for h in logging.getLogger("sidenet").handlers)
+
+
+def test_a_failing_notice_listener_never_breaks_the_code_that_logged() -> None:
+    def broken(message: str) -> None:
+        raise OSError("the terminal is gone")
+
+    stop = listen_notices(broken)
+    try:
+        logging.raiseExceptions, previous = False, logging.raiseExceptions  # no "--- Logging error ---" noise
+        try:
+            logging.getLogger("sidenet.cache").warning("cache entry x: unusable; deleted, will rebuild")
+        finally:
+            logging.raiseExceptions = previous
+    finally:
+        stop()
 
 
 def test_training_a_mainnet_is_announced_and_loading_it_is_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import statistics
 from datetime import datetime
 from pathlib import Path
@@ -527,15 +528,55 @@ def _prune_stale_plots(plot_dir: Path, keep: list[Path], manifest: Path) -> None
 def write_report(results: dict[str, Any], out_md: Path) -> Path:
     """Write plots to ``<stem>_plots/`` next to ``out_md``, then the Markdown; each file replaced atomically.
 
-    The Markdown is rendered before anything touches the disk and published last, so a failure at any
-    point leaves the previous report file as it was. Then figures of the previous report that this one
-    no longer has are removed, as listed in the hidden manifest ``.<name>.plots.json`` beside ``out_md``
-    (:func:`_prune_stale_plots`); other files in the plots folder are only ever replaced by a figure's name.
+    The Markdown is rendered before anything touches the disk. The figures are rendered into a hidden staging
+    folder beside the report and the Markdown into its temp file; only when all of that worked are the figures
+    moved into ``<stem>_plots/`` (one atomic rename each) and the Markdown published. So a failure while
+    rendering or writing (a full disk, a report name the file system refuses) leaves the previous report and
+    its plots folder as they were, with no figure of the failed report behind: none was published. Then figures
+    of the previous report that this one no longer has are removed, as listed in the hidden manifest
+    ``.<name>.plots.json`` beside ``out_md`` (:func:`_prune_stale_plots`); other files in the plots folder are
+    only ever replaced by a figure's name.
     """
     out_md = Path(out_md)
     plot_dir = out_md.parent / f"{out_md.stem}_plots"
     markdown = render_markdown(results, plot_dir.name)
-    written = plots.write_plots(results, plot_dir)
-    atomic.write_text(out_md, markdown)
+    created: list[Path] = []  # figures this call added to the plots folder (not replaced): undone on failure
+    try:
+        with atomic.atomic_path(out_md) as md_tmp, atomic.staging_dir(out_md.parent, plot_dir) as stage:
+            md_tmp.write_text(markdown, encoding="utf-8")
+            staged = plots.write_plots(results, stage)
+            written = _publish_plots(staged, plot_dir, created)
+    except BaseException:
+        _unpublish(created, plot_dir)
+        raise
     _prune_stale_plots(plot_dir, written, out_md.with_name(f".{out_md.name}.plots.json"))
     return out_md
+
+
+def _publish_plots(staged: list[Path], plot_dir: Path, created: list[Path]) -> list[Path]:
+    """Move the staged figures into ``plot_dir`` (created if needed), one atomic rename each; ``created`` collects
+    the names that did not exist there before, and the folder itself when this made it."""
+    if not staged:
+        return []
+    if not plot_dir.is_dir():
+        plot_dir.mkdir()
+        created.append(plot_dir)
+    published = []
+    for figure in staged:
+        target = plot_dir / figure.name
+        new = not (target.exists() or target.is_symlink())
+        os.replace(figure, target)
+        if new:
+            created.append(target)
+        published.append(target)
+    return published
+
+
+def _unpublish(created: list[Path], plot_dir: Path) -> None:
+    """Undo :func:`_publish_plots` as far as it can: figures it added go, and the plots folder if it made it."""
+    for path in reversed(created):  # the folder, made first, goes last (once empty)
+        with contextlib.suppress(OSError):
+            if path == plot_dir:
+                path.rmdir()
+            else:
+                path.unlink()
