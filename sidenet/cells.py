@@ -387,13 +387,18 @@ def run_cell(
         for w in variants:
             w.call("slices", slices)
         agreement = _agreement(ctx, task, chain, exit_system, threshold, slices[0], variants)
-        if exit_system == "sidenet":  # after the variant's warm-up, as before: head+SideNet and rest, per sample
-            variants[0].warm(0)
+        if exit_system == "sidenet":  # after the check (the variant's warm-up): head+SideNet and rest, per sample
             info["component_latency_s"] = variants[0].call("extra", "component_latency")
         load = _LoadProbe(variants + references[:n_pairs])
         pairs = [(variants[j], references[j]) for j in range(n_pairs)]
+        # every variant worker ran slice 0 at this batch size for the prediction check: that was its warm-up
         per_pair = timed_in_workers(
-            benchmark, pairs, ctx.settings.rounds, info, before_timing=lambda: pause_for_tests("timing")
+            benchmark,
+            pairs,
+            ctx.settings.rounds,
+            info,
+            before_timing=lambda: pause_for_tests("timing"),
+            variants_warm=True,
         )
         info["machine_load"] = load.done()
     except BaseException:

@@ -130,6 +130,8 @@ class RoundWorker(Protocol):
 
     def warm(self, k: int) -> None: ...
 
+    def prime(self, k: int) -> None: ...
+
     def run(self, k: int) -> float: ...
 
 
@@ -146,6 +148,7 @@ def timed_in_workers(
     rounds: int,
     info: dict[str, Any],
     before_timing: Callable[[], None] | None = None,
+    variants_warm: bool = False,
 ) -> list[dict[str, Any]]:
     """Time a cell's rounds in worker processes with ``benchmark.pedantic``: ``pairs`` are (variant, reference)
     workers. Slice k runs in rounds 2k and 2k+1 on the variant of pair ``k % len(pairs)`` with one reference round
@@ -153,16 +156,19 @@ def timed_in_workers(
     the worker measured inside itself (:class:`WorkerClock`). Returns one dict per pair: its slices, round times,
     reference times and paired ratios (``info`` gets the pooled ``paired_speedup`` and reference median).
 
-    Each variant worker runs its first slice once untimed first (warm-up); the reference workers are warm from
-    the cells before (or were warmed when they started)."""
+    Each variant worker runs its first slice once untimed first (warm-up) unless ``variants_warm`` (the caller
+    already ran each of them on a whole slice at this batch size: the cell's prediction check); each reference
+    worker, warm from the cells before but maybe idle since, runs the first batch of its first slice (priming:
+    a whole slice again cost Rotten Tomatoes ~1 s a cell and pair)."""
     if not hasattr(benchmark, "_timer") and not getattr(benchmark, "disabled", False):
         raise RuntimeError("this pytest-benchmark has no per-fixture timer (_timer); pin pytest-benchmark<6")
     rounds += rounds % 2
     schedule = worker_schedule(rounds, len(pairs))
     for j, (variant, reference) in enumerate(pairs):
         first = next(k for p, k in schedule if p == j) if any(p == j for p, _ in schedule) else 0
-        variant.warm(first)
-        reference.warm(first)
+        if not variants_warm:
+            variant.warm(first)
+        reference.prime(first)
     if before_timing is not None:
         before_timing()
     clock = WorkerClock()

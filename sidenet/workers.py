@@ -159,6 +159,8 @@ def _serve(conn: Connection, job: WorkerJob) -> None:
                 reply: Any = len(slices)
             elif verb == "run":
                 reply = _timed_slice(served.run, slices, int(args[0]), sync)
+            elif verb == "prime":  # the first batch of a slice, untimed
+                reply = _timed_slice(served.run, [slices[int(args[0]) % len(slices)][:1]] if slices else [], 0, sync)
             elif verb == "check":
                 with torch.inference_mode():
                     reply = (
@@ -293,6 +295,11 @@ class Worker:
     def warm(self, k: int) -> None:
         """Run slice ``k`` once, untimed (warm-up)."""
         _, cpu = self.call("run", k)
+        self.cpu_total += float(cpu)
+
+    def prime(self, k: int) -> None:
+        """Run the first batch of slice ``k`` once, untimed (a short warm-up for a worker that is already warm)."""
+        _, cpu = self.call("prime", k)
         self.cpu_total += float(cpu)
 
     def run(self, k: int) -> float:

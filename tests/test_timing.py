@@ -17,6 +17,9 @@ class _Fake:
     def warm(self, k: int) -> None:
         self.events.append(f"warm-{self.name}{k}")
 
+    def prime(self, k: int) -> None:
+        self.events.append(f"prime-{self.name}{k}")
+
     def run(self, k: int) -> float:
         self.events.append(f"{self.name}{k}")
         return self.durations.pop(0) if self.durations else 1.0
@@ -43,9 +46,17 @@ def test_each_slice_runs_twice_around_one_mainnet_round() -> None:
     info: dict[str, object] = {}
     pairs = [(_Fake("row", events), _Fake("main", events))]
     timed_in_workers(_Benchmark(), pairs, 6, info)
-    assert events[:2] == ["warm-row0", "warm-main0"]  # warm-up, untimed
+    assert events[:2] == ["warm-row0", "prime-main0"]  # warm-up, untimed
     assert events[2:] == ["row0", "main0", "row0", "row1", "main1", "row1", "row2", "main2", "row2"]
     assert len(info["paired_speedup"]) == 6 and info["pairing"] == "aba"
+
+
+def test_variants_already_warm_are_not_warmed_again_and_references_are_primed() -> None:
+    events: list[str] = []
+    pairs = [(_Fake("row", events), _Fake("main", events)), (_Fake("row", events), _Fake("main", events))]
+    timed_in_workers(_Benchmark(), pairs, 4, {}, variants_warm=True)
+    assert events[:2] == ["prime-main0", "prime-main1"]
+    assert not any(e.startswith("warm-") for e in events)
 
 
 def test_each_ratio_divides_by_its_own_slices_mainnet_round() -> None:
