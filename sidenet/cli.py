@@ -416,7 +416,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_out_dir(settings.out, create=True)  # ... and before the output directory is made
     quiet = bool(args.quiet or quiet_from_env())
     try:
-        return _measure(settings, bench, quiet)
+        code = _measure(settings, bench, quiet)
+        _flush_stdout()  # output still buffered (a pipe) fails here, where it is the run's failure, not at exit
+        return code
     except (OSError, _OutputFailed) as exc:  # `run | head -1`, `run > /dev/full`: the run stopped where it was
         cause = exc.__cause__ if isinstance(exc, _OutputFailed) else exc
         if not isinstance(cause, OSError) or cause.errno not in _OUTPUT_ERRNOS:
