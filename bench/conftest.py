@@ -2,7 +2,7 @@
 
 Run ``pytest bench/ --benchmark-only`` (options below: ``pytest bench/ --help``, group "sidenet-bench"),
 or ``sidenet-bench run`` (same code, validated first). Each benchmark is one cell task × chain × exit
-system × batch size; its ``extra_info`` follows :mod:`sidenet.results`. At session end the rows of the
+system × batch size; its ``extra_info`` follows :mod:`sidenet.bench.results`. At session end the rows of the
 cells that passed are merged into ``<out>/results/<name>.json`` and the Markdown report ``<out>/<name>.md``
 is rendered, both written atomically. A cell already stored there with the same ``cell_key`` is skipped
 (resume) unless ``--bench-force``.
@@ -24,11 +24,8 @@ from typing import Any
 import pytest
 import torch
 
-from sidenet import cell_costs
-from sidenet.bench_options import BENCH_OPTIONS, add_pytest_options, resolve
-from sidenet.cache import check_cache_dir
-from sidenet.cli import NoticePrinter
-from sidenet.harness import (
+from sidenet.bench import cell_costs
+from sidenet.bench.harness import (
     BenchContext,
     BenchSettings,
     check_out_dir,
@@ -37,15 +34,18 @@ from sidenet.harness import (
     invocation,
     measured_by,
 )
+from sidenet.bench.options import BENCH_OPTIONS, add_pytest_options, resolve
+from sidenet.bench.store import ResultsStore, check_output_paths
+from sidenet.bench.timing_checks import summary_line
+from sidenet.cli import NoticePrinter
+from sidenet.engine.cache import check_cache_dir
 from sidenet.report import write_report
-from sidenet.status import listen
-from sidenet.store import ResultsStore, check_output_paths
-from sidenet.timing_checks import summary_line
 from sidenet_core.errors import UserError
+from sidenet_core.status import listen
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    add_pytest_options(parser.getgroup("sidenet-bench"))  # declared once: sidenet.bench_options
+    add_pytest_options(parser.getgroup("sidenet-bench"))  # declared once: sidenet.bench.options
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ _SUMMARY = pytest.StashKey[str]()
 class _Progress:
     """How far the whole run is, one line per finished cell: cells done of all, elapsed, and the time left.
 
-    Time left (:class:`sidenet.cell_costs.Estimator`): each remaining cell's recorded cost on this machine from an
+    Time left (:class:`sidenet.bench.cell_costs.Estimator`): each remaining cell's recorded cost on this machine from an
     earlier run (by cell key) where it did not train, else the pace of this run's cells of its task and batch size.
     Training is not predicted: the line says so while cells without any basis remain. A line also says when a cell
     starts training or tracing (announced by the library). Silent with ``-q`` (pytest's, or ``--bench-quiet``)."""

@@ -1,14 +1,14 @@
 """Latency, FLOPs and accuracy of every cell (task × chain × exit system × batch size).
 
-Only the timing happens here; what a cell measures and records lives in :mod:`sidenet.harness`,
-shared with the ``sidenet-bench`` CLI; the rounds run in worker processes (:mod:`sidenet.cells`).
+Only the timing happens here; what a cell measures and records lives in :mod:`sidenet.bench.harness`,
+shared with the ``sidenet-bench`` CLI; the rounds run in worker processes (:mod:`sidenet.bench.cells`).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from sidenet.cells import run_cell
+from sidenet.bench.cells import run_cell
 from sidenet_core.errors import UserError
 
 

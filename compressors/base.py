@@ -62,7 +62,7 @@ class CompressorConfig:
 
     name: ClassVar[str] = ""
     # Fields a chain label always shows, even at their default (``prune:ratio=0.5`` says how much was pruned);
-    # every other field shows only when it differs from its default (sidenet.compressed.normalize_chain).
+    # every other field shows only when it differs from its default (sidenet.tasks.compressed.normalize_chain).
     label_fields: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:

@@ -36,7 +36,7 @@ says its shape while a TorchDispatchMode (FlopCounterMode) is active — no cost
 **Chains.** The quantised Linears count as quantised (:func:`compressors.base.is_quantized`), so
 prune / distil / int8 / fp16 / bf16 after them are refused by those compressors; int8wo / int4wo refuse a
 model that is already quantised or cast to fp16/bf16 (put them last, on an fp32 model). A model's
-``sidenet.compressed.compute_dtype`` is ``int8wo`` / ``int4wo`` (:func:`weight_only_kind`).
+``sidenet.tasks.compressed.compute_dtype`` is ``int8wo`` / ``int4wo`` (:func:`weight_only_kind`).
 
 **Device.** CUDA only: a model that is not on CUDA gets a one-line :class:`~sidenet_core.errors.UserError`
 (use ``int8`` on CPU). ResNets are refused too: weight-only quantisation touches ``nn.Linear`` only and a

@@ -14,12 +14,12 @@ Public API (bring your own model)::
 Register a task from your own package with ``sidenet.tasks.register_task(...)``.
 """
 
-from sidenet.cascade import Cascade
-from sidenet.early_exit import EarlyExit, ExitOutput
-from sidenet.fit import fit_sidenet
-from sidenet.policies import POLICIES, make_policy, register_policy
-from sidenet.sidenet import SideNet, SideNetConfig
-from sidenet.split import (
+from sidenet.engine.cascade import Cascade
+from sidenet.engine.early_exit import EarlyExit, ExitOutput
+from sidenet.engine.fit import fit_sidenet
+from sidenet.engine.policies import POLICIES, make_policy, register_policy
+from sidenet.engine.sidenet import SideNet, SideNetConfig
+from sidenet.engine.split import (
     BertSplit,
     CallableSplit,
     CallableStaged,

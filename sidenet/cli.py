@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sidenet.bench_options import BENCH_OPTIONS, PYTEST_PREFIX, add_cli_options, pytest_args
-from sidenet.bench_options import resolve as resolve_options
+from sidenet.bench.options import BENCH_OPTIONS, PYTEST_PREFIX, add_cli_options, pytest_args
+from sidenet.bench.options import resolve as resolve_options
 from sidenet_core.errors import UserError
 
 PROG = "sidenet-bench"
@@ -160,7 +160,7 @@ LISTINGS: tuple[tuple[str, str, str], ...] = (
     ("tasks", "sidenet.tasks", "TASKS"),
     ("compressors", "compressors", "COMPRESSORS"),
     ("exit systems", "sidenet.exits", "EXIT_SYSTEMS"),
-    ("exit policies", "sidenet.policies", "POLICIES"),
+    ("exit policies", "sidenet.engine.policies", "POLICIES"),
 )
 
 
@@ -216,11 +216,11 @@ def _check_report_output(out: Path, results: Path) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     """Render a results JSON. Onto a run's report (``<out>/<name>.md`` beside ``<out>/results/<name>.json``) it
-    takes that run's lock and writes its stamp (:func:`sidenet.store.render_report`): a report racing a run never
+    takes that run's lock and writes its stamp (:func:`sidenet.bench.store.render_report`): a report racing a run never
     leaves an older report behind a stamp that says it is current."""
+    from sidenet.bench.results import load_results
+    from sidenet.bench.store import render_report
     from sidenet.report import write_report  # matplotlib is slow to import; only `report` needs it
-    from sidenet.results import load_results
-    from sidenet.store import render_report
 
     results_path = Path(args.results)
     load_results(results_path)  # a malformed file is a one-line error before anything is written
@@ -244,7 +244,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _report_write_error(out: Path, exc: OSError) -> UserError:
     """One line naming the path that could not be written (the report, its plots folder, the lock) and why."""
-    from sidenet.store import WriteError
+    from sidenet.bench.store import WriteError
 
     why = exc.reason if isinstance(exc, WriteError) else exc.strerror or str(exc)
     culprit = Path(str(exc.filename)) if exc.filename else out
@@ -337,7 +337,7 @@ def _find_bench_dir() -> Path:
     for folder in candidates:
         conftest = folder / "conftest.py"
         try:
-            if conftest.is_file() and "sidenet.harness" in conftest.read_text(encoding="utf-8"):
+            if conftest.is_file() and "sidenet.bench.harness" in conftest.read_text(encoding="utf-8"):
                 return folder.resolve()
         except OSError:
             continue
@@ -361,7 +361,7 @@ def _pytest_args(settings: Any, bench: Path, quiet: bool) -> list[str]:
 
 
 class NoticePrinter:
-    """pytest plugin of ``sidenet-bench run``: every notice (:func:`sidenet.status.notify`, and the library's
+    """pytest plugin of ``sidenet-bench run``: every notice (:func:`sidenet_core.status.notify`, and the library's
     logged warnings: a cache entry deleted and rebuilt, a wait on another run's lock, an unusable cost record)
     reaches the terminal when it happens, out of pytest's capture like the progress lines. Without it they sat in
     pytest's log capture, shown only for a failed cell, and a run waiting minutes on a lock looked hung. Shown with
@@ -372,7 +372,7 @@ class NoticePrinter:
         self.stop: Callable[[], None] | None = None
 
     def pytest_configure(self, config: Any) -> None:
-        from sidenet.status import listen_notices
+        from sidenet_core.status import listen_notices
 
         self.config = config
         self.stop = listen_notices(self.write)
@@ -398,8 +398,8 @@ class NoticePrinter:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from sidenet.cache import check_cache_dir
-    from sidenet.harness import check_data, check_out_dir, check_selection, quiet_from_env
+    from sidenet.bench.harness import check_data, check_out_dir, check_selection, quiet_from_env
+    from sidenet.engine.cache import check_cache_dir
 
     # 1. validate everything, cheapest first; nothing is written until all of it passed (directories are only
     #    inspected until then: a refused run leaves no folders behind)

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from tiny_models import bench_settings
 
-from sidenet.harness import (
+from sidenet.bench.harness import (
     TIMING_PROTOCOL,
     BenchContext,
     cell_key,
     check_out_dir,
     fixed_threshold_eval,
 )
-from sidenet.machine import MachineFingerprint
+from sidenet.bench.machine import MachineFingerprint
+from sidenet.bench.results import REQUIRED_KEYS, load_results
+from sidenet.bench.store import merge_results, stored_cell_keys, write_outputs
 from sidenet.report import write_report
-from sidenet.results import REQUIRED_KEYS, load_results
-from sidenet.store import merge_results, stored_cell_keys, write_outputs
 from sidenet.tasks import TASKS
 from sidenet_core.errors import UserError
 
@@ -206,8 +206,8 @@ def _dead_pid() -> int:
 
 def test_fixed_threshold_eval_matches_the_cascade_at_the_selected_threshold():
     """At the threshold selection chose, the fixed-threshold path must reproduce prepare's own numbers."""
-    from sidenet.pipeline import prepare
-    from sidenet.thresholds import NEVER_EXIT
+    from sidenet.bench.pipeline import prepare
+    from sidenet.engine.thresholds import NEVER_EXIT
 
     p = prepare("tiny-resnet", progress=False)
     ev, sel = fixed_threshold_eval(p, p.threshold)
@@ -223,7 +223,7 @@ def test_fixed_threshold_eval_matches_the_cascade_at_the_selected_threshold():
 
 def test_chains_of_a_task_share_one_fp32_mainnet_loaded_once(monkeypatch, tmp_path):
     """The MainNet is loaded once per task; every chain compresses a copy and keeps the same one as baseline."""
-    import sidenet.harness as harness
+    import sidenet.bench.harness as harness
 
     calls: list[str] = []
     real = harness.load_or_train_mainnet

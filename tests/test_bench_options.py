@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sidenet.bench_options import (
+from sidenet.bench.options import (
     BENCH_OPTIONS,
     PYTEST_PREFIX,
     add_cli_options,

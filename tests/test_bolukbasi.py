@@ -8,12 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from sidenet import bolukbasi
-from sidenet.bolukbasi import LearnedPolicy, TwoNetworks, _Logits, policy_targets, softmax_stats
-from sidenet.cascade import Cascade
-from sidenet.exits import parse_exit_system
-from sidenet.policies import ExitView, make_policy
-from sidenet.trace import ExitTrace, collect_trace, outcome
+from sidenet.engine.cascade import Cascade
+from sidenet.engine.policies import ExitView, make_policy
+from sidenet.engine.trace import ExitTrace, collect_trace, outcome
+from sidenet.exits import bolukbasi, parse_exit_system
+from sidenet.exits.bolukbasi import LearnedPolicy, TwoNetworks, _Logits, policy_targets, softmax_stats
 from sidenet_core.errors import UserError
 from sidenet_core.flops import count_flops
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load, save_model
 
-from sidenet import cache
-from sidenet.sidenet import SideNet
+from sidenet.engine import cache
+from sidenet.engine.sidenet import SideNet
 from sidenet_core.errors import UserError
 
 FIX = "set SIDENET_BENCH_CACHE to a writable directory"
@@ -35,8 +35,8 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def warnings(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
-    caplog.set_level(logging.WARNING, logger="sidenet.cache")
-    return lambda: [r.getMessage() for r in caplog.records if r.name == "sidenet.cache"]
+    caplog.set_level(logging.WARNING, logger="sidenet.engine.cache")
+    return lambda: [r.getMessage() for r in caplog.records if r.name == "sidenet.engine.cache"]
 
 
 def side(seed: int, in_dim: int = 5) -> SideNet:
@@ -342,7 +342,7 @@ def test_check_cache_dir_not_writable(tmp_path: Path, monkeypatch: pytest.Monkey
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    from sidenet import atomic
+    from sidenet_core import atomic
 
     monkeypatch.setattr(atomic.tempfile, "TemporaryFile", refuse)  # the probe file (atomic.ensure_writable_dir)
     with pytest.raises(UserError, match=r"^cache directory .* is not writable \(Permission denied\); set SIDENET"):

@@ -20,11 +20,11 @@ import pytest
 import torch
 
 import sidenet
-import sidenet.harness
-import sidenet.pipeline
-from sidenet.chain import ChainStep, canonical_chain, format_chain, parse_chain
+import sidenet.bench.harness
+import sidenet.bench.pipeline
+from sidenet.bench.results import REQUIRED_KEYS
 from sidenet.cli import main
-from sidenet.results import REQUIRED_KEYS
+from sidenet.engine.chain import ChainStep, canonical_chain, format_chain, parse_chain
 from sidenet_core.errors import UserError
 from sidenet_core.registry import Registry
 
@@ -43,8 +43,8 @@ def _tripwire(*args: Any, **kwargs: Any) -> Any:
 
 @pytest.fixture(autouse=True)
 def _no_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sidenet.pipeline, "prepare", _tripwire)
-    monkeypatch.setattr(sidenet.harness, "prepare", _tripwire)
+    monkeypatch.setattr(sidenet.bench.pipeline, "prepare", _tripwire)
+    monkeypatch.setattr(sidenet.bench.harness, "prepare", _tripwire)
     monkeypatch.setattr(pytest, "main", _tripwire)
     for var in ("SIDENET_BENCH_TASKS", "SIDENET_BENCH_QUIET", "SIDENET_BENCH_DOWNLOAD", "SIDENET_BENCH_DATA"):
         monkeypatch.delenv(var, raising=False)

@@ -11,13 +11,14 @@ import torch
 
 import compressors.prune
 from compressors import CompressorConfig
-from sidenet import heads, pipeline
-from sidenet.compressed import compress_mainnet, compute_dtype, tap_for
-from sidenet.early_exit import EarlyExit
-from sidenet.heads import weights_digest
-from sidenet.pipeline import load_or_train_mainnet, prepare
-from sidenet.split import split_model
+from sidenet.bench import pipeline
+from sidenet.bench.pipeline import load_or_train_mainnet, prepare
+from sidenet.engine.early_exit import EarlyExit
+from sidenet.engine.split import split_model
+from sidenet.exits import heads
+from sidenet.exits.heads import weights_digest
 from sidenet.tasks import TASKS
+from sidenet.tasks.compressed import compress_mainnet, compute_dtype, tap_for
 from sidenet_core.errors import UserError
 
 CHAINS = {
@@ -171,7 +172,7 @@ def test_dtype_of_a_cast_chain_is_the_dtype_of_its_cast_stages(task_name, chain,
 
 def _recorded_keys(monkeypatch):
     """Every (kind, recipe) given to cache.artifact_key from now on."""
-    from sidenet import cache
+    from sidenet.engine import cache
 
     seen, original = [], cache.artifact_key
     monkeypatch.setattr(
@@ -185,7 +186,7 @@ def test_prepare_on_the_cpu_device_is_prepare_as_before(chain, monkeypatch, tmp_
     """device="cpu" (the default) adds nothing to any cache key and changes no number: the second call finds
     the first one's SideNet in the cache, measures everything again (the evaluations' cache is bypassed) and
     gets the very same numbers."""
-    from sidenet import cache
+    from sidenet.engine import cache
 
     monkeypatch.setenv("SIDENET_BENCH_CACHE", str(tmp_path))
     keys = _recorded_keys(monkeypatch)

@@ -40,10 +40,10 @@ from compressors import (
 )
 from compressors.flops import register_quantized_formulas
 from compressors.prune import shaped_like
-from sidenet.early_exit import EarlyExit
-from sidenet.fit import fit_sidenet
-from sidenet.sidenet import SideNetConfig
-from sidenet.split import Split, TextState, split_model
+from sidenet.engine.early_exit import EarlyExit
+from sidenet.engine.fit import fit_sidenet
+from sidenet.engine.sidenet import SideNetConfig
+from sidenet.engine.split import Split, TextState, split_model
 from sidenet_core.errors import UserError
 
 needs_x86 = pytest.mark.skipif(

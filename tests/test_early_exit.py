@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from sidenet.early_exit import EarlyExit, ExitOutput
-from sidenet.policies import POLICIES, ConfidencePolicy, register_policy
-from sidenet.sidenet import SideNet
-from sidenet.split import Split, TextState, split_model
+from sidenet.engine.early_exit import EarlyExit, ExitOutput
+from sidenet.engine.policies import POLICIES, ConfidencePolicy, register_policy
+from sidenet.engine.sidenet import SideNet
+from sidenet.engine.split import Split, TextState, split_model
 from sidenet_core.errors import UserError
 from sidenet_core.flops import count_flops
 

@@ -11,8 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from sidenet.cascade import Cascade
-from sidenet.eenet import (
+from sidenet.bench.pipeline import load_or_train_mainnet, load_task_data, prepare, prepare_system
+from sidenet.engine.cascade import Cascade
+from sidenet.engine.policies import make_policy
+from sidenet.engine.trace import ExitTrace
+from sidenet.exits import parse_exit_system
+from sidenet.exits.eenet import (
     ExitBlock,
     _check_casts,
     describe_traces,
@@ -22,11 +26,7 @@ from sidenet.eenet import (
     post_chain_for,
     split_chain,
 )
-from sidenet.exits import parse_exit_system
-from sidenet.pipeline import load_or_train_mainnet, load_task_data, prepare, prepare_system
-from sidenet.policies import make_policy
 from sidenet.tasks import TASKS
-from sidenet.trace import ExitTrace
 from sidenet_core.errors import UserError
 from sidenet_core.layouts import build_resnet
 from sidenet_core.staged import ResNetStaged
@@ -243,7 +243,7 @@ def test_post_training_steps_apply_to_the_eenet_trained_network(task_name: str, 
 def test_steps_that_train_feed_eenet_training_their_output() -> None:
     """``prune`` (with fine-tuning) runs first and EENet training starts from the pruned network; ``int8`` after it
     is applied to the EENet-trained one."""
-    from sidenet.compressed import compress_mainnet
+    from sidenet.tasks.compressed import compress_mainnet
 
     task = TASKS.get("tiny-resnet")
     data = load_task_data(task)
@@ -273,8 +273,8 @@ def test_the_reference_pass_runs_once_per_mainnet_and_split() -> None:
     """Every EENet config of a task is selected against the fp32 MainNet's right/wrong on validation: one pass."""
     from types import SimpleNamespace
 
-    from sidenet.eenet import _reference_correct
-    from sidenet.pipeline import load_task_data
+    from sidenet.bench.pipeline import load_task_data
+    from sidenet.exits.eenet import _reference_correct
     from sidenet.tasks import TASKS
 
     task = TASKS.get("tiny-resnet")

@@ -12,15 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from sidenet.cascade import Cascade
-from sidenet.exits import EXIT_SYSTEMS, SideNetMulti, canonical_exit, parse_exit_system
-from sidenet.pipeline import load_or_train_mainnet, load_task_data, prepare, prepare_system
-from sidenet.policies import make_policy
-from sidenet.sidenet import SideNet
-from sidenet.tasks import TASKS
-from sidenet.tasks.image import ImageTask
-from sidenet.thresholds import sweep
-from sidenet.trace import (
+from sidenet.bench.pipeline import load_or_train_mainnet, load_task_data, prepare, prepare_system
+from sidenet.engine.cascade import Cascade
+from sidenet.engine.policies import make_policy
+from sidenet.engine.sidenet import SideNet
+from sidenet.engine.thresholds import sweep
+from sidenet.engine.trace import (
     ExitTrace,
     collect_trace,
     oracle_agree,
@@ -30,6 +27,9 @@ from sidenet.trace import (
     select_shared,
     shared_sweep,
 )
+from sidenet.exits import EXIT_SYSTEMS, SideNetMulti, canonical_exit, parse_exit_system
+from sidenet.tasks import TASKS
+from sidenet.tasks.image import ImageTask
 from sidenet_core.errors import UserError
 from sidenet_core.staged import CallableStaged, ResNetStaged, stage_model
 

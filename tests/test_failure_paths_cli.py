@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import sidenet.cli
-from sidenet import cell_costs
+from sidenet.bench import cell_costs
 from sidenet.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,8 +110,8 @@ from pathlib import Path
 
 from torch import nn
 
-from sidenet import cache
-from sidenet.store import ResultsStore
+from sidenet.engine import cache
+from sidenet.bench.store import ResultsStore
 
 
 def test_a_corrupt_cache_entry_is_rebuilt():

@@ -33,11 +33,11 @@ import pytest
 from filelock import FileLock, Timeout
 
 import sidenet.report
+from sidenet.bench.machine import cpu_fingerprint
+from sidenet.bench.results import load_results
+from sidenet.bench.store import RESCUE_PREFIX, ResultsStore, WriteError, check_output_paths, stored_cell_keys
 from sidenet.cli import main
-from sidenet.machine import cpu_fingerprint
 from sidenet.report import render_markdown, write_report
-from sidenet.results import load_results
-from sidenet.store import RESCUE_PREFIX, ResultsStore, WriteError, check_output_paths, stored_cell_keys
 from sidenet_core.errors import UserError
 
 MACHINE = cpu_fingerprint(2, {"vendor_id": "AuthenticAMD", "cpu family": "25", "model": "17"}, "AVX2", None)
@@ -114,9 +114,9 @@ def tmp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 FULL_DISK = """
 import json, resource, sys
 from pathlib import Path
-from sidenet.machine import MachineFingerprint
+from sidenet.bench.machine import MachineFingerprint
 from sidenet.report import write_report
-from sidenet.store import ResultsStore
+from sidenet.bench.store import ResultsStore
 out, spec, room = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text()), int(sys.argv[3])
 machine = MachineFingerprint.from_dict(spec["machine"])
 store = ResultsStore(out / "results" / "ci.json", out / "ci.md", machine, render=write_report)

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from sidenet import cache
-from sidenet.fit import fit_sidenet, sidenet_loss
-from sidenet.pipeline import Prepared, prepare
-from sidenet.sidenet import SideNet, SideNetConfig
+from sidenet.bench.pipeline import Prepared, prepare
+from sidenet.engine import cache
+from sidenet.engine.fit import fit_sidenet, sidenet_loss
+from sidenet.engine.sidenet import SideNet, SideNetConfig
+from sidenet.engine.thresholds import NEVER_EXIT
 from sidenet.tasks import TASKS
-from sidenet.thresholds import NEVER_EXIT
 
 TASK = "tiny-resnet"
 
@@ -188,7 +188,7 @@ def test_second_prepare_reuses_cache(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(weight_files(tmp_path, "mainnet")) == 1 and len(weight_files(tmp_path, "sidenet")) == 1
     task = TASKS.get(TASK)
     monkeypatch.setattr(task, "train_mainnet", forbid("MainNet training"))
-    monkeypatch.setattr("sidenet.heads.fit_sidenet", forbid("SideNet training"))
+    monkeypatch.setattr("sidenet.exits.heads.fit_sidenet", forbid("SideNet training"))
     second = prepare(TASK, progress=False)
     assert second.logs["mainnet"]["key"] == first.logs["mainnet"]["key"]
     assert second.logs["sidenet"]["key"] == first.logs["sidenet"]["key"]
@@ -217,10 +217,10 @@ def test_corrupted_cache_is_rebuilt(
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(task, "train_mainnet", counting_train)
-    with caplog.at_level(logging.WARNING, logger="sidenet.cache"):
+    with caplog.at_level(logging.WARNING, logger="sidenet.engine.cache"):
         second = prepare(TASK, progress=False)
     assert calls == [1]
-    warned = [r.getMessage() for r in caplog.records if r.name == "sidenet.cache"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "sidenet.engine.cache"]
     assert len(warned) == 1, warned  # one line per bad entry, naming it and why
     assert warned[0].startswith(f"cache entry {weights.stem}: size mismatch (weights file has {len(garbage)} bytes")
     assert warned[0].endswith("; deleted, will rebuild")

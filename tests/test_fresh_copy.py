@@ -1,4 +1,4 @@
-"""Why a timing worker serves a fresh copy of what it built (sidenet.cells.fresh_copy): a oneDNN int8 convolution
+"""Why a timing worker serves a fresh copy of what it built (sidenet.bench.cells.fresh_copy): a oneDNN int8 convolution
 caches one primitive, for the first input shape (and thread count) it ran at, and a call at another shape builds a
 new primitive every time. An int8 ResNet first run at a batch of 64 then runs batch 1 several times slower."""
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from compressors import Int8Config, compress_
-from sidenet.cells import fresh_copy
+from sidenet.bench.cells import fresh_copy
 from sidenet_core.layouts import build_resnet
 
 

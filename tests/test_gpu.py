@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sidenet.early_exit import EarlyExit
-from sidenet.sidenet import SideNet
-from sidenet.split import split_model
+from sidenet.engine.early_exit import EarlyExit
+from sidenet.engine.sidenet import SideNet
+from sidenet.engine.split import split_model
 from sidenet_core.layouts import build_resnet
 
 pytestmark = [
@@ -38,7 +38,7 @@ def test_prepare_a_cuda_only_chain_end_to_end(chain, dtype):
     """``prepare(device="cuda")``: the weight-only step sees the MainNet on the GPU; tap features, SideNet rows,
     the test runs and their FLOPs are measured there. tiny-bert has hidden size 32, hence int4wo group_size=32."""
     pytest.importorskip("torchao")
-    from sidenet.pipeline import prepare
+    from sidenet.bench.pipeline import prepare
 
     p = prepare("tiny-bert", chain=chain, progress=False, device="cuda")
     assert p.chain == chain and p.dtype == dtype and p.device.type == "cuda"
@@ -69,7 +69,7 @@ def test_prepare_a_cuda_only_chain_end_to_end(chain, dtype):
 
 
 def test_prepare_on_cuda_keeps_gpu_and_cpu_caches_apart():
-    from sidenet.pipeline import prepare
+    from sidenet.bench.pipeline import prepare
 
     on_gpu = prepare("tiny-bert", progress=False, device="cuda")
     on_cpu = prepare("tiny-bert", progress=False)

@@ -12,8 +12,8 @@ from torch import fx, nn
 
 from compressors import Int8Config, compress_, compression_log, config_from_step
 from compressors.base import RESNET_STAGES, count_model_flops, is_quantized
-from sidenet.compressed import normalize_chain
-from sidenet.split import split_model
+from sidenet.engine.split import split_model
+from sidenet.tasks.compressed import normalize_chain
 from sidenet_core.layouts import build_resnet
 
 

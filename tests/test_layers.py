@@ -1,9 +1,14 @@
-"""The layers of ARCHITECTURE.md hold: no module imports a layer above its own, in a function body or not.
+"""The layers of ARCHITECTURE.md hold: folders are layers, and no module imports a layer above its own, in a
+function body or not.
 
-Bottom to top: ``sidenet_core`` (errors, registry, FLOP formulas, model layouts, staged models) → ``compressors``
-→ the sidenet library (tasks, data, exit heads, policies, cascades, traces, caching) → measuring (pipeline,
-harness, results, store) → entry points (CLI, report, ``bench/``). Every ``import`` statement in every file is
-read from its syntax tree, so an import hidden inside a function counts as much as one at the top.
+Bottom to top: ``sidenet_core/`` (errors, registry, FLOP formulas, layouts, staged models, atomic files, notices)
+→ ``compressors/`` → ``sidenet/engine/`` (exit heads, policies, cascades, traces, selection, caching) →
+``sidenet/tasks/`` with ``sidenet/data/`` and ``sidenet/models/`` (tasks, their data and model families, a task's
+compressed MainNet) → ``sidenet/exits/`` (the registry and one module per system) → ``sidenet/bench/`` (settings,
+cells, workers, timing, machine, store, results, rows) → ``sidenet/report/`` → entry points (``sidenet/cli.py``,
+``bench/``). The layer of a module is read from its folder: a new module needs no edit here, and a module put
+directly under ``sidenet/`` (no layer) fails. Every ``import`` statement in every file is read from its syntax
+tree, so an import hidden inside a function counts as much as one at the top.
 """
 
 from __future__ import annotations
@@ -13,43 +18,46 @@ from pathlib import Path
 
 import pytest
 
+import sidenet
+
 ROOT = Path(__file__).resolve().parent.parent
 
-MEASURING = {
-    "sidenet.pipeline",
-    "sidenet.harness",
-    "sidenet.results",
-    "sidenet.store",
-    "sidenet.row_record",
-    "sidenet.bench_options",
-    "sidenet.timing",
-    "sidenet.cell_costs",
-    "sidenet.cells",
-    "sidenet.workers",
-    "sidenet.timing_checks",
-    "sidenet.worker_imports",
+# (module prefix, layer); the longest matching prefix wins
+LAYERS: dict[str, int] = {
+    "sidenet_core": 0,
+    "compressors": 1,
+    "sidenet": 2,  # the package's __init__: the public API re-exported from the engine
+    "sidenet.engine": 2,
+    "sidenet.tasks": 3,
+    "sidenet.data": 3,
+    "sidenet.models": 3,
+    "sidenet.exits": 4,
+    "sidenet.bench": 5,
+    "sidenet.report": 6,
+    "sidenet.cli": 7,
+    "bench": 7,
 }
-ENTRY = {"sidenet.cli", "sidenet.report", "bench"}
+_PUBLIC = {*sidenet.__all__, "__version__"}
 
 
 def layer_of(module: str) -> int | None:
-    """0 core, 1 compressors, 2 library, 3 measuring, 4 entry points; None for third-party modules."""
-    top = module.split(".")[0]
-    if top == "sidenet_core":
-        return 0
-    if top == "compressors":
-        return 1
-    if top == "bench":
-        return 4
-    if top != "sidenet":
-        return None
+    """The layer of ``module`` by its folder; None for third-party modules and for a module under ``sidenet/``
+    outside every layer folder."""
     parts = module.split(".")
-    prefix = ".".join(parts[:2])
-    if prefix in ENTRY:
-        return 4
-    if prefix in MEASURING:
-        return 3
-    return 2
+    if parts[0] not in ("sidenet_core", "compressors", "sidenet", "bench"):
+        return None
+    if (
+        parts[0] == "sidenet"
+        and len(parts) == 2
+        and parts[1] not in ("engine", "tasks", "data", "models", "exits", "bench", "report", "cli")
+    ):
+        # ``from sidenet import X`` of a public name (a class, not a module) is the package's own layer
+        return LAYERS["sidenet"] if parts[1][:1].isupper() or parts[1] in _PUBLIC else None
+    for n in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:n])
+        if prefix in LAYERS and (prefix != "sidenet" or n == len(parts)):
+            return LAYERS[prefix]
+    return None
 
 
 def module_name(path: Path) -> str:
@@ -108,13 +116,34 @@ def test_no_import_reaches_a_higher_layer(path: Path) -> None:
 def test_the_walk_sees_imports_inside_function_bodies(tmp_path: Path) -> None:
     """The check itself can fail: an upward import hidden in a function is found."""
     fake = ROOT / "compressors" / "_layer_probe_tmp.py"
-    fake.write_text("def f():\n    from sidenet.pipeline import prepare\n    return prepare\n", encoding="utf-8")
+    fake.write_text("def f():\n    from sidenet.bench.pipeline import prepare\n    return prepare\n", encoding="utf-8")
     try:
         names = [name for _, name in imports_of(fake)]
     finally:
         fake.unlink()
-    assert "sidenet.pipeline" in names
-    assert layer_of("sidenet.pipeline") == 3 > layer_of("compressors._layer_probe_tmp") == 1
+    assert "sidenet.bench.pipeline" in names
+    assert layer_of("sidenet.bench.pipeline") == 5 > layer_of("compressors._layer_probe_tmp") == 1
+
+
+def test_layers_are_ordered_inside_the_library_too() -> None:
+    """The library is not one layer: the engine may not reach a task, a task not an exit system, an exit system not
+    the bench, the bench not the report; a module outside every layer folder is refused."""
+    chain = [
+        "sidenet_core.errors",
+        "compressors.base",
+        "sidenet.engine.cascade",
+        "sidenet.tasks.base",
+        "sidenet.exits.eenet",
+        "sidenet.bench.harness",
+        "sidenet.report.render",
+        "sidenet.cli",
+    ]
+    layers = [layer_of(m) for m in chain]
+    assert layers == sorted(layers) and len(set(layers)) == len(layers), dict(zip(chain, layers, strict=True))
+    assert layer_of("sidenet.data.mnist") == layer_of("sidenet.tasks.base")
+    assert layer_of("sidenet.loose_module") is None
+    assert layer_of("sidenet.SideNet") == layer_of("sidenet.engine.sidenet")
+    assert layer_of("torch.nn") is None
 
 
 def test_compressors_import_only_the_core_of_sidenet() -> None:

@@ -16,18 +16,18 @@ import pytest
 from tiny_models import bench_settings
 
 from compressors import PruneConfig
-from sidenet import cache
-from sidenet.harness import (
+from sidenet.bench.harness import (
     TIMING_PROTOCOL,
     BenchContext,
     BenchSettings,
     cell_key,
     invocation,
 )
-from sidenet.machine import MachineFingerprint, cpu_fingerprint, from_machine_info
+from sidenet.bench.machine import MachineFingerprint, cpu_fingerprint, from_machine_info
+from sidenet.bench.store import merge_results, set_aside_foreign_results, stored_cell_keys
+from sidenet.engine import cache
 from sidenet.report.render import render_markdown
 from sidenet.report.tables import fmt_threshold
-from sidenet.store import merge_results, set_aside_foreign_results, stored_cell_keys
 from sidenet_core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +156,7 @@ def test_a_changed_library_version_changes_cell_and_artifact_keys(
 
 
 def test_the_timing_protocol_is_in_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sidenet.harness as harness
+    import sidenet.bench.harness as harness
 
     s = _settings()
     before = cell_key(s, "tiny-resnet", "none", "none", 1, machine=ZEN4)
@@ -257,7 +257,7 @@ def test_the_run_record_names_python_m_pytest() -> None:
 def test_batch_composition_counts_survivors_whose_prediction_changed() -> None:
     import torch
 
-    from sidenet.pipeline import RowOutputs, batch_composition
+    from sidenet.bench.pipeline import RowOutputs, batch_composition
 
     labels = torch.tensor([0, 1, 1, 0, 1])
     main_logits = torch.tensor([[2.0, 0], [0, 2.0], [2.0, 0], [2.0, 0], [0, 2.0]])  # full-batch predictions 0 1 0 0 1
@@ -269,7 +269,7 @@ def test_batch_composition_counts_survivors_whose_prediction_changed() -> None:
 
 
 def test_batch_composition_is_zero_for_an_fp32_cascade() -> None:
-    from sidenet.pipeline import prepare
+    from sidenet.bench.pipeline import prepare
 
     p = prepare("tiny-bert", progress=False)
     n = len(p.data["test"])

@@ -29,10 +29,10 @@ from compressors import (
 )
 from compressors.base import is_quantized
 from compressors.ort import WEIGHT_BITS
-from sidenet.early_exit import EarlyExit
+from sidenet.engine.early_exit import EarlyExit
+from sidenet.engine.sidenet import SideNet
+from sidenet.engine.split import BertSplit, TextState, split_model
 from sidenet.models.mean_pool_bert import MeanPoolBertForSequenceClassification
-from sidenet.sidenet import SideNet
-from sidenet.split import BertSplit, TextState, split_model
 from sidenet_core.errors import UserError
 from sidenet_core.flops import count_flops
 from sidenet_core.layouts import masked_mean

@@ -9,9 +9,9 @@ import pytest
 import torch
 from test_report import make_results, row
 
-from sidenet.bench_options import pytest_args, resolve
+from sidenet.bench.harness import QUICK_TASKS, task_profile
+from sidenet.bench.options import pytest_args, resolve
 from sidenet.data import Splits
-from sidenet.harness import QUICK_TASKS, task_profile
 from sidenet.report.render import render_markdown
 from sidenet.tasks import TASKS
 from sidenet.tasks.base import subset_train

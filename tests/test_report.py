@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from matplotlib.figure import Figure
 
+from sidenet.bench.results import load_results
 from sidenet.cli import main
 from sidenet.report import render_markdown, write_report
-from sidenet.results import load_results
 from sidenet_core.errors import UserError
 from sidenet_core.registry import Registry
 
@@ -511,7 +511,9 @@ def test_cli_list_with_fake_registries(monkeypatch: pytest.MonkeyPatch, capsys: 
     policies: Registry[Any] = Registry("exit policy")
     policies.add("softmax", FakeItem("max softmax probability"))
     monkeypatch.setitem(sys.modules, "sidenet.tasks", fake_module("sidenet.tasks", "TASKS", tasks))
-    monkeypatch.setitem(sys.modules, "sidenet.policies", fake_module("sidenet.policies", "POLICIES", policies))
+    monkeypatch.setitem(
+        sys.modules, "sidenet.engine.policies", fake_module("sidenet.engine.policies", "POLICIES", policies)
+    )
     monkeypatch.setitem(sys.modules, "compressors", fake_module("compressors", "COMPRESSORS", Registry("compressor")))
     assert main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -533,7 +535,9 @@ def test_cli_list_survives_missing_modules(monkeypatch: pytest.MonkeyPatch, caps
     policies.add("entropy", FakeItem("1 - normalised entropy"))
     monkeypatch.setitem(sys.modules, "sidenet.tasks", None)  # import raises ImportError
     monkeypatch.setitem(sys.modules, "compressors", types.ModuleType("compressors"))  # no COMPRESSORS yet
-    monkeypatch.setitem(sys.modules, "sidenet.policies", fake_module("sidenet.policies", "POLICIES", policies))
+    monkeypatch.setitem(
+        sys.modules, "sidenet.engine.policies", fake_module("sidenet.engine.policies", "POLICIES", policies)
+    )
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "tasks:\n  (unavailable: sidenet.tasks.TASKS" in out

@@ -16,9 +16,9 @@ from test_report import five, tables
 from test_report_exit_systems import comparison, exit_rows, pair, results, section_of, side_info
 from test_row_record import minimal_row
 
+from sidenet.bench.results import load_results
+from sidenet.bench.row_record import check_row, row_problems
 from sidenet.report import render_markdown, write_report
-from sidenet.results import load_results
-from sidenet.row_record import check_row, row_problems
 from sidenet_core.errors import UserError
 
 TITLE = "**EENets here**"

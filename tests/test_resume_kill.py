@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from sidenet.machine import fingerprint
+from sidenet.bench.machine import fingerprint
+from sidenet.bench.results import load_results
+from sidenet.bench.store import PAUSE_ENV, ResultsStore, write_outputs
 from sidenet.report import write_report
 from sidenet.report.render import render_markdown
-from sidenet.results import load_results
-from sidenet.store import PAUSE_ENV, ResultsStore, write_outputs
 
 ARGS = ["--task", "tiny-resnet", "--batch-size", "2", "--rounds", "1", "--timing-samples", "8", "--threads", "1"]
 NAME = "ci"

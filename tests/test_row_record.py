@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sidenet.results import REQUIRED_KEYS
-from sidenet.row_record import FIELDS, REQUIRED, check_row, row_problems
+from sidenet.bench.results import REQUIRED_KEYS
+from sidenet.bench.row_record import FIELDS, REQUIRED, check_row, row_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,7 +107,7 @@ def test_the_report_reads_only_declared_keys() -> None:
 def test_results_files_with_malformed_exit_system_keys_are_refused(tmp_path, key, value, message) -> None:
     import json
 
-    from sidenet.results import load_results
+    from sidenet.bench.results import load_results
     from sidenet_core.errors import UserError
 
     row = {"name": "r", "stats": {"median": 0.01}, "extra_info": {**minimal_row(), key: value}}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from sidenet.split import (
+from sidenet.engine.split import (
     BertSplit,
     CallableSplit,
     ResNetSplit,

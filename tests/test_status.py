@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sidenet.pipeline import load_or_train_mainnet, load_task_data
-from sidenet.status import announce, listen, listen_notices, notify
+from sidenet.bench.pipeline import load_or_train_mainnet, load_task_data
 from sidenet.tasks import TASKS
+from sidenet_core.status import announce, listen, listen_notices, notify
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,14 +37,14 @@ def test_notices_and_the_libraries_warnings_reach_notice_listeners_only() -> Non
     stop_announced = listen(announced.append)
     stop = listen_notices(notices.append)
     try:
-        logging.getLogger("sidenet.store").warning("another run is writing %s; waiting for it", "r.json")
-        logging.getLogger("sidenet.cache").info("loaded from cache")
+        logging.getLogger("sidenet.bench.store").warning("another run is writing %s; waiting for it", "r.json")
+        logging.getLogger("sidenet.engine.cache").info("loaded from cache")
         logging.getLogger("elsewhere").warning("not ours")
         notify("a direct notice\nover two lines")
     finally:
         stop()
         stop_announced()
-    logging.getLogger("sidenet.cache").warning("nobody listens")
+    logging.getLogger("sidenet.engine.cache").warning("nobody listens")
     stop()  # twice is harmless
     assert notices == ["another run is writing r.json; waiting for it", "a direct notice\nover two lines"]
     assert announced == []
@@ -59,7 +59,7 @@ def test_a_failing_notice_listener_never_breaks_the_code_that_logged() -> None:
     try:
         logging.raiseExceptions, previous = False, logging.raiseExceptions  # no "--- Logging error ---" noise
         try:
-            logging.getLogger("sidenet.cache").warning("cache entry x: unusable; deleted, will rebuild")
+            logging.getLogger("sidenet.engine.cache").warning("cache entry x: unusable; deleted, will rebuild")
         finally:
             logging.raiseExceptions = previous
     finally:

@@ -10,10 +10,10 @@ import pytest
 import torch
 from tiny_models import tiny_bert_config
 
+from sidenet.bench.pipeline import Prepared, prepare
 from sidenet.data import TINY_TEXT_VOCAB, tiny_image_splits
-from sidenet.pipeline import Prepared, prepare
-from sidenet.sidenet import SideNetConfig
-from sidenet.split import BertSplit, ResNetSplit, split_model
+from sidenet.engine.sidenet import SideNetConfig
+from sidenet.engine.split import BertSplit, ResNetSplit, split_model
 from sidenet.tasks import DATASETS, TASKS, ImageTask, ImageTaskConfig, TextTask, TextTaskConfig, register_task
 from sidenet_core.errors import UserError
 from sidenet_core.registry import Registry

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from sidenet.calibration import expected_calibration_error, reliability
-from sidenet.thresholds import NEVER_EXIT, Sweep, outcome_at, select_threshold, sweep
+from sidenet.engine.calibration import expected_calibration_error, reliability
+from sidenet.engine.thresholds import NEVER_EXIT, Sweep, outcome_at, select_threshold, sweep
 
 # A hand example: sorted by confidence the per-row loss if exited (main - side) is 0, 1, 1, -1.
 CONF = np.array([0.9, 0.6, 0.3, 0.8])

@@ -1,11 +1,11 @@
-"""Timing (sidenet.timing): slices, the A B A pairing around one MainNet round per slice, slice sizing."""
+"""Timing (sidenet.bench.timing): slices, the A B A pairing around one MainNet round per slice, slice sizing."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sidenet.timing import deal, plan_slices, stratified_order, timed_in_workers
+from sidenet.bench.timing import deal, plan_slices, stratified_order, timed_in_workers
 
 
 class _Fake:

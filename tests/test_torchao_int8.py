@@ -38,7 +38,7 @@ from compressors.torchao_int8 import (
     quantize_bert_torchao,
     quantize_resnet_pt2e,
 )
-from sidenet.split import split_model
+from sidenet.engine.split import split_model
 from sidenet_core.errors import UserError
 
 pytest.importorskip("torchao")

@@ -52,11 +52,11 @@ from compressors.weight_only import (
     register_weight_only_formulas,
     weight_only_kind,
 )
-from sidenet.chain import canonical_chain
-from sidenet.compressed import chain_configs, compute_dtype
-from sidenet.early_exit import EarlyExit
-from sidenet.sidenet import SideNet
-from sidenet.split import TextState, split_model
+from sidenet.engine.chain import canonical_chain
+from sidenet.engine.early_exit import EarlyExit
+from sidenet.engine.sidenet import SideNet
+from sidenet.engine.split import TextState, split_model
+from sidenet.tasks.compressed import chain_configs, compute_dtype
 from sidenet_core.errors import UserError
 from sidenet_core.flops import count_flops
 

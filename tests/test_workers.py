@@ -1,4 +1,5 @@
-"""Timing workers (sidenet.workers, sidenet.timing.timed_in_workers): rounds run in clean processes, never the
+"""Timing workers (sidenet.bench.workers,
+sidenet.bench.timing.timed_in_workers): rounds run in clean processes, never the
 bench's, in A B A order across the variant and reference processes; a worker that would train refuses."""
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ import statistics
 import pytest
 import worker_builds
 
-from sidenet.timing import timed_in_workers, worker_schedule
-from sidenet.timing_checks import row_flags
-from sidenet.workers import TrainingRefused, Worker, WorkerFailed, WorkerJob
+from sidenet.bench.timing import timed_in_workers, worker_schedule
+from sidenet.bench.timing_checks import row_flags
+from sidenet.bench.workers import TrainingRefused, Worker, WorkerFailed, WorkerJob
 
 
 class _Benchmark:

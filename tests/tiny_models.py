@@ -124,7 +124,7 @@ def train_tiny_resnet(batches: list[tuple[torch.Tensor, torch.Tensor]], epochs: 
 
 def bench_settings(**overrides: Any) -> Any:
     """BenchSettings for one cheap tiny-resnet cell; keyword arguments override fields."""
-    from sidenet.harness import BenchSettings
+    from sidenet.bench.harness import BenchSettings
 
     base: dict[str, Any] = dict(
         tasks=("tiny-resnet",), batch_sizes=(1,), exits=("none",), threads=1, target_loss_pt=None,

@@ -6,8 +6,8 @@ import os
 import time
 from typing import Any
 
-from sidenet.status import announce
-from sidenet.workers import Served
+from sidenet.bench.workers import Served
+from sidenet_core.status import announce
 
 
 def sleeper(spec: dict[str, Any]) -> Served:

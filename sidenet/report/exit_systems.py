@@ -6,8 +6,8 @@ ran on.
 Pure like :mod:`sidenet.report.tables` (rows in, cells out). The keys read here (``taps``, ``exit_rates``,
 ``oracle``, ``training_seconds``, ``retrains_backbone``, ``thresholds``, ``predicted_flops_per_sample``,
 ``system_details``) are newer than many results files and are not fully type-checked by
-:func:`sidenet.results.load_results`: every reader below accepts any JSON value and shows "—" for what is missing or
-malformed.
+:func:`sidenet.bench.results.load_results`: every reader below accepts any JSON value and shows "—" for what is
+missing or malformed.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from sidenet import atomic
 from sidenet.report.exit_systems import (
     exit_variants,
     has_exits,
@@ -41,6 +40,7 @@ from sidenet.report.tables import (
     pareto_front,
     pareto_points,
 )
+from sidenet_core import atomic
 
 DPI = 110
 FIGSIZE = (6.4, 4.4)

@@ -17,8 +17,9 @@ from urllib.parse import quote
 
 from tabulate import tabulate
 
-from sidenet import atomic
-from sidenet.machine import from_machine_info
+from sidenet.bench.machine import from_machine_info
+from sidenet.bench.results import row_machine_id
+from sidenet.bench.timing_checks import AA_BAND, BUSY_SHARE, QUIET_ADVICE, largest_drift, reference_cells, row_flags
 from sidenet.report import plots
 from sidenet.report.exit_systems import (
     bolukbasi_reading,
@@ -60,8 +61,7 @@ from sidenet.report.tables import (
     sweep_table,
     verdict,
 )
-from sidenet.results import row_machine_id
-from sidenet.timing_checks import AA_BAND, BUSY_SHARE, QUIET_ADVICE, largest_drift, reference_cells, row_flags
+from sidenet_core import atomic
 from sidenet_core.errors import UserError
 
 NOTES = f"""\
@@ -221,7 +221,7 @@ def _drift_text(rows: list[dict[str, Any]]) -> str:
 
 
 def with_timing_flags(results: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``results`` whose rows carry ``timing_flags`` (:mod:`sidenet.timing_checks`): one text per reason
+    """A copy of ``results`` whose rows carry ``timing_flags`` (:mod:`sidenet.bench.timing_checks`): one text per reason
     the row's timing is suspect. Flagged rows are marked ⚠ like noisy ones. The stored results are not changed."""
     rows = list(results.get("benchmarks") or [])
     flags = row_flags(rows)

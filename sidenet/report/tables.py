@@ -165,7 +165,7 @@ def _within_slice_rel_iqr(row: dict[str, Any]) -> float | None:
 
 
 def is_noisy(row: dict[str, Any]) -> bool:
-    """IQR/median above the bar, or a timing check flagged the row (``timing_flags``: sidenet.timing_checks)."""
+    """IQR/median above the bar, or a timing check flagged the row (``timing_flags``: sidenet.bench.timing_checks)."""
     if row.get("timing_flags"):
         return True
     r = rel_iqr(row)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sidenet.data import Splits
-from sidenet.sidenet import SideNetConfig
+from sidenet.engine.sidenet import SideNetConfig
 from sidenet_core.registry import Registry
 from sidenet_core.staged import StagedModel, stage_model
 
@@ -48,9 +48,9 @@ class Task(abc.ABC):
     tap: str
     sidenet: SideNetConfig
     default_target_loss_pt: float = 0.5
-    # Threshold selection requires val loss + margin·SE ≤ target (sidenet.thresholds.select_threshold).
+    # Threshold selection requires val loss + margin·SE ≤ target (sidenet.engine.thresholds.select_threshold).
     selection_margin_se: float = 1.0
-    # Compressor chains a bench runs for this task when none are given (sidenet.chain grammar).
+    # Compressor chains a bench runs for this task when none are given (sidenet.engine.chain grammar).
     default_chains: tuple[str, ...] = ("none",)
     # The chains (of default_chains) that exit systems other than the SideNet also run on by default, besides
     # "none": enough for a complementarity verdict per system without multiplying the default bench.
@@ -152,7 +152,7 @@ NOT_IN_RECIPE: tuple[str, ...] = (
 )
 
 TASKS: Registry[Task] = Registry("task")
-# the module that registered each task: a timing worker imports it to know the task (sidenet.cells)
+# the module that registered each task: a timing worker imports it to know the task (sidenet.bench.cells)
 TASK_MODULES: dict[str, str] = {}
 
 

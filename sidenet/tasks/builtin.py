@@ -12,7 +12,7 @@ import os
 from dataclasses import replace
 
 from sidenet import data as D
-from sidenet.sidenet import SideNetConfig
+from sidenet.engine.sidenet import SideNetConfig
 from sidenet.tasks.base import DATASETS, register_task
 from sidenet.tasks.image import ImageTask, ImageTaskConfig
 from sidenet.tasks.text import TextTask, TextTaskConfig

@@ -13,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sidenet.data import Splits
-from sidenet.sidenet import SideNetConfig
+from sidenet.engine.sidenet import SideNetConfig
 from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, finish_training, recipe_fields, subset_train
 from sidenet_core.errors import UserError
 from sidenet_core.layouts import ARCHS, build_resnet

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sidenet.data import Splits
-from sidenet.sidenet import SideNetConfig
+from sidenet.engine.sidenet import SideNetConfig
 from sidenet.tasks.base import DATASETS, Batch, Encoded, Task, finish_training, recipe_fields, subset_train
 from sidenet_core.errors import UserError
 from sidenet_core.precision import autocast, resolve
@@ -109,11 +109,11 @@ class TextTask(Task):
             if self.config.model == TINY_BERT:
                 from transformers import BertTokenizerFast
 
-                from sidenet.cache import cache_dir
+                from sidenet.engine.cache import cache_dir
 
                 vocab = cache_dir() / f"{self.name}-vocab.txt"
                 words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(self.config.tiny_vocab))]
-                from sidenet import atomic
+                from sidenet_core import atomic
 
                 atomic.write_text(vocab, "\n".join(words) + "\n")
                 self._tokenizer = BertTokenizerFast(vocab_file=str(vocab))

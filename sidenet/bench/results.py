@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sidenet.machine import from_machine_info
+from sidenet.bench.machine import from_machine_info
 from sidenet_core.errors import UserError
 
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -34,7 +34,7 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "params",
 )
 
-# Every key a row may carry, with its type and meaning: sidenet.row_record.RowRecord (the harness checks each row
+# Every key a row may carry, with its type and meaning: sidenet.bench.row_record.RowRecord (the harness checks each row
 # against it before storing it). Readers require only REQUIRED_KEYS, so files written before a key existed still load.
 
 
@@ -358,7 +358,7 @@ def _optional_problem(info: dict[str, Any]) -> str | None:
 
 
 def _exit_system_problem(info: dict[str, Any]) -> str | None:
-    """The keys exit systems add (sidenet.row_record.RowRecord), for the shapes the report reads."""
+    """The keys exit systems add (sidenet.bench.row_record.RowRecord), for the shapes the report reads."""
     problem = (
         _list_problem("taps", info.get("taps"), lambda t: isinstance(t, str) and bool(t), "a tap name")
         or _list_problem(

@@ -13,7 +13,7 @@ cell is thereby paired with itself: its ``aa_paired_ratios`` (A/A) show the nois
 Resume: every row records a ``cell_key`` (:func:`cell_key`); a cell whose key is already stored in the
 results JSON is not measured again unless ``force`` is set.
 
-Machine identity (:mod:`sidenet.machine`): every row, cell key and report name carries the fingerprint of the
+Machine identity (:mod:`sidenet.bench.machine`): every row, cell key and report name carries the fingerprint of the
 machine that measured it; a results file holds the rows of one fingerprint only (:func:`merge_results`).
 """
 
@@ -32,21 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sidenet import atomic
-from sidenet.cache import library_versions
-from sidenet.cascade import Cascade
-from sidenet.chain import NONE
-from sidenet.compressed import (
-    Compressed,
-    chain_configs,
-    compress_mainnet,
-    cuda_only_message,
-    cuda_only_steps,
-    normalize_chain,
-)
-from sidenet.exits import DEFAULT_EXITS, EXIT_SYSTEMS, BuiltSystem, canonical_exit, parse_exit_system
-from sidenet.machine import MachineFingerprint, fingerprint
-from sidenet.pipeline import (
+from sidenet.bench.machine import MachineFingerprint, fingerprint
+from sidenet.bench.pipeline import (
     DEFAULT_POLICY,
     OperatingPoint,
     Prepared,
@@ -61,10 +48,23 @@ from sidenet.pipeline import (
     prepare_system,
     run_eval,
 )
-from sidenet.store import stored_cell_keys
+from sidenet.bench.store import stored_cell_keys
+from sidenet.bench.timing import TIMING_PROTOCOL
+from sidenet.engine.cache import library_versions
+from sidenet.engine.cascade import Cascade
+from sidenet.engine.chain import NONE
+from sidenet.engine.thresholds import NEVER_EXIT, outcome_at
+from sidenet.exits import DEFAULT_EXITS, EXIT_SYSTEMS, BuiltSystem, canonical_exit, parse_exit_system
 from sidenet.tasks import TASKS
-from sidenet.thresholds import NEVER_EXIT, outcome_at
-from sidenet.timing import TIMING_PROTOCOL
+from sidenet.tasks.compressed import (
+    Compressed,
+    chain_configs,
+    compress_mainnet,
+    cuda_only_message,
+    cuda_only_steps,
+    normalize_chain,
+)
+from sidenet_core import atomic
 from sidenet_core.errors import UserError
 from sidenet_core.layouts import to_device
 
@@ -114,7 +114,7 @@ class BenchSettings:
     out: Path
     name: str | None
     command: str
-    chains: tuple[str, ...] = ()  # canonical chain specs (sidenet.chain); empty: each task's default_chains
+    chains: tuple[str, ...] = ()  # canonical chain specs (sidenet.engine.chain); empty: each task's default_chains
     threshold: float | None = None  # fixed exit threshold instead of selection on validation
     force: bool = False  # re-measure cells already stored in the results JSON
     quiet: bool = False  # no progress bars
@@ -122,9 +122,11 @@ class BenchSettings:
     # CUDA-only chains are then not refused (they would have run on the CUDA that was asked for)
     cuda_missing: bool = False
     profile: str = "full"  # which defaults filled what was not given (bench_options.resolve); recorded per row
-    min_round_ms: float = 200.0  # slices grow until the fp32 MainNet needs this long for one (sidenet.timing)
-    worker_pairs: int = 2  # independent (variant, reference) worker pairs that share a cell's slices (sidenet.cells)
-    fresh_workers: bool = False  # a new variant worker pair per cell, not one per task and chain (sidenet.cells)
+    min_round_ms: float = 200.0  # slices grow until the fp32 MainNet needs this long for one (sidenet.bench.timing)
+    worker_pairs: int = (
+        2  # independent (variant, reference) worker pairs that share a cell's slices (sidenet.bench.cells)
+    )
+    fresh_workers: bool = False  # a new variant worker pair per cell, not one per task and chain (sidenet.bench.cells)
 
     @classmethod
     def from_options(cls, **kw: Any) -> BenchSettings:
@@ -261,9 +263,10 @@ LEGACY_EXITS = ("none", "sidenet", "sidenet-noexit")
 
 
 def uses_legacy_path(exit_spec: str) -> bool:
-    """``none``, ``sidenet`` and ``sidenet-noexit`` at their defaults are measured by :func:`sidenet.pipeline.prepare`
+    """``none``, ``sidenet`` and ``sidenet-noexit`` at their defaults are measured by
+    :func:`sidenet.bench.pipeline.prepare`
     (with calibration, component latencies and the batch-composition check); every other system config by the
-    generic :func:`sidenet.pipeline.prepare_system` (which gives the same numbers for ``sidenet``: a test)."""
+    generic :func:`sidenet.bench.pipeline.prepare_system` (which gives the same numbers for ``sidenet``: a test)."""
     return exit_spec in LEGACY_EXITS
 
 
@@ -302,7 +305,9 @@ class BenchContext:
         self._compressed: dict[tuple[str, str], Compressed] = {}
         self._fixed: dict[tuple[str, str], tuple[dict[str, float], dict[str, float]]] = {}
         self._stored: set[str] | None = None
-        self._extensions: dict[str, tuple[Any, Callable[[], None]]] = {}  # e.g. the timing workers (sidenet.cells)
+        self._extensions: dict[
+            str, tuple[Any, Callable[[], None]]
+        ] = {}  # e.g. the timing workers (sidenet.bench.cells)
         self.device = torch.device(settings.device)
         self.machine = fingerprint(settings.device, settings.threads)
         self.passed: set[str] = set()  # node ids of cells whose test passed (only those are written)
@@ -425,7 +430,7 @@ class BenchContext:
 
     def system_cascade(self, task: str, chain: str, exit_spec: str, point: OperatingPoint) -> Cascade:
         """An exit system's cascade at the operating point the bench selected, built without tracing or selecting:
-        what a timing worker serves (:mod:`sidenet.cells`, which serves a fresh copy of it). Parts come from the
+        what a timing worker serves (:mod:`sidenet.bench.cells`, which serves a fresh copy of it). Parts come from the
         cache, once per session (a worker serving the system at another batch size does not rebuild them); the
         fp32 MainNet (the baseline that systems retraining the backbone start from) on the timing device."""
         key = (task, chain, exit_spec)
@@ -571,7 +576,7 @@ def run_cell_info(
     """Fill ``info`` (a row's ``extra_info``) with everything a cell reports except its timing: accuracy, exits,
     FLOPs, selection, calibration, provenance. Prepares (trains, compresses, traces, selects) in this process as
     needed. Returns the threshold the legacy SideNet cascade runs at (None for other cells): the operating point a
-    timing worker rebuilds (:mod:`sidenet.cells`).
+    timing worker rebuilds (:mod:`sidenet.bench.cells`).
 
     With ``ctx.settings.threshold`` set, the ``sidenet`` cell runs at that fixed threshold instead of the
     one selected on validation (``threshold_source`` records which).
@@ -650,7 +655,7 @@ def run_cell_info(
             "exit_system": parse_exit_system(exit_system).to_dict(),
             "taps": [p.split.tap],
             "exit_rates": [ev["exit_rate"]],
-            # the oracle at the validation-selected operating point (sidenet.trace.oracle_summary)
+            # the oracle at the validation-selected operating point (sidenet.engine.trace.oracle_summary)
             "oracle": p.oracle if source == "validation" else None,
             "training_seconds": p.logs["sidenet"].get("seconds"),
         }
@@ -659,7 +664,8 @@ def run_cell_info(
 
 
 def _system_info(info: dict[str, Any], ctx: BenchContext, p: Prepared, task: str, chain: str, exit_spec: str) -> None:
-    """An exit system measured by the generic path (:func:`sidenet.pipeline.prepare_system`): what its real cascade
+    """An exit system measured by the generic path
+    (:func:`sidenet.bench.pipeline.prepare_system`): what its real cascade
     did on test, its selection on validation and its trace's oracle."""
     ps = ctx.prepared_system(task, chain, exit_spec)
     ev = ps.test_eval

@@ -37,12 +37,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from sidenet import cache
-from sidenet.chain import NONE, ChainStep, format_chain, parse_chain
-from sidenet.split import to_device
-from sidenet.status import announce
+from sidenet.engine import cache
+from sidenet.engine.chain import NONE, ChainStep, format_chain, parse_chain
+from sidenet.engine.split import to_device
 from sidenet.tasks import Encoded, Task
 from sidenet_core.errors import UserError
+from sidenet_core.status import announce
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``EarlyExit``: MainNet head → SideNet → (only the rows that did not exit) → MainNet rest.
 
-The one-exit :class:`~sidenet.cascade.Cascade`: rows whose confidence passes the threshold are compacted out of
+The one-exit :class:`~sidenet.engine.cascade.Cascade`: rows whose confidence passes the threshold are compacted out of
 the batch before ``rest`` runs, so they never touch the rest of the network (tests instrument ``rest``).
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from sidenet.cascade import Cascade, ExitOutput
-from sidenet.policies import Policy, make_policy
+from sidenet.engine.cascade import Cascade, ExitOutput
+from sidenet.engine.policies import Policy, make_policy
 from sidenet_core.staged import StagedModel
 
 

@@ -22,7 +22,7 @@ JSONDict = dict[str, Any]
 class RowRecord:
     # ---- the cell
     task: str
-    chain: str  # canonical compressor chain (sidenet.chain), "none" for the plain MainNet
+    chain: str  # canonical compressor chain (sidenet.engine.chain), "none" for the plain MainNet
     exit: str  # canonical exit-system spec (sidenet.exits), e.g. "none", "sidenet", "sidenet-multi"
     device: str
     threads: int
@@ -47,10 +47,10 @@ class RowRecord:
     target_loss_pt: float | None  # accuracy-loss target the threshold was chosen for, on validation
     data_source: str
     versions: JSONDict  # every library on the measured path, and sidenet-bench
-    cell_key: str  # resume identity (sidenet.harness.cell_key)
+    cell_key: str  # resume identity (sidenet.bench.harness.cell_key)
     machine_id: str  # fingerprint id of the machine that measured the row
-    machine: JSONDict  # that fingerprint (sidenet.machine)
-    timing_protocol: int  # sidenet.timing.TIMING_PROTOCOL when the row was timed
+    machine: JSONDict  # that fingerprint (sidenet.bench.machine)
+    timing_protocol: int  # sidenet.bench.timing.TIMING_PROTOCOL when the row was timed
     train_precision: str | None  # precision the task's MainNet was trained in here (fp32 | bf16)
     run: JSONDict | None = None  # {"when", "commit", "dirty", "command"}: the run that measured the row
     # {"profile": full | quick, "trades": what the task's recipe trades for time, "accuracy_floor", "floor_met"}
@@ -59,15 +59,16 @@ class RowRecord:
     paired_speedup: list[float] | None = None  # per-round fp32-MainNet time / this row's time
     aa_paired_ratios: list[float] | None = None  # the fp32 MainNet's own row: paired with itself (A/A)
     paired_mainnet_median_s: float | None = None
-    pairing: str | None = None  # "balanced" (protocol 3) | "aba" (protocol 4, sidenet.timing)
+    pairing: str | None = None  # "balanced" (protocol 3) | "aba" (protocol 4, sidenet.bench.timing)
     timing_slices: int | None = None  # protocol 4: distinct slices of timing_samples inputs, two rounds each
-    # protocols 5 and 6 (sidenet.cells): {"start_method", "bench_pid", "reuse" (6: "task-chain" | "none"), "pairs":
+    # protocols 5 and 6 (sidenet.bench.cells):
+    # {"start_method", "bench_pid", "reuse" (6: "task-chain" | "none"), "pairs":
     # [{variant/reference pid, the variant's parent pid and build seconds, threads, "variant_served_before" (6: the
     # cells its worker served earlier), "slices", "round_s", "reference_s", "paired_speedup",
     # "reference_median_s"}], "trained_in_worker" (must be False), "prediction_agreement"}
     workers: JSONDict | None = None
     # what other processes did to the machine while the cell was timed: {"wall_s", "own_cpu_s", "other_cpu_s",
-    # "other_cpu_share" (of all cores' time), "loadavg_1min", "cores"} (sidenet.cells)
+    # "other_cpu_share" (of all cores' time), "loadavg_1min", "cores"} (sidenet.bench.cells)
     machine_load: JSONDict | None = None
     component_latency_s: JSONDict | None = None  # {"head_side", "rest"} per sample at this batch size (sidenet)
     # ---- exit systems
@@ -81,7 +82,7 @@ class RowRecord:
     threshold_source: str | None = None  # validation | fixed | never-exit
     exit_rates: list[float] | None = None  # fraction of test rows leaving at each exit
     predicted_flops_per_sample: float | None = None  # the same operating point predicted from the trace
-    oracle: JSONDict | None = None  # sidenet.trace.oracle_summary of the row's exit placement
+    oracle: JSONDict | None = None  # sidenet.engine.trace.oracle_summary of the row's exit placement
     training_seconds: float | None = None  # training the exit heads (as recorded when they were trained)
     sweep: JSONDict | None = None  # {"threshold", "test_accuracy", "exit_rate", "flops_per_sample"} on test
     flops_breakdown: JSONDict | None = None  # {"head_side", "rest"} per sample, each part on all rows
@@ -146,5 +147,5 @@ def check_row(info: dict[str, Any]) -> RowRecord:
     """The row as a :class:`RowRecord`; a RuntimeError (a bug, not bad input) when it does not agree."""
     problems = row_problems(info)
     if problems:
-        raise RuntimeError("benchmark row disagrees with sidenet.row_record.RowRecord: " + "; ".join(problems))
+        raise RuntimeError("benchmark row disagrees with sidenet.bench.row_record.RowRecord: " + "; ".join(problems))
     return RowRecord(**info)

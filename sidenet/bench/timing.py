@@ -1,6 +1,6 @@
 """How a cell is timed (timing protocols 4 and 5): slices of the timing set, each run in two rounds around one fp32
 MainNet round (A B A), so every ratio is taken between rounds adjacent in time on the same inputs. Protocol 5 runs
-the rounds in worker processes (:func:`timed_in_workers`, :mod:`sidenet.cells`).
+the rounds in worker processes (:func:`timed_in_workers`, :mod:`sidenet.bench.cells`).
 
 Why slices: protocol 3 ran the whole timing set (192 inputs) in every round and one MainNet round beside each
 round: 9 + 9 passes over 192 inputs per cell, two thirds of a warm default run. Here the cell's timing set is
@@ -30,10 +30,10 @@ import torch
 # another protocol is a different experiment, so it is in every cell key and row. 3: balanced (ABBA) pairing, one
 # warm-up pass per variant, an even number of rounds (commits 993ad13, 5bcd67f). 4: slices, A B A around one
 # shared MainNet round per slice, a minimum round time (this module). 5: every round in a clean worker process
-# (sidenet.workers), the variant and the fp32 MainNet reference in separate processes, A B A across them, each
+# (sidenet.bench.workers), the variant and the fp32 MainNet reference in separate processes, A B A across them, each
 # cell's slices shared out over at least two worker pairs started independently (timed_in_workers). 6: a variant
 # worker pair serves every cell of one task and chain, each from a fresh deep copy, handed the bench's operating
-# point (sidenet.cells; --bench-fresh-workers: protocol 5's pair per cell, still recorded as 6 with reuse "none").
+# point (sidenet.bench.cells; --bench-fresh-workers: protocol 5's pair per cell, still recorded as 6 with reuse "none").
 TIMING_PROTOCOL = 6
 PAIRING = "aba"  # a row's `pairing`: each MainNet round sits between the two rounds of its slice
 
@@ -126,7 +126,7 @@ class WorkerClock:
 
 
 class RoundWorker(Protocol):
-    """What :func:`timed_in_workers` needs of a worker (:class:`sidenet.workers.Worker`)."""
+    """What :func:`timed_in_workers` needs of a worker (:class:`sidenet.bench.workers.Worker`)."""
 
     def warm(self, k: int) -> None: ...
 

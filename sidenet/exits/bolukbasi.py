@@ -36,28 +36,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from sidenet import cache
-from sidenet.compressed import normalize_chain
-from sidenet.exits import (
+from sidenet.engine import cache
+from sidenet.engine.policies import ExitView, Policy
+from sidenet.engine.trace import ExitTrace, collect_trace, select_shared, shared_sweep
+from sidenet.exits.base import (
     BuiltSystem,
     ExitSystemConfig,
     SystemContext,
-    _n_params,
-    _sidenet_heads,
     check_taps,
     check_taps_for,
     parse_count,
     register_exit_system,
     resolve_taps,
 )
-from sidenet.heads import EVAL_BATCH, device_fields
-from sidenet.policies import ExitView, Policy
-from sidenet.status import announce
+from sidenet.exits.heads import EVAL_BATCH, device_fields
+from sidenet.exits.sidenet_systems import n_params, sidenet_heads
 from sidenet.tasks import Task
-from sidenet.trace import ExitTrace, collect_trace, select_shared, shared_sweep
+from sidenet.tasks.compressed import normalize_chain
 from sidenet_core.errors import UserError
 from sidenet_core.layouts import model_logits, select_rows
 from sidenet_core.staged import StagedModel
+from sidenet_core.status import announce
 
 TRADEOFFS: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5)
 FIT_STEPS = 300
@@ -226,7 +225,7 @@ def _learned_parts(
 ) -> tuple[list[LearnedPolicy], Any, float]:
     """The fitted candidates, their validation step, and the seconds the fitting took. Fitted weights are cached
     (keyed by the training trace's identity, λ and the fit's settings), so a timing worker that rebuilds the
-    system loads them instead of fitting (it may not train anything: sidenet.workers)."""
+    system loads them instead of fitting (it may not train anything: sidenet.bench.workers)."""
     seconds = 0.0
     lams = _tradeoffs(tradeoff)
     n = min(rows, len(ctx.data["train"]))
@@ -283,11 +282,11 @@ class LearnedExit(ExitSystemConfig):
     def build(self, ctx: SystemContext) -> BuiltSystem:
         taps = resolve_taps(ctx, self.taps)
         staged = ctx.stage(taps)
-        heads, keys, seconds = _sidenet_heads(ctx, staged.taps)
+        heads, keys, seconds = sidenet_heads(ctx, staged.taps)
         key = {"heads": keys, "taps": list(staged.taps), "model": ctx.model_key}
         candidates, choose, fit_s = _learned_parts(ctx, staged, list(heads), self.tradeoff, int(self.fit_rows), key)
         identity = {"system": self.to_dict(), **key, "policies": [p.identity() for p in candidates]}
-        params = _n_params(heads)
+        params = n_params(heads)
         return BuiltSystem(
             staged,
             list(heads),

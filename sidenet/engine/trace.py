@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sidenet.policies import ExitView, Policy, head_output
-from sidenet.thresholds import NEVER_EXIT
+from sidenet.engine.policies import ExitView, Policy, head_output
+from sidenet.engine.thresholds import NEVER_EXIT
 from sidenet_core.flops import count_flops
 from sidenet_core.layouts import to_device
 from sidenet_core.staged import StagedModel

@@ -9,7 +9,7 @@ is not inflated by the one-off training of an earlier cold run.
 One small JSON file in the cache directory, rewritten atomically; unreadable or foreign content is ignored (an
 estimate is never worth failing a run for): a file that is not JSON, nests too deeply for the parser, or holds
 entries with non-finite, negative or mistyped values is read as far as it is usable and says so in one warning (a
-notice: :mod:`sidenet.status`); the run's :func:`save` then replaces it with the good entries.
+notice: :mod:`sidenet_core.status`); the run's :func:`save` then replaces it with the good entries.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidenet import atomic
-from sidenet.cache import cache_dir
+from sidenet.engine.cache import cache_dir
+from sidenet_core import atomic
 
 FILE_NAME = "cell-costs.json"
 FORMAT = 1

@@ -47,19 +47,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from sidenet import cache
-from sidenet.chain import NONE, ChainStep, format_chain, parse_chain
-from sidenet.compressed import bert_layer_count, chain_configs, trains
-from sidenet.exits import BuiltSystem, ExitSystemConfig, SystemContext, parse_count, register_exit_system
-from sidenet.heads import EVAL_BATCH, device_fields, freeze
-from sidenet.policies import make_policy
-from sidenet.status import announce
-from sidenet.trace import ExitTrace, exit_index_at
+from sidenet.engine import cache
+from sidenet.engine.chain import NONE, ChainStep, format_chain, parse_chain
+from sidenet.engine.policies import make_policy
+from sidenet.engine.trace import ExitTrace, exit_index_at
+from sidenet.exits.base import BuiltSystem, ExitSystemConfig, SystemContext, parse_count, register_exit_system
+from sidenet.exits.heads import EVAL_BATCH, device_fields, freeze
+from sidenet.tasks.compressed import bert_layer_count, chain_configs, trains
 from sidenet_core.errors import UserError
 from sidenet_core.flops import count_flops
 from sidenet_core.layouts import model_logits, to_device
 from sidenet_core.precision import autocast
 from sidenet_core.staged import StagedModel, resnet_block_taps
+from sidenet_core.status import announce
 from sidenet_core.train_convs import one_by_one_outputs_as_matmuls
 
 RULES = ("pareto", "fine", "linear", "golden")

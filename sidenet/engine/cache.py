@@ -37,7 +37,7 @@ import torch
 from safetensors.torch import load, save_file, save_model
 from torch import nn
 
-from sidenet import atomic
+from sidenet_core import atomic
 from sidenet_core.errors import UserError
 
 log = logging.getLogger(__name__)

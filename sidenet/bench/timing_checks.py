@@ -10,7 +10,7 @@ report and the end-of-run summary flag (never drop) a row when:
 * **A/A out of band** — the fp32 MainNet paired with itself (``aa_paired_ratios``) has a median outside
   :data:`AA_BAND`: every paired speedup of that task and batch size is then suspect.
 * **busy machine** — other processes used more than :data:`BUSY_SHARE` of the cores while the cell was timed
-  (``machine_load``, :mod:`sidenet.cells`).
+  (``machine_load``, :mod:`sidenet.bench.cells`).
 * **implausible** — a speedup with no exit and no compression beyond the band, or a speedup more than
   :data:`IMPLAUSIBLE_FACTOR` × what its FLOP reduction and its chain's own measured speedup together predict.
 """

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from sidenet.sidenet import SideNet, SideNetConfig
+from sidenet.engine.sidenet import SideNet, SideNetConfig
 
 
 def sidenet_loss(

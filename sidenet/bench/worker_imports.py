@@ -1,5 +1,5 @@
 """What a timing worker would otherwise import during its first build, imported once in the forkserver instead
-(:data:`sidenet.workers.PRELOAD`), so each worker forked from it starts with them.
+(:data:`sidenet.bench.workers.PRELOAD`), so each worker forked from it starts with them.
 
 Measured on the 2-core Zen 4 machine, per worker: BERT's modeling module 1.7 s (transformers imports it lazily on
 the first BERT model), ONNX Runtime 0.6 s, and the modules FX quantisation's tracer pulls in on its first

@@ -3,7 +3,7 @@ score reaches that exit's threshold, and only the rows still inside run the next
 
 The exits are real: at every exit the leaving rows are compacted out of the batch (``select``), so they never
 touch a later segment, at any batch size (tests instrument the segments to prove it). ``EarlyExit``
-(:mod:`sidenet.early_exit`) is the one-exit case.
+(:mod:`sidenet.engine.early_exit`) is the one-exit case.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sidenet.policies import ExitView, Policy, head_output
+from sidenet.engine.policies import ExitView, Policy, head_output
 from sidenet_core.layouts import Inputs, batch_size_of
 from sidenet_core.staged import StagedModel
 

@@ -1,7 +1,7 @@
 """One benchmark cell, timed in clean worker processes (timing protocol 6).
 
 The bench process trains, compresses, traces and selects (everything ends in cached artifacts and the numbers of
-the row); it never times. Each cell's rounds run in worker processes (:mod:`sidenet.workers`) that rebuild what
+the row); it never times. Each cell's rounds run in worker processes (:mod:`sidenet.bench.workers`) that rebuild what
 they time from the cache and refuse to train:
 
 * a **variant worker** per worker pair, started for the first cell of a task and chain and then asked to serve
@@ -12,9 +12,9 @@ they time from the cache and refuse to train:
   slower);
 * a **reference worker** per task, batch size and worker pair: the task's fp32 MainNet, the paired reference of
   every cell of that task and batch size. It only ever runs that one model, so it is the same reference for every
-  cell (the bench checks that: :mod:`sidenet.timing_checks`).
+  cell (the bench checks that: :mod:`sidenet.bench.timing_checks`).
 
-A pair's variant and reference alternate A B A on each slice (:func:`sidenet.timing.timed_in_workers`); the
+A pair's variant and reference alternate A B A on each slice (:func:`sidenet.bench.timing.timed_in_workers`); the
 cell's slices are shared out over ``worker_pairs`` pairs started independently, so the spread of a row includes
 process-to-process variance (pyperf's lesson: values from one process understate run-to-run variance).
 
@@ -39,16 +39,16 @@ from typing import Any
 
 import torch
 
-from sidenet.chain import NONE
-from sidenet.harness import BenchContext, BenchSettings, run_cell_info, uses_legacy_path
-from sidenet.pipeline import OperatingPoint, TaskData, mainnet_forward
-from sidenet.row_record import check_row
-from sidenet.split import batch_size_of
-from sidenet.store import pause_for_tests
+from sidenet.bench.harness import BenchContext, BenchSettings, run_cell_info, uses_legacy_path
+from sidenet.bench.pipeline import OperatingPoint, TaskData, mainnet_forward
+from sidenet.bench.row_record import check_row
+from sidenet.bench.store import pause_for_tests
+from sidenet.bench.timing import deal, plan_slices, stratified_order, time_once, timed_in_workers
+from sidenet.bench.workers import START_METHOD, Served, Worker, WorkerJob, cpu_busy_seconds, own_cpu_seconds
+from sidenet.engine.chain import NONE
+from sidenet.engine.split import batch_size_of
 from sidenet.tasks import TASKS
 from sidenet.tasks.base import TASK_MODULES
-from sidenet.timing import deal, plan_slices, stratified_order, time_once, timed_in_workers
-from sidenet.workers import START_METHOD, Served, Worker, WorkerJob, cpu_busy_seconds, own_cpu_seconds
 from sidenet_core.layouts import to_device
 
 REFERENCE = "reference"
@@ -101,7 +101,7 @@ class ServeSpec:
 
 def build_served(spec: ServeSpec) -> Served:
     """In the worker: rebuild what ``spec`` times through the bench's own code path, from the cache (anything that
-    would train raises, :func:`sidenet.workers.refuse_training`), then serve a fresh deep copy of it (below).
+    would train raises, :func:`sidenet.bench.workers.refuse_training`), then serve a fresh deep copy of it (below).
     A worker asked to serve another spec of the same session builds in the same context (its MainNet and the
     chain's compressed model are not rebuilt), and again serves a fresh copy. Runs in the worker process only."""
     for module in spec.imports:
@@ -291,7 +291,7 @@ class TimingWorkers:
         return self._references[key]
 
     def slices(self, task: str, batch_size: int, reference: Worker | None = None) -> list[list[Any]]:
-        """The timing set of a task at a batch size, cut into slices (:mod:`sidenet.timing`): the same inputs for
+        """The timing set of a task at a batch size, cut into slices (:mod:`sidenet.bench.timing`): the same inputs for
         every chain and exit system of the task. Sized once per (task, batch size) from the fp32 MainNet's time per
         row, measured in a reference worker (never in the bench process)."""
         key = (task, batch_size)
@@ -368,9 +368,10 @@ def timing_workers(ctx: BenchContext) -> TimingWorkers:
 def run_cell(
     benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: BenchContext, chain: str = NONE
 ) -> None:
-    """Measure one cell: everything the row reports from the bench process (:func:`sidenet.harness.run_cell_info`),
+    """Measure one cell: everything the row reports from the bench process
+    (:func:`sidenet.bench.harness.run_cell_info`),
     its rounds from worker processes (this module's docstring), and check the row against
-    :class:`sidenet.row_record.RowRecord` (a row that disagrees fails its cell instead of being stored)."""
+    :class:`sidenet.bench.row_record.RowRecord` (a row that disagrees fails its cell instead of being stored)."""
     tw = timing_workers(ctx)
     info = benchmark.extra_info
     threshold = run_cell_info(info, task, exit_system, batch_size, ctx, chain)

@@ -52,7 +52,7 @@ class Policy(Protocol):
         ...
 
     def fit(self, trace: Any) -> None:
-        """Learn from an exit trace (sidenet.trace.ExitTrace); stateless policies ignore it."""
+        """Learn from an exit trace (sidenet.engine.trace.ExitTrace); stateless policies ignore it."""
         ...
 
     def identity(self) -> dict[str, Any]:

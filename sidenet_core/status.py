@@ -7,7 +7,7 @@ entry point *listens*; with no listener an announcement costs a loop over an emp
 Two channels, because their listeners must treat them differently:
 
 * :func:`announce` — something slow starts (training, tracing). The progress line counts the cell as one that
-  trained; a timing worker refuses it (:func:`sidenet.workers.refuse_training`).
+  trained; a timing worker refuses it (:func:`sidenet.bench.workers.refuse_training`).
 * :func:`notify` — a notice the user should see now, not only in the log of a failed cell: a cache entry deleted
   and rebuilt, a wait on another run's lock (which would otherwise look like a hung run), an unusable record
   ignored. Every ``WARNING`` (or worse) logged under the ``sidenet`` logger is a notice too, while anyone listens

@@ -8,9 +8,10 @@ A system says whether it is ``timed`` (the ``oracle`` bound is not: it is comput
 trace and shown beside it) and whether it ``retrains_backbone``, and builds its cascade parts from a
 :class:`SystemContext` (the task, its data, the compressed MainNet and how to stage it, and a way to ask for the
 model of another chain: what the network-selection cascade needs). The generic measuring path
-(:func:`sidenet.pipeline.prepare_system`) traces what ``build`` returns, selects thresholds on validation and runs
-the real cascade on test. Adding a system: one config class here (or in your package) with
-``@register_exit_system`` and a ``build``, and one test.
+(:func:`sidenet.bench.pipeline.prepare_system`) traces what ``build`` returns, selects thresholds on validation and runs
+the real cascade on test. Adding a system: one module of its own under
+``sidenet/exits/`` (or in your package) with a config class decorated ``@register_exit_system`` and a ``build``,
+imported by :mod:`sidenet.exits`, and one test. This module knows no system by name.
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sidenet.chain import DEFAULT_EXITS, parse_step
-from sidenet.compressed import bert_layer_count, tap_for
-from sidenet.heads import load_or_train_sidenet
-from sidenet.policies import POLICIES, Policy, make_policy
+from sidenet.engine.chain import DEFAULT_EXITS, parse_step
+from sidenet.engine.policies import POLICIES, Policy
 from sidenet.tasks import Encoded, Task
+from sidenet.tasks.compressed import bert_layer_count
 from sidenet_core.errors import UserError
 from sidenet_core.layouts import RESNET_STAGES
 from sidenet_core.registry import Registry
@@ -70,7 +70,7 @@ class BuiltSystem:
     training_seconds: float  # training the heads took (as recorded when they were trained; cached ones too)
     params: int  # parameters the system adds to the MainNet
     # the validation step: (val trace, target pt, margin) → (policy, thresholds); None: one shared threshold on
-    # ``policy``'s scores (sidenet.trace.select_shared). Learned policies pick among fitted candidates here.
+    # ``policy``'s scores (sidenet.engine.trace.select_shared). Learned policies pick among fitted candidates here.
     choose: Callable[[Any, float, float], tuple[Policy, list[float]]] | None = None
     # [N val rows] whether the network the loss is measured against is right (None: the trace's own last column).
     # Systems that retrain the backbone give the original MainNet's, so selection counts what retraining cost.
@@ -78,7 +78,7 @@ class BuiltSystem:
     # (val trace, test trace) -> JSON-able details of the system recorded with its rows (e.g. EENets' collapse)
     describe: Callable[[Any, Any], dict[str, Any]] | None = None
     # every policy ``choose`` may pick (learned systems fit several); empty: just ``policy``. A timing worker finds
-    # the bench's pick among them by identity (sidenet.pipeline.cascade_at) instead of selecting again.
+    # the bench's pick among them by identity (sidenet.bench.pipeline.cascade_at) instead of selecting again.
     candidates: tuple[Policy, ...] = ()
 
 
@@ -145,59 +145,6 @@ def _check_policy(name: str) -> None:
     POLICIES.get(name)
 
 
-def _sidenet_heads(ctx: SystemContext, taps: Sequence[str]) -> tuple[list[nn.Module], list[str], float]:
-    """One SideNet per tap, each trained on that tap alone (so it is the same cache entry the single ``sidenet``
-    system uses at that tap)."""
-    heads, keys, seconds = [], [], 0.0
-    for tap in taps:
-        side, meta = load_or_train_sidenet(
-            ctx.task, ctx.stage((tap,)), ctx.data, ctx.num_classes, ctx.model_key, ctx.progress, ctx.device
-        )
-        heads.append(side)
-        keys.append(meta["key"])
-        seconds += float(meta.get("seconds", 0.0))
-    return heads, keys, seconds
-
-
-def _n_params(modules: Sequence[nn.Module]) -> int:
-    return sum(p.numel() for m in modules for p in m.parameters())
-
-
-@register_exit_system
-@dataclass(frozen=True)
-class MainNetAlone(ExitSystemConfig):
-    name: ClassVar[str] = "none"
-    description: ClassVar[str] = "the MainNet alone: the baseline every speedup and accuracy delta is measured against"
-    has_exits: ClassVar[bool] = False
-
-
-@register_exit_system
-@dataclass(frozen=True)
-class SideNetSystem(ExitSystemConfig):
-    name: ClassVar[str] = "sidenet"
-    description: ClassVar[str] = (
-        "MainNet + SideNet cascade (Morisot 2020) at the threshold chosen on validation, or a fixed one"
-    )
-    policy: str = "softmax"
-
-    def __post_init__(self) -> None:
-        _check_policy(self.policy)
-
-    def build(self, ctx: SystemContext) -> BuiltSystem:
-        tap = tap_for(ctx.task, ctx.baseline, ctx.model)
-        heads, keys, seconds = _sidenet_heads(ctx, (tap,))
-        policy = make_policy(self.policy)
-        identity = {"system": self.to_dict(), "taps": [tap], "heads": keys, "policy": policy.identity()}
-        return BuiltSystem(ctx.stage((tap,)), heads, policy, identity, seconds, _n_params(heads))
-
-
-@register_exit_system
-@dataclass(frozen=True)
-class SideNetNoExit(ExitSystemConfig):
-    name: ClassVar[str] = "sidenet-noexit"
-    description: ClassVar[str] = "the same cascade with a threshold above 1: nothing exits, the SideNet's pure overhead"
-
-
 def all_taps(ctx: SystemContext) -> tuple[str, ...]:
     """Every tap that leaves a rest: ResNet stages 1–3, BERT layers 1 … L−1 of the (compressed) model."""
     layers = bert_layer_count(ctx.model)
@@ -254,57 +201,18 @@ def resolve_taps(ctx: SystemContext, spec: str) -> tuple[str, ...]:
     return all_taps(ctx) if spec == "all" else tuple(spec.split(TAP_SEPARATOR))
 
 
-@register_exit_system
-@dataclass(frozen=True)
-class SideNetMulti(ExitSystemConfig):
-    name: ClassVar[str] = "sidenet-multi"
-    description: ClassVar[str] = (
-        "SideNets at several taps (default: every ResNet stage 1-3 / BERT layer 1..L-1); a row leaves at the first "
-        "exit whose confidence passes one shared threshold chosen on validation"
-    )
-    taps: str = "all"  # '/'-separated tap names (layer1/layer2, 1/3/5), or all
-    policy: str = "softmax"
-
-    def __post_init__(self) -> None:
-        _check_policy(self.policy)
-        check_taps(self.name, self.taps)
-
-    def check_task(self, task: Task) -> None:
-        check_taps_for(task, self.name, self.taps)
-
-    def build(self, ctx: SystemContext) -> BuiltSystem:
-        taps = resolve_taps(ctx, self.taps)
-        staged = ctx.stage(taps)  # validates the taps (order, range) with the adapters' one-line errors
-        heads, keys, seconds = _sidenet_heads(ctx, staged.taps)
-        policy = make_policy(self.policy)
-        identity = {"system": self.to_dict(), "taps": list(staged.taps), "heads": keys, "policy": policy.identity()}
-        return BuiltSystem(staged, heads, policy, identity, seconds, _n_params(heads))
-
-
-@register_exit_system
-@dataclass(frozen=True)
-class OracleBound(ExitSystemConfig):
-    name: ClassVar[str] = "oracle"
-    description: ClassVar[str] = (
-        "not timed: the least compute an exit placement allows (each row leaves at its first right exit, or at the "
-        "first agreeing with the MainNet), computed from every exit system's trace and shown beside it"
-    )
-    timed: ClassVar[bool] = False
-
-
-# the systems of the papers after the SideNet register themselves on import (one file each)
-from sidenet import bolukbasi as _bolukbasi  # noqa: E402, F401
-from sidenet import eenet as _eenet  # noqa: E402, F401
-
 __all__ = [
     "DEFAULT_EXITS",
     "EXIT_SYSTEMS",
     "BuiltSystem",
     "ExitSystemConfig",
     "SystemContext",
+    "all_taps",
     "canonical_exit",
+    "check_taps",
     "check_taps_for",
     "parse_count",
     "parse_exit_system",
     "register_exit_system",
+    "resolve_taps",
 ]

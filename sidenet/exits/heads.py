@@ -14,13 +14,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sidenet import cache
-from sidenet.fit import fit_sidenet
-from sidenet.sidenet import SideNet
-from sidenet.status import announce
+from sidenet.engine import cache
+from sidenet.engine.fit import fit_sidenet
+from sidenet.engine.sidenet import SideNet
 from sidenet.tasks import Encoded, Task
 from sidenet_core.layouts import to_device
 from sidenet_core.staged import StagedModel
+from sidenet_core.status import announce
 
 EVAL_BATCH = 256
 

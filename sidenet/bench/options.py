@@ -1,5 +1,5 @@
 """The bench's options, declared once: ``pytest bench/ --bench-NAME`` and ``sidenet-bench run --NAME`` are generated
-from this table, and both turn what they were given into the same :class:`~sidenet.harness.BenchSettings`.
+from this table, and both turn what they were given into the same :class:`~sidenet.bench.harness.BenchSettings`.
 
 Why: the two entry points used to declare the same dozen options twice, with defaults and help texts drifting
 apart. One row per option: the settings field it fills, its flag stem, type, default and help. Light to import
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidenet.chain import DEFAULT_EXITS
+from sidenet.engine.chain import DEFAULT_EXITS
 from sidenet_core.errors import UserError
 
 PYTEST_PREFIX = "--bench-"
@@ -203,8 +203,8 @@ def add_cli_options(parser: argparse.ArgumentParser) -> None:
 def resolve(values: dict[str, Any], command: str, cuda_missing: bool = False) -> Any:
     """``values``: option dest (``task``, ``batch_size`` …) → what was given (None / [] when absent). Fills the
     defaults that depend on the machine or the environment, then validates (one-line UserError) into a
-    :class:`sidenet.harness.BenchSettings`."""
-    from sidenet.harness import (
+    :class:`sidenet.bench.harness.BenchSettings`."""
+    from sidenet.bench.harness import (
         DEFAULT_BATCH_SIZES,
         QUICK_EXITS,
         QUICK_TASKS,

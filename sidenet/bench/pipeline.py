@@ -1,6 +1,6 @@
 """One task from data to a measured cascade: the path every benchmark cell shares.
 
-data → MainNet (trained once, cached) → compressor chain (:mod:`sidenet.compressed`, trained steps
+data → MainNet (trained once, cached) → compressor chain (:mod:`sidenet.tasks.compressed`, trained steps
 cached) → split at the tap → SideNet (trained once on the compressed MainNet's frozen features, cached)
 → per-row outputs on val/test → threshold chosen on val → real cascade run on test under
 FlopCounterMode (accuracy, exit rate, FLOPs of what executed). Timing is the harness's job; this
@@ -10,7 +10,7 @@ The measured evaluations (per-row outputs, and the test-set runs of MainNet, cas
 cascade) are cached too, keyed by the SideNet's cache key (which includes the compressed MainNet's
 weight digest): a warm run re-measures latency only.
 
-Device: ``prepare(..., device="cuda")`` compresses onto the device (:func:`sidenet.compressed.compress_mainnet`:
+Device: ``prepare(..., device="cuda")`` compresses onto the device (:func:`sidenet.tasks.compressed.compress_mainnet`:
 CUDA-only steps such as ``int8wo`` see the model there) and runs everything measured there too: tap features,
 per-row outputs, the test runs and their FLOP counts, with each batch moved to the device (results come back to
 the CPU). The SideNet is trained on the CPU from those features, then moved. Off the CPU, the SideNet's and
@@ -30,21 +30,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from sidenet import cache
-from sidenet.calibration import expected_calibration_error, reliability
-from sidenet.cascade import Cascade
-from sidenet.chain import NONE
-from sidenet.compressed import Compressed, compress_mainnet, tap_for
-from sidenet.early_exit import EarlyExit
-from sidenet.exits import BuiltSystem, ExitSystemConfig, SystemContext
-from sidenet.heads import EVAL_BATCH, device_fields, freeze, load_or_train_sidenet
-from sidenet.policies import POLICIES, ExitView, Policy, make_policy
-from sidenet.sidenet import SideNet
-from sidenet.split import Split, to_device
-from sidenet.status import announce
-from sidenet.tasks import TASKS, Encoded, Task
-from sidenet.thresholds import NEVER_EXIT, outcome_at, select_threshold, sweep
-from sidenet.trace import (
+from sidenet.engine import cache
+from sidenet.engine.calibration import expected_calibration_error, reliability
+from sidenet.engine.cascade import Cascade
+from sidenet.engine.chain import NONE
+from sidenet.engine.early_exit import EarlyExit
+from sidenet.engine.policies import POLICIES, ExitView, Policy, make_policy
+from sidenet.engine.sidenet import SideNet
+from sidenet.engine.split import Split, to_device
+from sidenet.engine.thresholds import NEVER_EXIT, outcome_at, select_threshold, sweep
+from sidenet.engine.trace import (
     ExitTrace,
     collect_trace,
     oracle_summary,
@@ -54,7 +49,12 @@ from sidenet.trace import (
     select_shared,
     shared_sweep,
 )
+from sidenet.exits import BuiltSystem, ExitSystemConfig, SystemContext
+from sidenet.exits.heads import EVAL_BATCH, device_fields, freeze, load_or_train_sidenet
+from sidenet.tasks import TASKS, Encoded, Task
+from sidenet.tasks.compressed import Compressed, compress_mainnet, tap_for
 from sidenet_core.flops import count_flops
+from sidenet_core.status import announce
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,9 @@ class Prepared:
     sweep: dict[str, list[float]]
     calibration: dict[str, Any]
     params: dict[str, int]
-    oracle: dict[str, float | None]  # sidenet.trace.oracle_summary of the SideNet's placement, at its operating point
+    oracle: dict[
+        str, float | None
+    ]  # sidenet.engine.trace.oracle_summary of the SideNet's placement, at its operating point
     compressed: Compressed  # what the chain made (shared with the other exit systems of this task × chain)
     logs: dict[str, Any] = field(default_factory=dict)
     device: torch.device = CPU  # where mainnet, baseline, split and side are (and where they were measured)

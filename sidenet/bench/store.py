@@ -3,7 +3,7 @@
 Why a module of its own: a benchmark run can take an hour, and its rows are worth more than anything else the
 suite writes. The promises, and how they are kept:
 
-* **Atomic.** Every file is written to a temp file beside it and renamed (:mod:`sidenet.atomic`); a temp file
+* **Atomic.** Every file is written to a temp file beside it and renamed (:mod:`sidenet_core.atomic`); a temp file
   carries its writer's PID, so a run removes only the temp files of runs that are no longer alive. A results file
   that is a symlink is written through: its target is replaced (atomically, in the target's folder), the link kept.
 * **Each finished cell persists as it finishes** (:meth:`ResultsStore.add`), so a run killed after N cells
@@ -38,9 +38,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from sidenet import atomic
-from sidenet.machine import MachineFingerprint, from_machine_info
-from sidenet.results import load_results, parse_results, results_text, row_machine_id, row_problem
+from sidenet.bench.machine import MachineFingerprint, from_machine_info
+from sidenet.bench.results import load_results, parse_results, results_text, row_machine_id, row_problem
+from sidenet_core import atomic
 from sidenet_core.errors import UserError
 
 # Renders a report from results to a Markdown path (``sidenet.report.write_report``). Passed in by the entry
@@ -93,7 +93,7 @@ def stored_cell_keys(results_path: Path, machine: MachineFingerprint | None = No
     """Cell keys of the rows in a results JSON measured on ``machine`` (when given: rows of any other machine,
     or of none recorded, are no resume source); a missing or unreadable file holds none.
 
-    A row the report cannot show (a NaN median, a missing key: :func:`sidenet.results.row_problem`) is no resume
+    A row the report cannot show (a NaN median, a missing key: :func:`sidenet.bench.results.row_problem`) is no resume
     source either: skipping it would keep a results file the report refuses however often the bench is re-run."""
     try:
         data = json.loads(results_path.read_text(encoding="utf-8"))
@@ -235,7 +235,7 @@ def _stage(default: Path, rows_stored: bool) -> Iterator[None]:
 
 
 def _remove_stale_partials(results_path: Path, report_path: Path) -> None:
-    """Temp files that killed runs left behind (``.<name>.<pid>.*.partial``, see sidenet.atomic): never read,
+    """Temp files that killed runs left behind (``.<name>.<pid>.*.partial``, see sidenet_core.atomic): never read,
     removed once their writer is gone. A live writer's temp files (a concurrent run) are left alone."""
     plots = _plots_path(report_path)
     target = atomic.resolve_link(results_path)
@@ -243,7 +243,7 @@ def _remove_stale_partials(results_path: Path, report_path: Path) -> None:
         (results_path.parent, f".{results_path.name}.*.partial"),
         (target.parent, f".{target.name}.*.partial"),
         (report_path.parent, f".{report_path.name}.*.partial"),
-        (report_path.parent, ".sidenet-staging.*.partial"),  # a report's figures, staged (sidenet.atomic)
+        (report_path.parent, ".sidenet-staging.*.partial"),  # a report's figures, staged (sidenet_core.atomic)
         (plots, ".*.partial"),
     ]
     for folder, pattern in patterns:
@@ -303,7 +303,7 @@ def _render(render: Render, results: dict[str, Any], results_path: Path, report_
 def check_output_paths(results_path: Path, report_path: Path) -> None:
     """One-line UserError when a path the store writes beside the results and report is in the way: the lock or
     the stamp that is not a regular file, a plots folder that is not a folder. Cheap, so checked before a run
-    measures anything (the results and report themselves: ``sidenet.harness.check_output_files``)."""
+    measures anything (the results and report themselves: ``sidenet.bench.harness.check_output_files``)."""
     for path in (_lock_path(results_path), _stamp_path(results_path)):
         if (path.exists() or path.is_symlink()) and not path.is_file():
             raise UserError(f"{str(path)!r} exists and is not a regular file; move it away or pass another --name")

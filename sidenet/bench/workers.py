@@ -2,7 +2,7 @@
 
 Why: what ran before in a process changes what a timing measures there. Timed in the bench process, ``int8`` at
 batch size 1 on the Fashion-MNIST ResNet read ~1× in runs that trained its SideNet first and ~4× in runs that only
-loaded it (the int8 convolutions had first run at the training batch size: :func:`sidenet.cells.fresh_copy`), and
+loaded it (the int8 convolutions had first run at the training batch size: :func:`sidenet.bench.cells.fresh_copy`), and
 the fp32 MainNet timed beside each cell drifted 0.83-1.34× between the cells of one run (README, "Timing in clean
 workers").
 
@@ -10,7 +10,7 @@ How: workers are children of multiprocessing's ``forkserver``: a server process 
 (never a fork of the bench process), which imports torch and this package and then forks one child per worker.
 A worker's whole history is therefore: import, load (or rebuild without training) what it times, warm up, run
 the rounds it is asked for. Anything that would train in it — a MainNet, a SideNet, a compressor step, an EENet,
-a learned policy, a trace, whatever :func:`sidenet.status.announce` announces — raises :class:`TrainingRefused`
+a learned policy, a trace, whatever :func:`sidenet_core.status.announce` announces — raises :class:`TrainingRefused`
 instead, so a cache miss can never slip training into a timed process. (pyperf runs each benchmark in worker
 processes for the same reason; optimum-benchmark isolates each run in a launcher process.)
 
@@ -22,7 +22,7 @@ the bench subtracts from the machine's busy time to see what *other* processes u
 Protocol over one pipe: the worker sends ``("ready", facts)`` after building, then answers each request
 ``(verb, *args)`` with ``("ok", value)`` or ``("error", kind, one line)``; ``("close",)`` ends it. ``("serve",
 spec)`` builds again from another spec in the same process and serves that instead (the bench reuses a worker
-for the cells of one task and chain: :mod:`sidenet.cells`).
+for the cells of one task and chain: :mod:`sidenet.bench.cells`).
 """
 
 from __future__ import annotations
@@ -40,16 +40,23 @@ from typing import Any
 
 import torch
 
-from sidenet.status import listen
 from sidenet_core.errors import UserError
 from sidenet_core.layouts import batch_size_of, to_device
+from sidenet_core.status import listen
 
 START_METHOD = "forkserver"
 # what the forkserver imports once, so each worker starts in milliseconds instead of re-importing torch,
 # torchvision and transformers (~3 s); importing is not running: no thread pool, no model, no CUDA context. The
 # bench's own modules are imported here too, so workers run the code the bench process loaded at its start (an
 # edit on disk during a run would otherwise reach workers forked after it).
-PRELOAD = ("torch", "torchvision", "transformers", "sidenet.harness", "sidenet.cells", "sidenet.worker_imports")
+PRELOAD = (
+    "torch",
+    "torchvision",
+    "transformers",
+    "sidenet.bench.harness",
+    "sidenet.bench.cells",
+    "sidenet.bench.worker_imports",
+)
 READY_TIMEOUT_S = 1800.0  # a worker that has not built in this long is hung (an ORT export takes ~10 s)
 REPLY_TIMEOUT_S = 600.0  # one request (a round, a warm-up) longer than this is a hung worker
 
@@ -64,7 +71,7 @@ class WorkerFailed(RuntimeError):
 
 def refuse_training() -> Callable[[], None]:
     """In this process, every announced training or tracing step raises :class:`TrainingRefused` (the library
-    announces each one before it starts: :mod:`sidenet.status`). Returns the call that lifts the refusal."""
+    announces each one before it starts: :mod:`sidenet_core.status`). Returns the call that lifts the refusal."""
 
     def refuse(what: str) -> None:
         raise TrainingRefused(
