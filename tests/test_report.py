@@ -751,7 +751,8 @@ def test_complementarity_uses_chain_test_accuracy_without_the_alone_row() -> Non
 
 
 def test_complementarity_formula_and_verdict_thresholds() -> None:
-    from sidenet.report.tables import Complementarity, Speedup, complementarity_from, verdict
+    from sidenet.report.complementarity import Complementarity, complementarity_from, verdict
+    from sidenet.report.numbers import Speedup
 
     c = complementarity_from(Speedup(2.0, 1.9, 2.1, True), Speedup(1.5, 1.45, 1.55, True), Speedup(2.7, 2.6, 2.8, True))
     assert c is not None and c.value == pytest.approx(0.9)
@@ -768,7 +769,8 @@ def test_complementarity_formula_and_verdict_thresholds() -> None:
 
 
 def test_pareto_front_is_the_upper_left_envelope() -> None:
-    from sidenet.report.tables import ParetoPoint, group_by_task, pareto_front, pareto_points
+    from sidenet.report.pareto import ParetoPoint, pareto_front, pareto_points
+    from sidenet.report.variants import group_by_task
 
     pts = [ParetoPoint("a", "estimate", lat, acc) for lat, acc in [(3, 0.9), (1, 0.8), (2, 0.7), (1, 0.75), (4, 0.9)]]
     assert [(p.latency_s, p.accuracy) for p in pareto_front(pts)] == [(1, 0.8), (3, 0.9)]
@@ -845,7 +847,7 @@ def test_chains_on_two_devices_get_one_headline_and_pareto_plot_each() -> None:
 def test_protocol_4_noise_is_measured_within_slices_not_across_them() -> None:
     """Slices that cost more (another exit mix, longer texts) are workload, not noise: a row whose slices take 1, 2,
     3 and 4 ms but whose two rounds per slice agree is not noisy; one whose rounds within a slice disagree is."""
-    from sidenet.report.tables import is_noisy, rel_iqr
+    from sidenet.report.numbers import is_noisy, rel_iqr
 
     steady = {"stats": {"data": [1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0], "iqr": 2.0, "median": 2.5},
               "extra_info": {"pairing": "aba"}}  # fmt: skip

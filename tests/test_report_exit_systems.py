@@ -13,9 +13,10 @@ from test_report import PNG_MAGIC, five, make_results, row, tables, task_section
 
 from sidenet.cli import main
 from sidenet.report import render_markdown, write_report
-from sidenet.report.exit_systems import oracle_points
+from sidenet.report.complementarity import Complementarity, verdict
+from sidenet.report.oracle import oracle_points
 from sidenet.report.plots import plan_plots, render_figure
-from sidenet.report.tables import Complementarity, group_by_task, verdict
+from sidenet.report.variants import group_by_task
 
 T = "mnist"
 MULTI = "sidenet-multi"

@@ -1,17 +1,15 @@
-"""Markdown report: environment, per-task tables, operating points, calibration, method notes.
+"""Markdown report: environment, timing checks, per-task tables, exit systems, operating points, method notes.
 
-``render_markdown`` is pure (results in, text out) so it is testable and can fail before anything is
-written; ``write_report`` then publishes plots and Markdown with atomic replaces.
+``render_markdown`` is pure (results in, text out) so it is testable and can fail before anything is written;
+:mod:`sidenet.report.publish` writes it and the plots.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import statistics
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -21,47 +19,36 @@ from sidenet.bench.machine import from_machine_info
 from sidenet.bench.results import row_machine_id
 from sidenet.bench.timing_checks import AA_BAND, BUSY_SHARE, QUIET_ADVICE, largest_drift, reference_cells, row_flags
 from sidenet.report import plots
-from sidenet.report.exit_systems import (
-    bolukbasi_reading,
-    eenet_reading,
-    exit_systems_reading,
-    exit_systems_table,
-    exit_variants,
-    fmt_placement,
-    is_cascade,
-    system_complementarity_table,
-)
-from sidenet.report.tables import (
+from sidenet.report.complementarity import (
     BEST_MAX_LOSS_PT,
-    DASH,
-    NOISY_MARK,
-    NOISY_REL_IQR,
     Quad,
-    Table,
-    Variant,
-    as_float,
-    baseline_for,
     batch_composition_line,
-    batch_sizes,
-    best_batch_size,
     best_quad,
     best_sentence,
-    calibration_line,
     complementarity,
     complementarity_missing,
     complementarity_quads,
     complementarity_table,
-    compressed_chains,
     compression_line,
-    devices,
-    fmt_threshold,
-    group_by_task,
-    main_table,
-    md_escape,
-    sweep_table,
     verdict,
 )
-from sidenet_core import atomic
+from sidenet.report.exit_rows import exit_variants, fmt_placement, network_selection
+from sidenet.report.exit_table import exit_systems_table
+from sidenet.report.formatting import DASH, NOISY_MARK, Table, fmt_threshold, md_escape
+from sidenet.report.numbers import NOISY_REL_IQR, as_float
+from sidenet.report.overview import exit_systems_reading
+from sidenet.report.readings import families
+from sidenet.report.system_complementarity import system_complementarity_table
+from sidenet.report.tables import calibration_line, main_table, sweep_table
+from sidenet.report.variants import (
+    Variant,
+    baseline_for,
+    batch_sizes,
+    best_batch_size,
+    compressed_chains,
+    devices,
+    group_by_task,
+)
 from sidenet_core.errors import UserError
 
 NOTES = f"""\
@@ -323,7 +310,7 @@ def _table(table: Table) -> list[str]:
 def _choice_sentence(v: Variant) -> str:
     """How the threshold was chosen, from whichever optional keys the harness recorded."""
     parts = [f"**{md_escape(v.exit)}** on chain {_code(v.chain)}"]
-    if is_cascade(v):
+    if network_selection(v):
         parts.append(fmt_placement(v))  # network selection: the small network first, then the MainNet
     elif v.get("tap") is not None:
         parts.append(f"tap {_code(str(v.get('tap')))}")
@@ -412,8 +399,8 @@ def _exit_systems(
     task: str, variants: list[Variant], specs: list[plots.PlotSpec], plot_dir_rel: str | None
 ) -> list[str]:
     """Per device: every exit system at its operating point with the oracle rows, a reading computed from them (and
-    the Bolukbasi et al. and EENets paragraphs where those systems ran), the complementarity of each system with each
-    compressed chain it ran on, and the accuracy-vs-FLOPs plot."""
+    each system family's paragraph where its systems ran: :func:`sidenet.report.readings.families`), the
+    complementarity of each system with each compressed chain it ran on, and the accuracy-vs-FLOPs plot."""
     if not exit_variants(variants):
         return []
     lines = ["### Exit systems", ""]
@@ -429,12 +416,10 @@ def _exit_systems(
         reading = exit_systems_reading(mine, sizes)
         if reading:
             lines += [reading, ""]
-        bolukbasi = bolukbasi_reading(mine, sizes)
-        if bolukbasi:
-            lines += [bolukbasi, ""]
-        eenet = eenet_reading(mine, sizes)
-        if eenet:
-            lines += [eenet, ""]
+        for family in families():  # each paper's paragraph, where its systems ran (the family says when)
+            paragraph = family.paragraph(mine, sizes) if family.paragraph is not None else ""
+            if paragraph:
+                lines += [paragraph, ""]
         comp = system_complementarity_table(mine, sizes)
         heading = "#####" if show_device else "####"
         if comp is not None:
@@ -496,87 +481,3 @@ def render_markdown(results: dict[str, Any], plot_dir_rel: str | None) -> str:
         lines += _images(task, specs, plot_dir_rel, kinds=later)
     lines.append(NOTES)
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _prune_stale_plots(plot_dir: Path, keep: list[Path], manifest: Path) -> None:
-    """Drop figures an earlier report at this path wrote that this one no longer writes, then record ``keep``.
-
-    Only names listed in ``manifest`` (written by the previous report) are ever removed: files the user put
-    in the plots folder are never touched, and a folder without a manifest (an older version wrote it) is
-    left alone. The manifest lives beside the Markdown (hidden), not in the folder, which holds figures only.
-    """
-    names = sorted({p.name for p in keep})
-    previous: set[str] = set()
-    try:
-        record = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else None
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        record = None  # unreadable: treat as absent (prune nothing)
-    if isinstance(record, dict) and record.get("plots_dir") == plot_dir.name and isinstance(record.get("files"), list):
-        previous = {
-            n
-            for n in record["files"]
-            if isinstance(n, str) and n.endswith(".png") and n == Path(n).name and not n.startswith(".")
-        }
-    for name in sorted(previous - set(names)):
-        old = plot_dir / name
-        if old.is_file() and not old.is_symlink():  # what we wrote is a regular file; anything else is not ours
-            old.unlink(missing_ok=True)
-    if names or record is not None:
-        atomic.write_json(manifest, {"plots_dir": plot_dir.name, "files": names, "written_by": "sidenet-bench"})
-
-
-def write_report(results: dict[str, Any], out_md: Path) -> Path:
-    """Write plots to ``<stem>_plots/`` next to ``out_md``, then the Markdown; each file replaced atomically.
-
-    The Markdown is rendered before anything touches the disk. The figures are rendered into a hidden staging
-    folder beside the report and the Markdown into its temp file; only when all of that worked are the figures
-    moved into ``<stem>_plots/`` (one atomic rename each) and the Markdown published. So a failure while
-    rendering or writing (a full disk, a report name the file system refuses) leaves the previous report and
-    its plots folder as they were, with no figure of the failed report behind: none was published. Then figures
-    of the previous report that this one no longer has are removed, as listed in the hidden manifest
-    ``.<name>.plots.json`` beside ``out_md`` (:func:`_prune_stale_plots`); other files in the plots folder are
-    only ever replaced by a figure's name.
-    """
-    out_md = Path(out_md)
-    plot_dir = out_md.parent / f"{out_md.stem}_plots"
-    markdown = render_markdown(results, plot_dir.name)
-    created: list[Path] = []  # figures this call added to the plots folder (not replaced): undone on failure
-    try:
-        with atomic.atomic_path(out_md) as md_tmp, atomic.staging_dir(out_md.parent, plot_dir) as stage:
-            md_tmp.write_text(markdown, encoding="utf-8")
-            staged = plots.write_plots(results, stage)
-            written = _publish_plots(staged, plot_dir, created)
-    except BaseException:
-        _unpublish(created, plot_dir)
-        raise
-    _prune_stale_plots(plot_dir, written, out_md.with_name(f".{out_md.name}.plots.json"))
-    return out_md
-
-
-def _publish_plots(staged: list[Path], plot_dir: Path, created: list[Path]) -> list[Path]:
-    """Move the staged figures into ``plot_dir`` (created if needed), one atomic rename each; ``created`` collects
-    the names that did not exist there before, and the folder itself when this made it."""
-    if not staged:
-        return []
-    if not plot_dir.is_dir():
-        plot_dir.mkdir()
-        created.append(plot_dir)
-    published = []
-    for figure in staged:
-        target = plot_dir / figure.name
-        new = not (target.exists() or target.is_symlink())
-        os.replace(figure, target)
-        if new:
-            created.append(target)
-        published.append(target)
-    return published
-
-
-def _unpublish(created: list[Path], plot_dir: Path) -> None:
-    """Undo :func:`_publish_plots` as far as it can: figures it added go, and the plots folder if it made it."""
-    for path in reversed(created):  # the folder, made first, goes last (once empty)
-        with contextlib.suppress(OSError):
-            if path == plot_dir:
-                path.rmdir()
-            else:
-                path.unlink()
