@@ -239,10 +239,12 @@ def _remove_stale_partials(results_path: Path, report_path: Path) -> None:
     removed once their writer is gone. A live writer's temp files (a concurrent run) are left alone."""
     plots = _plots_path(report_path)
     target = atomic.resolve_link(results_path)
+    report_target = atomic.resolve_link(report_path)  # a symlinked report is written through (sidenet.report.publish)
     patterns = [
         (results_path.parent, f".{results_path.name}.*.partial"),
         (target.parent, f".{target.name}.*.partial"),
         (report_path.parent, f".{report_path.name}.*.partial"),
+        (report_target.parent, f".{report_target.name}.*.partial"),
         (report_path.parent, ".sidenet-staging.*.partial"),  # a report's figures, staged (sidenet_core.atomic)
         (plots, ".*.partial"),
     ]
