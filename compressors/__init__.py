@@ -7,7 +7,10 @@ Each compressor is a frozen config dataclass registered in ``COMPRESSORS`` by na
     model = compose_(model, [PruneConfig(ratio=0.5), Int8Config()],
                      example_inputs=x, calibration=batches, finetune=train_one_epoch)
 
-``config_from_step("prune", {"ratio": "0.5"})`` builds a config from a chain step's string parameters.
+``config_from_step("prune", {"ratio": "0.5"})`` builds a config from a chain step's string parameters. A config
+also declares its traits (whether it trains and how it is rebuilt from cached weights, its devices and the dtype it
+produces, how it composes with exits inside stages: ``compressors.base.CompressorConfig``); callers ask those
+instead of switching on a compressor's name.
 Compressed models keep the torchvision ResNet / BERT attribute layout, so ``sidenet_core.staged.split_model`` and a
 SideNet attach after compression. Importing this package registers FlopCounterMode formulas for the
 quantised ops (``compressors.flops``) and for the ONNX Runtime graphs of ``Int8Config(backend="ort")``
@@ -29,6 +32,7 @@ from compressors.base import (
     compress_,
     compression_log,
     config_from_step,
+    rebuild_,
     register_compressor,
 )
 from compressors.distill import DistilConfig
@@ -63,5 +67,6 @@ __all__ = [
     "compress_",
     "compression_log",
     "config_from_step",
+    "rebuild_",
     "register_compressor",
 ]

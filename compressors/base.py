@@ -22,6 +22,13 @@ that every step of a chain receives (a step ignores the ones it does not need):
 * ``train_precision`` — ``fp32`` (default), ``bf16`` or ``auto``: autocast for training done inside a
   compressor (distillation). The caller knows whether bf16 is safe for its model (see sidenet_core.precision).
 
+A config also carries what its callers need to know about the step, so none of them switches on a compressor's
+name (issue #22; ``tests/test_compressor_contract.py`` checks every registered compressor against them):
+``trains()`` (cached as trained weights, rebuilt on a warm run by ``rebuild(parent, shapes, ctx)``; see
+:func:`rebuild_`), ``post_training()``, ``uses_task_finetune()`` (the task's fine-tuning recipe is in the cache key),
+``requires_cuda`` / ``cpu_only`` (devices), ``dtype`` (the compute precision it produces), ``whole_stages`` and
+``with_exits_inside_stages(params)`` (exits inside ResNet stages).
+
 Compressors keep the MainNet splittable by :func:`sidenet_core.staged.split_model` (same attribute layout)
 and leave the classifier head alone unless their config says otherwise. What each step did is appended
 to :func:`compression_log` of the returned model.
@@ -64,6 +71,43 @@ class CompressorConfig:
     # Fields a chain label always shows, even at their default (``prune:ratio=0.5`` says how much was pruned);
     # every other field shows only when it differs from its default (sidenet.tasks.compressed.normalize_chain).
     label_fields: ClassVar[tuple[str, ...]] = ()
+
+    # Traits: what a compressor's callers (sidenet.tasks.compressed, the exit systems) need to know about a step.
+    # They live here, with the method, so no caller switches on a compressor's name and a new compressor brings
+    # its own answers (tests/test_compressor_contract.py checks them against what the step does).
+    requires_cuda: ClassVar[bool] = False  # runs on CUDA only (torchao weight-only): the model moves there first
+    # non-empty: runs on the CPU only, and which library makes it so (int8: "torch.ao / ONNX Runtime")
+    cpu_only: ClassVar[str] = ""
+    # the compute precision of the model it returns (``int8``, ``fp16``, ``int8wo`` …); None: the input's (fp32)
+    dtype: ClassVar[str | None] = None
+    # wraps whole ResNet stages in one module (the fp16/bf16 casts): an exit inside a stage cannot be cut out of it
+    whole_stages: ClassVar[bool] = False
+
+    def trains(self) -> bool:
+        """Whether this step trains: its weights are then cached (keyed by the parent) and rebuilt on a warm run
+        with :meth:`rebuild`, instead of the step being applied afresh each run (cheap, deterministic steps)."""
+        return False
+
+    def post_training(self) -> bool:
+        """Whether this step is applied to a trained network as it is (int8, casts): an EENet trains first and
+        applies these after, so such a step may not come before one that trains."""
+        return not self.trains()
+
+    def uses_task_finetune(self) -> bool:
+        """Whether this step trains with the caller's ``finetune`` callable: the task's fine-tuning recipe then
+        shapes the weights, so it belongs in the step's cache key."""
+        return False
+
+    def rebuild(self, parent: nn.Module, shapes: dict[str, tuple[int, ...]], ctx: CompressContext) -> nn.Module:
+        """The architecture this (trained) step makes from ``parent``, weights not trained: cached weights whose
+        tensor shapes are ``shapes`` are loaded into it strictly afterwards. Only trained steps are cached."""
+        raise TypeError(f"compressor {self.name!r} does not train, so it has no cached weights to rebuild")
+
+    @classmethod
+    def with_exits_inside_stages(cls, params: dict[str, str]) -> dict[str, str]:
+        """This step's chain parameters when applied to a ResNet whose exits sit inside stages (EENet block taps):
+        a step that would otherwise swallow those exits in a per-stage graph says how to avoid that."""
+        return params
 
     def __post_init__(self) -> None:
         """Check every field against its annotated type; subclasses call this first, then check ranges."""
@@ -272,6 +316,31 @@ def _context(
     from sidenet_core.precision import resolve
 
     return CompressContext(example_inputs, calibration, finetune, train_batches, resolve(train_precision))
+
+
+def rebuild_(
+    parent: nn.Module,
+    config: CompressorConfig,
+    shapes: dict[str, tuple[int, ...]],
+    *,
+    example_inputs: Inputs | None = None,
+    calibration: Iterable[Inputs] | None = None,
+    finetune: Finetune | None = None,
+    train_batches: TrainBatches | None = None,
+    train_precision: str = "fp32",
+) -> nn.Module:
+    """A trained step's architecture for cached weights of ``shapes`` (:meth:`CompressorConfig.rebuild`), with the
+    same data keywords as :func:`compress_`; the caller loads the weights and sets the compression log."""
+    if not config.trains():
+        raise UserError(f"compressor {config.name!r} does not train; apply it with compress_ instead of rebuilding")
+    ctx = _context(example_inputs, calibration, finetune, train_batches, train_precision)
+    return config.rebuild(parent, shapes, ctx)
+
+
+def apply_in(model: nn.Module, config: CompressorConfig, ctx: CompressContext) -> nn.Module:
+    """:func:`compress_` with a context already built: for a compressor's own :meth:`~CompressorConfig.rebuild`
+    that falls back to applying a step again (the compression log stays consistent)."""
+    return _apply(model, config, ctx)
 
 
 def _apply(model: nn.Module, config: CompressorConfig, ctx: CompressContext) -> nn.Module:

@@ -79,6 +79,14 @@ class DistilConfig(CompressorConfig):
         if not self.weight_decay >= 0:
             raise UserError(f"distil weight_decay must be >= 0, got {self.weight_decay}")
 
+    def trains(self) -> bool:
+        return True
+
+    def rebuild(self, parent: nn.Module, shapes: dict[str, tuple[int, ...]], ctx: CompressContext) -> nn.Module:
+        """The student's architecture comes from the config (and, for a ResNet, one example batch)."""
+        resnet = model_family(parent, "distil") == "resnet"
+        return build_student(parent, self, ctx.example("distil") if resnet else None)
+
 
 def kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float

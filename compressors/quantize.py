@@ -96,6 +96,8 @@ class Int8Config(CompressorConfig):
     """int8 on CPU: static FX PTQ per stage (or per block) for ResNets (needs ``calibration``), dynamic for BERT."""
 
     name: ClassVar[str] = "int8"
+    cpu_only: ClassVar[str] = "torch.ao / ONNX Runtime"
+    dtype: ClassVar[str | None] = "int8"
 
     # a torch.ao engine (BACKENDS), "ort" (ONNX Runtime, BERT), or torchao: "pt2e" (ResNet) / "torchao" (BERT)
     backend: str = "x86"
@@ -119,6 +121,14 @@ class Int8Config(CompressorConfig):
                 f"int8 granularity=block needs a torch.ao backend ({', '.join(BACKENDS)}), not "
                 f"backend={self.backend}: use backend=x86 or drop granularity=block"
             )
+
+    @classmethod
+    def with_exits_inside_stages(cls, params: dict[str, str]) -> dict[str, str]:
+        """Quantised per residual block (``granularity=block``), unless the user chose a granularity or the pt2e
+        backend (which quantises per stage only): a per-stage graph would swallow exits placed inside a stage."""
+        if "granularity" in params or params.get("backend", "x86") == "pt2e":
+            return params
+        return {**params, "granularity": "block"}
 
 
 def _set_engine(backend: str) -> None:
@@ -285,6 +295,8 @@ class Fp16Config(CompressorConfig):
     """Cast the MainNet's stages to float16 (GPU-oriented; stage inputs/outputs stay fp32)."""
 
     name: ClassVar[str] = "fp16"
+    dtype: ClassVar[str | None] = "fp16"
+    whole_stages: ClassVar[bool] = True
 
     include_head: bool = False  # also cast the classifier (ResNet fc; BERT pooler + classifier)
 
@@ -294,6 +306,8 @@ class Bf16Config(CompressorConfig):
     """Cast the MainNet's stages to bfloat16 (GPU-oriented; stage inputs/outputs stay fp32)."""
 
     name: ClassVar[str] = "bf16"
+    dtype: ClassVar[str | None] = "bf16"
+    whole_stages: ClassVar[bool] = True
 
     include_head: bool = False
 

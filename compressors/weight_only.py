@@ -82,6 +82,7 @@ class Int8WeightOnlyCompressorConfig(CompressorConfig):
     """int8 weights (per output channel), fp32 activations: the BERT encoder's Linears, on CUDA (torchao)."""
 
     name: ClassVar[str] = "int8wo"
+    dtype: ClassVar[str | None] = "int8wo"
     requires_cuda: ClassVar[bool] = True  # for callers that check a chain against the device before running it
 
 
@@ -90,6 +91,7 @@ class Int4WeightOnlyCompressorConfig(CompressorConfig):
     """int4 weights (groups of ``group_size`` inputs), bf16 activations: the BERT encoder's Linears, on CUDA."""
 
     name: ClassVar[str] = "int4wo"
+    dtype: ClassVar[str | None] = "int4wo"
     requires_cuda: ClassVar[bool] = True
 
     group_size: int = 128  # input features per int4 scale/zero-point group: 32, 64, 128 or 256

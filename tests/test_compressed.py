@@ -276,6 +276,43 @@ def test_an_int8_chain_off_the_cpu_is_refused_before_any_step_runs(chain, monkey
     assert "\n" not in str(exc.value) and calls == []
 
 
+@dataclass(frozen=True)
+class FakeCpuOnlyConfig(CompressorConfig):
+    name: ClassVar[str] = "fakecpuonly"
+    cpu_only: ClassVar[str] = "fakelib"
+
+
+def test_a_cpu_only_step_is_refused_off_the_cpu_by_its_declared_trait_not_its_name(monkeypatch):
+    """The device check asks the config (``cpu_only``), so a new CPU-only compressor is refused like int8."""
+    from compressors import COMPRESSORS
+    from compressors.base import register_compressor
+
+    calls = []
+    register_compressor("fakecpuonly", FakeCpuOnlyConfig, "test: CPU only")(lambda m, c, ctx: calls.append(1) or m)
+    try:
+        with pytest.raises(UserError, match=r"is fakecpuonly \(fakelib: CPU only\); use --device cpu") as exc:
+            prepare("tiny-bert", chain="fakecpuonly", progress=False, device="meta")
+    finally:
+        COMPRESSORS.remove("fakecpuonly")
+    assert "\n" not in str(exc.value) and calls == []
+
+
+def test_the_chain_is_parsed_once_per_compress_mainnet_call(monkeypatch, tmp_path):
+    import sidenet.tasks.compressed as compressed
+
+    monkeypatch.setenv("SIDENET_BENCH_CACHE", str(tmp_path))
+    task = TASKS.get("tiny-resnet")
+    splits = task.load_data()
+    data = {n: task.encode(x, y) for n, (x, y) in splits.parts()}
+    mainnet = task.build_mainnet(splits.num_classes).eval().requires_grad_(False)
+    parsed = []
+    parse = compressed.parse_chain
+    monkeypatch.setattr(compressed, "parse_chain", lambda *a, **k: parsed.append(a) or parse(*a, **k))
+    comp = compress_mainnet(task, mainnet, "mainnet-x", data, "prune:ratio=0.5,finetune_epochs=0+int8", False)
+    assert comp.chain == "prune:finetune_epochs=0,ratio=0.5+int8"
+    assert len(parsed) == 1
+
+
 def test_off_the_cpu_the_sidenet_and_evaluation_keys_carry_the_device_type():
     """GPU kernels round differently: a CUDA run must not share a CPU run's SideNet or per-row outputs."""
     assert heads.device_fields(None) == heads.device_fields("cpu") == {}

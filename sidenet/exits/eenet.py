@@ -53,7 +53,7 @@ from sidenet.engine.policies import make_policy
 from sidenet.engine.trace import ExitTrace, exit_index_at
 from sidenet.exits.base import BuiltSystem, ExitSystemConfig, SystemContext, parse_count, register_exit_system
 from sidenet.exits.heads import EVAL_BATCH, device_fields, freeze
-from sidenet.tasks.compressed import bert_layer_count, chain_configs, trains
+from sidenet.tasks.compressed import bert_layer_count, chain_configs
 from sidenet_core.errors import UserError
 from sidenet_core.flops import count_flops
 from sidenet_core.layouts import model_logits, to_device
@@ -234,12 +234,12 @@ def train_eenet(
 
 
 def split_chain(chain: str) -> tuple[str, str]:
-    """(the steps EENet training starts from, the post-training steps applied after it), as chain specs."""
+    """(the steps EENet training starts from, the post-training steps applied after it), as chain specs. Which
+    steps train is each compressor config's own answer (``trains()`` / ``post_training()``), parsed once."""
     steps = parse_chain(chain)
-    configs = chain_configs(chain) if steps else []
-    training = [trains(c) for c in configs]
-    last = max((i for i, t in enumerate(training) if t), default=-1)
-    before = [s for s, c, t in zip(steps[:last], configs[:last], training[:last], strict=True) if not t]
+    configs = chain_configs(steps)
+    last = max((i for i, c in enumerate(configs) if c.trains()), default=-1)
+    before = [s for s, c in zip(steps[:last], configs[:last], strict=True) if c.post_training()]
     if before:
         raise UserError(
             f"eenet cannot compose chain {chain!r}: {before[0].name} comes before a step that trains; EENet training "
@@ -250,24 +250,28 @@ def split_chain(chain: str) -> tuple[str, str]:
 
 
 def post_chain_for(model: nn.Module, suffix: str) -> str:
-    """The post-training steps as applied to an EENet: ``int8`` on a ResNet quantised per block (its exits sit
-    inside stages), unless the user chose a granularity."""
+    """The post-training steps as applied to an EENet on a ResNet, whose exits sit inside stages: each step's
+    config says how (``with_exits_inside_stages``: ``int8`` quantises per block unless the user chose a
+    granularity)."""
     if suffix == NONE or bert_layer_count(model) is not None:
         return suffix
+    from compressors import COMPRESSORS
+
     steps = []
     for step in parse_chain(suffix):
-        params = dict(step.params)
-        if step.name == "int8" and "granularity" not in params and params.get("backend", "x86") != "pt2e":
-            params["granularity"] = "block"
+        params = COMPRESSORS.get(step.name).config_cls.with_exits_inside_stages(dict(step.params))
         steps.append(ChainStep(step.name, tuple(sorted(params.items()))))
     return format_chain(tuple(steps))
 
 
 def _check_casts(model: nn.Module, post: str, taps: Sequence[str]) -> None:
-    """fp16/bf16 wrap whole ResNet stages: an exit inside a stage could not be cut out of the cast model."""
-    casts = [s.name for s in parse_chain(post)] if post != NONE else []
+    """Steps that wrap whole ResNet stages (``whole_stages``: the fp16/bf16 casts): an exit inside a stage could
+    not be cut out of such a model."""
+    from compressors import COMPRESSORS
+
+    wrapping = [s.name for s in parse_chain(post) if COMPRESSORS.get(s.name).config_cls.whole_stages]
     inside = [t for t in taps if "." in t]
-    if bert_layer_count(model) is None and inside and any(c in ("fp16", "bf16") for c in casts):
+    if bert_layer_count(model) is None and inside and wrapping:
         raise UserError(
             f"eenet cannot compose {post!r} on a ResNet with exits inside stages ({', '.join(inside)}): the cast "
             "wraps whole stages; drop the cast or use a placement whose exits fall at stage ends"

@@ -2,16 +2,15 @@
 
 Why a module of its own: compressors change a model's *shape* (pruning removes channels, distillation
 builds a smaller student), so a compressed model cannot be loaded as a state_dict into the original
-MainNet. Each trained step is cached as its own artifact and, on a warm run, **rebuilt from config**:
+MainNet. Each trained step is cached as its own artifact and, on a warm run, **rebuilt from config**. What a step
+is comes from its config, never from its name here (``compressors.base.CompressorConfig``'s traits):
 
-* ``prune`` — the pruned structure is made as wide as the cached weights' shapes say
-  (:func:`compressors.prune.shaped_like`), then the fine-tuned weights are loaded with ``strict=True``; a layer
-  that function does not know is recreated by pruning again with ``finetune_epochs=0`` (deterministic: magnitude
-  importance on the cached parent).
-* ``distil`` — the student's architecture comes from the config (:func:`compressors.distill.build_student`);
-  its trained weights are loaded on top.
-* ``int8`` / ``fp16`` / ``bf16`` (and the CUDA-only ``int8wo`` / ``int4wo``) are cheap and deterministic:
-  applied afresh every run, never cached.
+* ``config.trains()`` (``prune`` with fine-tuning, ``distil``) — cached; ``config.rebuild(parent, shapes, ctx)``
+  makes the architecture (``prune``: as wide as the cached weights' shapes say, :func:`compressors.prune.shaped_like`,
+  else pruning again without fine-tuning; ``distil``: the student from its config), then the trained weights are
+  loaded with ``strict=True``.
+* every other step (``int8`` / ``fp16`` / ``bf16``, the CUDA-only ``int8wo`` / ``int4wo``) is cheap and
+  deterministic: applied afresh every run, never cached.
 
 The cache key of a step chains the parent's key, so ``prune → distil`` and ``distil`` alone differ.
 The task supplies the data every step may need: example inputs, calibration batches (static int8),
@@ -21,8 +20,11 @@ one-epoch fine-tuning (pruning) and training batches (distillation).
 CPU, as the task's trainers (fine-tuning, distillation) do, so trained steps and their cache entries do not
 depend on the device, until the first step whose config says ``requires_cuda = True`` (``int8wo``, ``int4wo``):
 the model moves to ``device`` right before it, and that step and any after it run there (with the example
-and calibration inputs moved too). A chain with such a step cannot run on the CPU, and an ``int8`` chain
-(torch.ao / ONNX Runtime) runs on the CPU only: both are one-line errors before any step runs.
+and calibration inputs moved too). A chain with such a step cannot run on the CPU, and a chain with a step whose
+config says ``cpu_only`` (``int8``: torch.ao / ONNX Runtime) runs on the CPU only: both are one-line errors before
+any step runs.
+
+The chain is parsed once per :func:`compress_mainnet` call; the parsed steps and their configs are passed down.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import copy
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,11 +95,13 @@ def compute_dtype(model: nn.Module) -> str:
     return "fp32"
 
 
-def chain_configs(chain: str) -> list[Any]:
-    """Compressor configs of a chain spec, in order (one-line UserError for a bad spec or parameter)."""
+def chain_configs(chain: str | Sequence[ChainStep]) -> list[Any]:
+    """Compressor configs of a chain spec or of its already parsed steps, in order (one-line UserError for a bad
+    spec or parameter)."""
     from compressors import config_from_step
 
-    return [config_from_step(step.name, dict(step.params)) for step in parse_chain(chain)]
+    steps = parse_chain(chain) if isinstance(chain, str) else chain
+    return [config_from_step(step.name, dict(step.params)) for step in steps]
 
 
 def format_param(value: Any) -> str:
@@ -158,14 +163,16 @@ def cuda_only_message(chain: str, steps: tuple[str, ...] | list[str], device: st
 
 
 def _check_device(chain: str, configs: list[Any], device: torch.device) -> None:
-    """Before any step runs: CUDA-only steps cannot run on the CPU, int8 (torch.ao / ONNX Runtime) only there.
-    Other devices (``meta`` in the tests) are left to the compressors' own checks."""
+    """Before any step runs: CUDA-only steps cannot run on the CPU, CPU-only steps (``cpu_only``: int8, torch.ao /
+    ONNX Runtime) only there. Other devices (``meta`` in the tests) are left to the compressors' own checks."""
     if device.type == "cpu":
         cuda_only = [c.name for c in configs if requires_cuda(c)]
         if cuda_only:
             raise UserError(cuda_only_message(chain, cuda_only, str(device)))
-    elif any(c.name == "int8" for c in configs):
-        raise UserError(f"chain {chain!r} is int8 (torch.ao / ONNX Runtime: CPU only); use --device cpu")
+        return
+    cpu_only = next((c for c in configs if getattr(c, "cpu_only", "")), None)
+    if cpu_only is not None:
+        raise UserError(f"chain {chain!r} is {cpu_only.name} ({cpu_only.cpu_only}: CPU only); use --device cpu")
 
 
 def _kwargs_on(kwargs: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -178,11 +185,6 @@ def _kwargs_on(kwargs: dict[str, Any], device: torch.device) -> dict[str, Any]:
         "calibration": to_device(kwargs["calibration"], device),
         "train_batches": lambda: to_device(train_batches(), device),
     }
-
-
-def trains(config: Any) -> bool:
-    """Whether a chain step trains (cached, rebuilt from config) rather than being re-applied each run."""
-    return config.name == "distil" or (config.name == "prune" and config.finetune_epochs > 0)
 
 
 class _TaskData:
@@ -235,34 +237,12 @@ def _freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def _rebuild(parent: nn.Module, config: Any, kwargs: dict[str, Any]) -> nn.Module:
-    """The architecture a trained step produces, without training it (weights are loaded afterwards)."""
-    from compressors import compress_
-    from compressors.distill import build_student
-
-    if config.name == "prune":
-        return compress_(parent, dataclasses.replace(config, finetune_epochs=0), **kwargs)
-    return build_student(parent, config, kwargs["example_inputs"])
-
-
 def _load_trained(parent: nn.Module, config: Any, kwargs: dict[str, Any], key: str) -> tuple[nn.Module, dict] | None:
-    """A trained step's model from the cache, or None. A pruned model is built as wide as its cached weights say
-    (:func:`compressors.prune.shaped_like`: no pruning search, ~0.1 s instead of seconds per model), falling back
-    to pruning again where its layers are not ones that function knows; others are rebuilt from their config."""
-    if config.name != "prune":
-        rebuilt = _rebuild(parent, config, kwargs)
-        meta = cache.load_into(rebuilt, key)
-        return None if meta is None else (rebuilt, meta)
-    from compressors.prune import shaped_like
+    """A trained step's model from the cache, or None: the step's config rebuilds the architecture from the entry's
+    tensor shapes (``CompressorConfig.rebuild``), the cached weights are loaded into it strictly."""
+    from compressors.base import rebuild_
 
-    def make(shapes: dict[str, tuple[int, ...]]) -> nn.Module:
-        try:
-            return shaped_like(parent, shapes)
-        except (ValueError, UserError) as exc:
-            log.info("pruned architecture not rebuilt from its weights (%s): pruning again", exc)
-            return _rebuild(parent, config, kwargs)
-
-    return cache.load_module(key, make)
+    return cache.load_module(key, lambda shapes: rebuild_(parent, config, shapes, **kwargs))
 
 
 def compress_mainnet(
@@ -280,13 +260,15 @@ def compress_mainnet(
     For chain ``none`` the MainNet itself is returned, moved to ``device``.
     """
     device = torch.device(device)
-    if parse_chain(chain) == ():
+    parsed = parse_chain(chain)  # once: the steps and their configs are passed down from here
+    if parsed == ():
         return Compressed(to_device(mainnet, device), NONE, mainnet_key, compute_dtype(mainnet), [], 0.0)
     import compressors  # registers the compressors and the int8 FLOP formulas
     from compressors.base import set_compression_log
 
-    configs = chain_configs(chain)
-    _check_device(format_chain(parse_chain(chain)), configs, device)
+    canonical = format_chain(parsed)
+    configs = chain_configs(parsed)
+    _check_device(canonical, configs, device)
     task_data = _TaskData(task, data, progress)
     kwargs = task_data.kwargs()
     model = _unfreeze(copy.deepcopy(mainnet))
@@ -296,10 +278,10 @@ def compress_mainnet(
             model, kwargs, moved = model.to(device), _kwargs_on(kwargs, device), True
         # every field, defaults included: a changed default must never reuse an artifact made under the old one
         recipe: dict[str, Any] = {"parent": key, "step": config.to_dict()}
-        if config.name == "prune" and config.finetune_epochs > 0 and config.finetune == "task":
+        if config.uses_task_finetune():
             recipe["finetune"] = task.finetune_overrides()  # the task's fine-tuning recipe shapes the weights
         key = cache.artifact_key("compressed", recipe)
-        if not trains(config):
+        if not config.trains():
             model = compressors.compress_(model, config, **kwargs)
             continue
         steps_before = compressors.compression_log(model)
@@ -321,9 +303,7 @@ def compress_mainnet(
     steps = compressors.compression_log(model)
     if not steps:
         raise UserError(f"chain {chain!r} applied no compressor")
-    return Compressed(
-        model, format_chain(parse_chain(chain)), key, compute_dtype(model), steps, time.perf_counter() - start
-    )
+    return Compressed(model, canonical, key, compute_dtype(model), steps, time.perf_counter() - start)
 
 
 def tap_for(task: Task, mainnet: nn.Module, model: nn.Module) -> str:
