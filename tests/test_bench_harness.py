@@ -16,7 +16,6 @@ from sidenet.bench.harness import (
     BenchContext,
     cell_key,
     check_out_dir,
-    fixed_threshold_eval,
 )
 from sidenet.bench.machine import MachineFingerprint
 from sidenet.bench.results import REQUIRED_KEYS, load_results
@@ -204,21 +203,37 @@ def _dead_pid() -> int:
     return int(proc.stdout)
 
 
-def test_fixed_threshold_eval_matches_the_cascade_at_the_selected_threshold():
-    """At the threshold selection chose, the fixed-threshold path must reproduce prepare's own numbers."""
-    from sidenet.bench.pipeline import prepare
-    from sidenet.engine.thresholds import NEVER_EXIT
+def test_a_fixed_threshold_runs_the_same_cascade_as_selection_at_that_threshold():
+    """At the threshold selection chose, the fixed-threshold run reproduces the selected one's numbers; above 1
+    nothing exits (the MainNet's accuracy), at 0 everything does."""
+    from sidenet.bench.systems import FIXED, prepare_system
+    from sidenet.engine.trace import NEVER_EXIT
+    from sidenet.exits import parse_exit_system
 
-    p = prepare("tiny-resnet", progress=False)
-    ev, sel = fixed_threshold_eval(p, p.threshold)
+    ctx = BenchContext(_settings(quiet=True))
+    task, sidenet = TASKS.get("tiny-resnet"), parse_exit_system("sidenet")
+    data, comp, base = (
+        ctx.task_data("tiny-resnet"),
+        ctx.compressed("tiny-resnet", "none"),
+        ctx.mainnet("tiny-resnet")[0],
+    )
+
+    def at(threshold):
+        return prepare_system(task, data.data, data.num_classes, sidenet, comp, base, threshold=threshold)
+
+    selected = ctx.prepared_system("tiny-resnet", "none", "sidenet")
+    fixed = at(selected.threshold)
+    assert fixed.threshold_source == FIXED and selected.threshold_source == "validation"
     for k in ("accuracy", "exit_rate", "flops_per_sample", "predicted_flops_per_sample"):
-        assert ev[k] == pytest.approx(p.cascade_eval[k])
+        assert fixed.test_eval[k] == pytest.approx(selected.test_eval[k])
     for k in ("val_accuracy", "val_mainnet_accuracy", "val_exit_rate", "val_loss_pt"):
-        assert sel[k] == pytest.approx(p.selection[k])
-    never, _ = fixed_threshold_eval(p, NEVER_EXIT)
-    assert never["exit_rate"] == 0.0 and never["accuracy"] == pytest.approx(p.mainnet_eval["accuracy"])
-    always, _ = fixed_threshold_eval(p, 0.0)
-    assert always["exit_rate"] == 1.0 and always["flops_per_sample"] < p.mainnet_eval["flops_per_sample"]
+        assert fixed.selection[k] == pytest.approx(selected.selection[k])
+    assert "margin_se" not in fixed.selection and fixed.sweep == selected.sweep
+    never = at(NEVER_EXIT).test_eval
+    assert never["exit_rate"] == 0.0
+    assert never["accuracy"] == pytest.approx(ctx.chain_eval("tiny-resnet", "none").mainnet_eval["accuracy"])
+    always = at(0.0).test_eval
+    assert always["exit_rate"] == 1.0 and always["flops_per_sample"] < never["flops_per_sample"]
 
 
 def test_chains_of_a_task_share_one_fp32_mainnet_loaded_once(monkeypatch, tmp_path):
@@ -234,9 +249,12 @@ def test_chains_of_a_task_share_one_fp32_mainnet_loaded_once(monkeypatch, tmp_pa
 
     monkeypatch.setattr(harness, "load_or_train_mainnet", counting)
     ctx = BenchContext(_settings(out=tmp_path, chains=("none", "int8"), quiet=True))
-    plain, int8 = ctx.prepared("tiny-resnet", "none"), ctx.prepared("tiny-resnet", "int8")
+    plain, int8 = ctx.compressed("tiny-resnet", "none"), ctx.compressed("tiny-resnet", "int8")
+    for chain in ("none", "int8"):
+        ctx.chain_eval("tiny-resnet", chain)
+        ctx.prepared_system("tiny-resnet", chain, "sidenet")
     assert calls == ["tiny-resnet"]
-    assert plain.baseline is int8.baseline is plain.mainnet and int8.mainnet is not plain.mainnet
+    assert plain.model is ctx.mainnet("tiny-resnet")[0] and int8.model is not plain.model
 
 
 def _bench(tmp_path, *args, env=None):
@@ -401,6 +419,12 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
         if info["exit"] == "sidenet":  # fp32 rows do not depend on their batch-mates
             bc = info["batch_composition"]
             assert bc["changed"] == 0 and bc["survivors"] == round((1 - info["exit_rate"]) * bc["test_rows"])
+        if info["exit"] == "sidenet":  # measured on the one path, with what the SideNet-only path recorded
+            assert set(info["component_latency_s"]) == {"head_side", "rest"} and 0 <= info["side_ece"] <= 1
+            assert info["threshold_source"] == "validation" and set(info["reliability"]) == {"main", "side"}
+        if info["exit"] == "sidenet-noexit":  # the same SideNet, nothing exits: no selection of its own, no parts timed
+            assert info["threshold_source"] == "never-exit" and info.get("component_latency_s") is None
+            assert info["oracle"] is None and info["batch_composition"] is None
     main = {b["extra_info"]["task"]: b["extra_info"] for b in rows if b["extra_info"]["exit"] == "none"}
     noexit = {b["extra_info"]["task"]: b["extra_info"] for b in rows if b["extra_info"]["exit"] == "sidenet-noexit"}
     for task in main:

@@ -11,7 +11,7 @@ import torch
 
 import compressors.prune
 from compressors import CompressorConfig
-from sidenet.bench import pipeline
+from sidenet.bench import systems
 from sidenet.bench.pipeline import load_or_train_mainnet, prepare
 from sidenet.engine.early_exit import EarlyExit
 from sidenet.engine.split import split_model
@@ -111,7 +111,8 @@ def test_pruned_flops_come_from_what_executes():
 def test_evaluations_are_cached_and_reused(monkeypatch):
     first = prepare("tiny-resnet", chain="int8", progress=False)
     calls = []
-    monkeypatch.setattr(pipeline, "collect_rows", lambda *a, **k: calls.append(1))
+    # the one measuring path traces through sidenet.bench.systems (a cached evaluation never traces again)
+    monkeypatch.setattr(systems, "collect_trace", lambda *a, **k: calls.append(1))
     second = prepare("tiny-resnet", chain="int8", progress=False)
     assert calls == [] and second.logs["evals_cached"]
     assert second.threshold == first.threshold

@@ -16,7 +16,7 @@ from sidenet.bench.pipeline import Prepared, prepare
 from sidenet.engine import cache
 from sidenet.engine.fit import fit_sidenet, sidenet_loss
 from sidenet.engine.sidenet import SideNet, SideNetConfig
-from sidenet.engine.thresholds import NEVER_EXIT
+from sidenet.engine.trace import NEVER_EXIT
 from sidenet.tasks import TASKS
 
 TASK = "tiny-resnet"

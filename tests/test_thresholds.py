@@ -1,4 +1,8 @@
-"""Threshold sweep/selection and calibration, checked against brute force and hand-computed numbers."""
+"""Threshold sweep/selection and calibration, checked against brute force and hand-computed numbers.
+
+The sweep and selection are the one path's (:func:`sidenet.engine.trace.shared_sweep`, ``select_shared``,
+``outcome``) on a one-exit trace: the SideNet's own sweep was that with one exit, and is gone. The helpers below
+state the one-exit case in the SideNet's terms (confidence, SideNet right, MainNet right, FLOPs per part)."""
 
 from __future__ import annotations
 
@@ -6,9 +10,59 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from sidenet.engine.calibration import expected_calibration_error, reliability
-from sidenet.engine.thresholds import NEVER_EXIT, Sweep, outcome_at, select_threshold, sweep
+from sidenet.engine.trace import NEVER_EXIT, ExitTrace, SharedSweep, outcome, select_shared, shared_sweep
+
+
+def one_exit_trace(side: np.ndarray, main: np.ndarray, head: np.ndarray, rest: np.ndarray) -> ExitTrace:
+    """A one-exit trace whose exit is right where ``side`` and the MainNet where ``main`` (label 0 everywhere)."""
+    n = len(side)
+    labels = torch.zeros(n, dtype=torch.long)
+
+    def logits(right: np.ndarray) -> torch.Tensor:
+        return torch.tensor([[1.0, 0.0] if r else [0.0, 1.0] for r in np.asarray(right, dtype=bool)]).reshape(n, 2)
+
+    cost = np.stack([np.asarray(head, dtype=np.float64), np.asarray(head) + np.asarray(rest)], 1)
+    return ExitTrace(logits(side)[:, None], logits(main), labels, cost, ("tap",))
+
+
+class Sweep:
+    """:class:`SharedSweep` in the one-exit terms: how many rows exit at each threshold."""
+
+    def __init__(self, sw: SharedSweep, n: int) -> None:
+        self.shared, self.thresholds, self.accuracy, self.loss, self.loss_se = (
+            sw,
+            sw.thresholds,
+            sw.accuracy,
+            sw.loss,
+            sw.loss_se,
+        )
+        self.exits = np.rint(sw.exit_rate * n).astype(int)
+
+
+def sweep(conf: np.ndarray, side: np.ndarray, main: np.ndarray) -> Sweep:
+    if len(conf) == 0 or not len(conf) == len(side) == len(main):
+        raise ValueError("sweep needs equally long, non-empty arrays")
+    n = len(conf)
+    trace = one_exit_trace(side, main, np.zeros(n), np.zeros(n))
+    return Sweep(shared_sweep(trace, np.asarray(conf, dtype=np.float64)[:, None]), n)
+
+
+def select_threshold(sw: Sweep, target_pt: float, margin_se: float = 1.0) -> tuple[float, int]:
+    return select_shared(sw.shared, target_pt, margin_se)
+
+
+def outcome_at(t: float, conf: np.ndarray, side: np.ndarray, main: np.ndarray, head: np.ndarray, rest: np.ndarray):
+    out = outcome(one_exit_trace(side, main, head, rest), np.asarray(conf, dtype=np.float64)[:, None], [t])
+    return {
+        "threshold": float(t),
+        "accuracy": out.accuracy,
+        "exit_rate": float((out.exit_index < 1).mean()),
+        "flops_per_sample": out.flops_per_sample,
+    }
+
 
 # A hand example: sorted by confidence the per-row loss if exited (main - side) is 0, 1, 1, -1.
 CONF = np.array([0.9, 0.6, 0.3, 0.8])

@@ -39,17 +39,21 @@ from typing import Any
 
 import torch
 
-from sidenet.bench.harness import BenchContext, BenchSettings, run_cell_info, uses_legacy_path
-from sidenet.bench.pipeline import OperatingPoint, TaskData, mainnet_forward
+from sidenet.bench.evals import TaskData, mainnet_forward
+from sidenet.bench.harness import BenchContext, BenchSettings
 from sidenet.bench.row_record import check_row
+from sidenet.bench.rows import run_cell_info
 from sidenet.bench.store import pause_for_tests
+from sidenet.bench.systems import OperatingPoint
 from sidenet.bench.timing import deal, plan_slices, stratified_order, time_once, timed_in_workers
 from sidenet.bench.workers import START_METHOD, Served, Worker, WorkerJob, cpu_busy_seconds, own_cpu_seconds
+from sidenet.engine.cascade import Cascade
 from sidenet.engine.chain import NONE
-from sidenet.engine.split import batch_size_of
+from sidenet.engine.sidenet import SideNet
+from sidenet.exits import parse_exit_system
 from sidenet.tasks import TASKS
 from sidenet.tasks.base import TASK_MODULES
-from sidenet_core.layouts import to_device
+from sidenet_core.layouts import batch_size_of, to_device
 
 REFERENCE = "reference"
 VARIANT = "variant"
@@ -93,9 +97,8 @@ class ServeSpec:
     chain: str
     exit: str
     role: str
-    threshold: float | None
     task_data: TaskDataParcel
-    point: OperatingPoint | None = None  # an exit system's operating point, as the bench selected it
+    point: OperatingPoint | None = None  # an exit system's operating point, as the bench selected it (or was given)
     imports: tuple[str, ...] = ()  # modules that register the task (a task registered outside this package)
 
 
@@ -110,14 +113,23 @@ def build_served(spec: ServeSpec) -> Served:
     if spec.role == REFERENCE:
         module, call = ctx.mainnet(spec.task)[0], mainnet_forward
     else:
-        module, call = runnable_for(ctx, spec.task, spec.chain, spec.exit, spec.threshold, spec.point)
+        module, call = runnable_for(ctx, spec.task, spec.chain, spec.exit, spec.point)
     module, fresh = fresh_copy(module)
     served = Served(
         run=lambda b: call(module, b), check=_argmax(lambda b: call(module, b)), facts={"fresh_copy": fresh}
     )
-    if spec.exit == "sidenet" and spec.role == VARIANT:  # head+SideNet and rest of the very cascade it times
+    if spec.role == VARIANT and measures_components(module):  # head+SideNet and rest of the very cascade it times
         served.extra["component_latency"] = lambda slices, sync: component_latency(module, slices[0], sync)
     return served
+
+
+def measures_components(module: Any) -> bool:
+    """Whether a cell's worker times the parts of what it serves (:func:`component_latency`): a cascade of one SideNet
+    whose exit can be taken (the SideNet's latency-vs-threshold estimate; nothing to estimate when no row can leave,
+    and other heads, such as a second network, are not a SideNet on a tap)."""
+    if not isinstance(module, Cascade) or module.n_exits != 1:
+        return False
+    return isinstance(module.heads[0], SideNet) and module.thresholds[0] <= 1.0
 
 
 _WORKER_CONTEXTS: dict[BenchSettings, BenchContext] = {}  # in a worker process: its session's context
@@ -164,26 +176,22 @@ def runnable_for(
     task: str,
     chain: str,
     exit_spec: str,
-    threshold: float | None,
     point: OperatingPoint | None = None,
 ) -> tuple[Any, Callable[[Any, Any], Any]]:
-    """(module, call) of what a cell times: ``call(module, batch)`` runs the chain's MainNet alone, the SideNet
-    cascade at ``threshold``, or an exit system's cascade at the operating point selected on validation. The bench
-    and its workers build it the same way; a worker is handed the bench's ``point`` and only builds the parts
-    (selecting again would cost it seconds per cell and could only repeat the bench's choice)."""
-    if exit_spec == "none":
+    """(module, call) of what a cell times: ``call(module, batch)`` runs the chain's MainNet alone (a system without
+    exits) or the exit system's cascade at its operating point (selected on validation, or fixed). The bench and its
+    workers build it the same way; a worker is handed the bench's ``point`` and only builds the parts (selecting
+    again would cost it seconds per cell and could only repeat the bench's choice)."""
+    if not parse_exit_system(exit_spec).has_exits:
         return ctx.compressed(task, chain).model, mainnet_forward
-    if uses_legacy_path(exit_spec):
-        return ctx.prepared(task, chain).cascade(threshold), _run_cascade
     if point is not None:
         return ctx.system_cascade(task, chain, exit_spec, point), _run_cascade
     return ctx.prepared_system(task, chain, exit_spec).cascade(), _run_cascade
 
 
 def operating_point(ctx: BenchContext, task: str, chain: str, exit_spec: str) -> OperatingPoint | None:
-    """The operating point the bench selected for an exit system (None for the MainNet and the SideNet's own
-    path, which take a threshold)."""
-    if exit_spec == "none" or uses_legacy_path(exit_spec):
+    """The operating point the bench selected for an exit system (None for the MainNet alone)."""
+    if not parse_exit_system(exit_spec).has_exits:
         return None
     return ctx.prepared_system(task, chain, exit_spec).operating_point
 
@@ -193,22 +201,24 @@ def _run_cascade(cascade: Any, batch: Any) -> Any:
 
 
 def component_latency(p: Any, batches: Sequence[Any], sync: Callable[[], None], rounds: int = 3) -> dict[str, float]:
-    """Per-sample time of head+SideNet and of rest (on all rows) of ``p`` (a SideNet cascade: ``split``, ``side``),
-    for the latency-vs-threshold estimate; measured in the worker right after its warm-up."""
+    """Per-sample time of head+exit head and of rest (on all rows) of ``p`` (a one-exit :class:`Cascade`: its staged
+    model's ``head``/``rest`` around its SideNet), for the latency-vs-threshold estimate; measured in the worker right
+    after its warm-up."""
     n = sum(batch_size_of(b) for b in batches)
+    staged, side = p.staged, p.heads[0]
     with torch.inference_mode():
-        states = [p.split.head(b) for b in batches]
+        states = [staged.head(b) for b in batches]
 
         def head_side() -> None:
             with torch.inference_mode():
                 for b in batches:
-                    p.side(p.split.features(p.split.head(b)))
+                    side(staged.features(staged.head(b)))
             sync()
 
         def rest() -> None:
             with torch.inference_mode():
                 for st in states:
-                    p.split.rest(st)
+                    staged.rest(st)
             sync()
 
         hs = statistics.median(time_once(head_side) for _ in range(rounds))
@@ -250,7 +260,6 @@ class TimingWorkers:
         chain: str,
         exit_spec: str,
         role: str,
-        threshold: float | None,
         point: OperatingPoint | None = None,
     ) -> ServeSpec:
         module = TASK_MODULES.get(task)
@@ -260,7 +269,6 @@ class TimingWorkers:
             chain=chain,
             exit=exit_spec,
             role=role,
-            threshold=threshold,
             task_data=self.task_data(task),
             point=point,
             imports=(module,) if module else (),
@@ -274,7 +282,7 @@ class TimingWorkers:
         """The task's fp32 MainNet reference workers at ``batch_size`` (one per worker pair), with the slices."""
         key = (task, batch_size)
         if key not in self._references:
-            spec = self.spec(task, NONE, "none", REFERENCE, None)
+            spec = self.spec(task, NONE, "none", REFERENCE)
             workers = [self._start(spec, f"{task} bs{batch_size} #{j}") for j in range(self.ctx.settings.worker_pairs)]
             try:
                 for w in workers:
@@ -369,12 +377,12 @@ def run_cell(
     benchmark: Any, task: str, exit_system: str, batch_size: int, ctx: BenchContext, chain: str = NONE
 ) -> None:
     """Measure one cell: everything the row reports from the bench process
-    (:func:`sidenet.bench.harness.run_cell_info`),
+    (:func:`sidenet.bench.rows.run_cell_info`),
     its rounds from worker processes (this module's docstring), and check the row against
     :class:`sidenet.bench.row_record.RowRecord` (a row that disagrees fails its cell instead of being stored)."""
     tw = timing_workers(ctx)
     info = benchmark.extra_info
-    threshold = run_cell_info(info, task, exit_system, batch_size, ctx, chain)
+    run_cell_info(info, task, exit_system, batch_size, ctx, chain)
     benchmark.group = f"{task} bs{batch_size}"
     references = tw.references(task, batch_size)
     slices = tw.slices(task, batch_size)
@@ -383,12 +391,12 @@ def run_cell(
     n_pairs = tw.pairs_for(len(slices))
     label = f"{task} {chain} {exit_system} bs{batch_size}"
     point = operating_point(ctx, task, chain, exit_system)
-    variants = tw.variants(tw.spec(task, chain, exit_system, VARIANT, threshold, point), label, n_pairs)
+    variants = tw.variants(tw.spec(task, chain, exit_system, VARIANT, point), label, n_pairs)
     try:
         for w in variants:
             w.call("slices", slices)
-        agreement = _agreement(ctx, task, chain, exit_system, threshold, slices[0], variants)
-        if exit_system == "sidenet":  # after the check (the variant's warm-up): head+SideNet and rest, per sample
+        agreement = _agreement(ctx, task, chain, exit_system, point, slices[0], variants)
+        if measures_components(runnable_for(ctx, task, chain, exit_system, point)[0]):  # after the warm-up check
             info["component_latency_s"] = variants[0].call("extra", "component_latency")
         load = _LoadProbe(variants + references[:n_pairs])
         pairs = [(variants[j], references[j]) for j in range(n_pairs)]
@@ -436,13 +444,13 @@ def _agreement(
     task: str,
     chain: str,
     exit_spec: str,
-    threshold: float | None,
+    point: OperatingPoint | None,
     first: list[Any],
     variants: list[Worker],
 ) -> float:
     """The share of the first slice's predictions each variant worker repeats from the bench's own run (the least
     of them); a worker below :data:`MIN_AGREEMENT` rebuilt something else and fails the cell."""
-    module, call = runnable_for(ctx, task, chain, exit_spec, threshold)
+    module, call = runnable_for(ctx, task, chain, exit_spec, point)
     mine = _argmax(lambda b: call(module, b))
     device = ctx.device
     with torch.inference_mode():

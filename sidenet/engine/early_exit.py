@@ -1,7 +1,10 @@
 """``EarlyExit``: MainNet head → SideNet → (only the rows that did not exit) → MainNet rest.
 
-The one-exit :class:`~sidenet.engine.cascade.Cascade`: rows whose confidence passes the threshold are compacted out of
-the batch before ``rest`` runs, so they never touch the rest of the network (tests instrument ``rest``).
+A thin alias of the one-exit :class:`~sidenet.engine.cascade.Cascade`, kept because the README's "Library use"
+promises it (``EarlyExit(split, side, threshold)``, with ``split``/``side``/``threshold`` attributes); the bench builds
+every cascade, the SideNet's included, as a ``Cascade`` from an exit system's parts. Rows whose confidence passes the
+threshold are compacted out of the batch before ``rest`` runs, so they never touch the rest of the network (tests
+instrument ``rest``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
-"""The one-tap names of staged models (``head`` → exit → ``rest``), kept for code written against them.
+"""The one-tap names of staged models (``head`` → exit → ``rest``): a documented alias module, kept for code written
+against it (the README's "Library use" and ``sidenet``'s public names import ``split_model``, ``CallableSplit``,
+``ResNetSplit``, ``BertSplit`` and ``Split`` from here).
 
-Everything lives in :mod:`sidenet_core.staged` (the staged model protocol and its adapters) and
-:mod:`sidenet_core.layouts` (row selection, devices); see there for why.
+Nothing inside the package imports this module: everything lives in :mod:`sidenet_core.staged` (the staged model
+protocol and its adapters) and :mod:`sidenet_core.layouts` (row selection, devices), which library code imports
+directly; see there for why.
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from sidenet.engine.policies import ExitView, Policy, head_output
-from sidenet.engine.thresholds import NEVER_EXIT
 from sidenet_core.flops import count_flops
 from sidenet_core.layouts import to_device
 from sidenet_core.staged import StagedModel
 
+NEVER_EXIT = 1.000001  # any threshold above 1 means no row exits (confidences lie in [0, 1])
 MAX_CANDIDATES = 4000  # distinct shared thresholds evaluated exactly; beyond, a quantile grid of this size
 
 

@@ -91,6 +91,12 @@ class ExitSystemConfig:
     timed: ClassVar[bool] = True
     retrains_backbone: ClassVar[bool] = False
     has_exits: ClassVar[bool] = True
+    # where the operating point's thresholds come from: "validation" (selected there), or a value the system fixes
+    # itself (sidenet-noexit: "never-exit"); recorded in the row as threshold_source
+    threshold_source: ClassVar[str] = "validation"
+    # the system whose validation selection and sweep this one's rows show, when it only measures another's
+    # overhead (sidenet-noexit: "sidenet"); None: its own
+    overhead_of: ClassVar[str | None] = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"system": self.name, **dataclasses.asdict(self)}

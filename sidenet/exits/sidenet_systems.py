@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 
-from sidenet.engine.policies import make_policy
+from sidenet.engine.policies import Policy, make_policy
+from sidenet.engine.trace import NEVER_EXIT
 from sidenet.exits.base import (
     BuiltSystem,
     ExitSystemConfig,
@@ -80,6 +81,21 @@ class SideNetSystem(ExitSystemConfig):
 class SideNetNoExit(ExitSystemConfig):
     name: ClassVar[str] = "sidenet-noexit"
     description: ClassVar[str] = "the same cascade with a threshold above 1: nothing exits, the SideNet's pure overhead"
+    # the row's threshold_source; and the system whose validation selection and sweep its rows show (it has none
+    # of its own: its operating point is fixed), so a row reads as that SideNet's overhead
+    threshold_source: ClassVar[str] = "never-exit"
+    overhead_of: ClassVar[str | None] = "sidenet"
+
+    def build(self, ctx: SystemContext) -> BuiltSystem:
+        """The ``sidenet`` system's parts (the same trained SideNet, one cache entry) at a threshold above 1."""
+        built = SideNetSystem().build(ctx)
+        built.identity = {**built.identity, "system": self.to_dict()}  # its own traces' cache entry
+
+        def never(val: Any, target: float, margin_se: float) -> tuple[Policy, list[float]]:
+            return built.policy, [NEVER_EXIT] * len(built.heads)
+
+        built.choose = never
+        return built
 
 
 @register_exit_system

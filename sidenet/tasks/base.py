@@ -48,7 +48,7 @@ class Task(abc.ABC):
     tap: str
     sidenet: SideNetConfig
     default_target_loss_pt: float = 0.5
-    # Threshold selection requires val loss + margin·SE ≤ target (sidenet.engine.thresholds.select_threshold).
+    # Threshold selection requires val loss + margin·SE ≤ target (sidenet.engine.trace.select_shared).
     selection_margin_se: float = 1.0
     # Compressor chains a bench runs for this task when none are given (sidenet.engine.chain grammar).
     default_chains: tuple[str, ...] = ("none",)

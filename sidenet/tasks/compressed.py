@@ -42,9 +42,9 @@ from torch import nn
 
 from sidenet.engine import cache
 from sidenet.engine.chain import NONE, ChainStep, format_chain, parse_chain
-from sidenet.engine.split import to_device
 from sidenet.tasks import Encoded, Task
 from sidenet_core.errors import UserError
+from sidenet_core.layouts import to_device
 from sidenet_core.status import announce
 
 log = logging.getLogger(__name__)
