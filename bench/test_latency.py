@@ -1,31 +1,9 @@
-"""Latency, FLOPs and accuracy of every cell (task × chain × exit system × batch size).
+"""Latency, FLOPs and accuracy of every cell: what ``pytest bench/ --benchmark-only`` runs.
 
-Only the timing happens here; what a cell measures and records lives in :mod:`sidenet.bench.harness`,
-shared with the ``sidenet-bench`` CLI; the rounds run in worker processes (:mod:`sidenet.bench.cells`).
+The test itself ships in the package (:mod:`sidenet.cli.bench_suite`, also what ``sidenet-bench run`` runs from
+any folder); importing it here makes pytest collect it under this file.
 """
 
-from __future__ import annotations
+from sidenet.cli.bench_suite import test_cell
 
-import pytest
-
-from sidenet.bench.cells import run_cell
-from sidenet_core.errors import UserError
-
-
-def test_cell(benchmark, cell, bench_ctx, persist_cell) -> None:
-    stored = bench_ctx.stored_result(cell.task, cell.chain, cell.exit, cell.batch_size)
-    if stored is not None:  # resume: decided before any data is loaded or model trained
-        pytest.skip(f"already measured in {stored}; --bench-force (sidenet-bench run --force) to re-measure")
-    error = None
-    try:
-        run_cell(benchmark, cell.task, cell.exit, cell.batch_size, bench_ctx, chain=cell.chain)
-    except UserError as exc:  # bad input found while preparing (e.g. missing data): one line, no traceback
-        error = str(exc)
-    if error is not None:  # failed outside the except block, so pytest does not print the chained error again
-        pytest.fail(error, pytrace=False)
-    info = benchmark.extra_info
-    # Sanity checks on what was recorded (a broken measurement must fail, not produce a table row):
-    assert 0.0 <= info["test_accuracy"] <= 1.0
-    assert 0.0 <= info["exit_rate"] <= 1.0
-    assert info["flops_per_sample"] > 0
-    persist_cell(benchmark)  # last: only a cell that passed is written, and at once (a later kill keeps it)
+__all__ = ["test_cell"]

@@ -1,6 +1,6 @@
 """What the run is doing right now (training a MainNet, a SideNet, an EENet …), and what it needs the user to know.
 
-Why a module of its own: the bench's progress line (``bench/conftest.py``) should say what a long cell is busy
+Why a module of its own: the bench's progress line (``sidenet/cli/plugin.py``) should say what a long cell is busy
 with, but the library that trains must not import the entry points above it. So the library *announces* and the
 entry point *listens*; with no listener an announcement costs a loop over an empty list.
 

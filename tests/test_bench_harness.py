@@ -80,7 +80,7 @@ def test_cuda_only_chains_name_the_fix_and_are_checked_in_default_chains_too(mon
     monkeypatch.setattr(TASKS.get("tiny-bert"), "default_chains", ("none", "int4wo:group_size=32"))
     with pytest.raises(UserError, match="chain 'int4wo:group_size=32' needs CUDA"):
         _settings(tasks=("tiny-bert",))
-    # `--bench-device cuda` without CUDA: bench/conftest.py runs with device cpu and skips every cell
+    # `--bench-device cuda` without CUDA: the bench plugin runs with device cpu and skips every cell
     assert _settings(chains=("int8wo",), cuda_missing=True).chains == ("int8wo",)
 
 

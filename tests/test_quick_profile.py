@@ -10,7 +10,7 @@ import torch
 from test_report import make_results, row
 
 from sidenet.bench.harness import QUICK_TASKS, task_profile
-from sidenet.bench.options import pytest_args, resolve
+from sidenet.bench.options import resolve
 from sidenet.data import Splits
 from sidenet.report.render import render_markdown
 from sidenet.tasks import TASKS
@@ -33,38 +33,12 @@ def test_the_quick_profile_runs_the_cells_the_readme_names() -> None:
     assert s.cells() == expected and s.n_cells() == 16
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert "--bench-profile quick" in readme and "16 cells" in readme
-    # what the CLI hands pytest rebuilds the same settings
-    again = resolve({"profile": "quick", **_as_values(pytest_args(s, quiet=False))}, s.command)
-    assert again.cells() == s.cells() and again.profile == "quick"
     # given options win over the profile's defaults
     assert settings(task=["rotten-tomatoes-quick"], exit=["sidenet-multi"]).cells()[0][:3] == (
         "rotten-tomatoes-quick",
         "none",
         "sidenet-multi",
     )
-
-
-def _as_values(args: list[str]) -> dict[str, object]:
-    """``--bench-task a --bench-task b --bench-rounds 8`` → resolve()'s values (repeatable options as lists)."""
-    repeat = {"task", "chain", "exit", "batch-size"}
-    out: dict[str, object] = {}
-    it = iter(args)
-    for flag in it:
-        stem = flag.removeprefix("--bench-")
-        if stem in ("force", "quiet"):
-            out[stem] = True
-            continue
-        value = next(it)
-        dest = stem.replace("-", "_")
-        if stem in repeat:
-            out.setdefault(dest, []).append(int(value) if stem == "batch-size" else value)  # type: ignore[union-attr]
-        elif stem in ("threads", "timing-samples", "rounds", "worker-pairs"):
-            out[dest] = int(value)
-        elif stem == "min-round-ms":
-            out[dest] = float(value)
-        else:
-            out[dest] = value
-    return out
 
 
 def test_quick_tasks_train_less_under_their_own_names_and_leave_the_full_recipes_alone() -> None:

@@ -3,7 +3,7 @@ the previous results JSON and report intact.
 
 Each run is a real ``python -m sidenet.cli run`` subprocess on the tiny ResNet task (one cell, one round,
 8 timing samples, 1 thread; the trained models come from the per-session cache of tests/conftest.py), run
-from a folder outside the checkout so the CLI has to find ``bench/`` beside the package. The kill tests use
+from a folder outside the checkout so the CLI has to run the test module shipped in the package. The kill tests use
 the harness's ``SIDENET_BENCH_TEST_PAUSE=POINT:MARKER`` hook to signal the process at a known moment.
 """
 

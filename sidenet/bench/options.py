@@ -240,44 +240,8 @@ def resolve(values: dict[str, Any], command: str, cuda_missing: bool = False) ->
 def check_name(name: str | None) -> None:
     """One-line UserError for a report name that starts with '-'.
 
-    Why here: ``sidenet-bench run`` hands the name on to ``pytest bench/`` as ``--bench-name NAME``, where a leading
-    '-' makes it read as an option (the run then dies in pytest's argument parser), and a file ``-x.json`` is a trap
+    Why here: under ``pytest bench/ --bench-name NAME`` a leading '-' makes the name read as an option (the run then
+    dies in pytest's argument parser), so ``sidenet-bench run`` refuses it as well, and a file ``-x.json`` is a trap
     for every shell tool too. The other rules of a name (a plain file name) are the settings' own."""
     if name is not None and name.startswith("-"):
         raise UserError(f"report name {name!r} starts with '-' and would read as an option; give one that does not")
-
-
-def pytest_args(settings: Any, quiet: bool) -> list[str]:
-    """The ``--bench-*`` arguments that make ``pytest bench/`` build exactly ``settings`` again."""
-    values: dict[str, Any] = {
-        "profile": settings.profile,
-        "tasks": settings.tasks,
-        "chains": settings.chains,
-        "exits": settings.exits,
-        "batch_sizes": settings.batch_sizes,
-        "threads": settings.threads,
-        "target_loss_pt": settings.target_loss_pt,
-        "threshold": settings.threshold,
-        "timing_samples": settings.timing_samples,
-        "rounds": settings.rounds,
-        "min_round_ms": settings.min_round_ms,
-        "worker_pairs": settings.worker_pairs,
-        "fresh_workers": settings.fresh_workers,
-        "device": settings.device,
-        "out": settings.out.resolve(),
-        "name": settings.name,
-        "force": settings.force,
-        "quiet": quiet,
-    }
-    args: list[str] = []
-    for opt in BENCH_OPTIONS:
-        value = values[opt.field]
-        flag = PYTEST_PREFIX + opt.stem
-        if opt.switch:
-            args += [flag] if value else []
-        elif opt.repeatable:
-            for v in value:
-                args += [flag, str(v)]
-        elif value is not None:
-            args += [flag, repr(value) if isinstance(value, float) else str(value)]
-    return args

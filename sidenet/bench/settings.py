@@ -27,7 +27,7 @@ QUICK_TASKS = ("fashion-mnist-quick", "rotten-tomatoes-quick")
 QUICK_EXITS = ("none", "sidenet")
 PROFILES = ("full", "quick")
 DEFAULT_BATCH_SIZES = (1, 64)
-QUIET_ENV = "SIDENET_BENCH_QUIET"  # "1": no progress bars (set by `sidenet-bench run -q`)
+QUIET_ENV = "SIDENET_BENCH_QUIET"  # "1": no progress bars (what `-q` / `--bench-quiet` also ask for)
 _TRUTHY = {"1", "true", "yes", "on"}
 # a results file is <name>.json and its plots folder <name>_plots: keep both under the usual 255-byte limit
 MAX_NAME_BYTES = 200
@@ -77,8 +77,9 @@ class BenchSettings:
     threshold: float | None = None  # fixed exit threshold instead of selection on validation
     force: bool = False  # re-measure cells already stored in the results JSON
     quiet: bool = False  # no progress bars
-    # `--bench-device cuda` on a machine without CUDA: bench/conftest.py skips every cell and runs with device cpu;
-    # CUDA-only chains are then not refused (they would have run on the CUDA that was asked for)
+    # `--bench-device cuda` on a machine without CUDA: the bench plugin (sidenet/cli/plugin.py) skips every cell
+    # and runs with device cpu; CUDA-only chains are then not refused (they would have run on the CUDA that was
+    # asked for)
     cuda_missing: bool = False
     profile: str = "full"  # which defaults filled what was not given (bench_options.resolve); recorded per row
     min_round_ms: float = 200.0  # slices grow until the fp32 MainNet needs this long for one (sidenet.bench.timing)

@@ -4,7 +4,9 @@ what can be benchmarked.
 Bad input (:class:`UserError`) becomes one ``sidenet-bench: error: ...`` line and exit code 2, like an
 argparse usage error, and nothing is written; any other exception is a bug and keeps its traceback.
 ``run`` validates every input before any work starts, then measures through the same code as
-``pytest bench/`` (it runs that suite in-process), so both write the same JSON + Markdown.
+``pytest bench/``: it runs the test module shipped in the package (:mod:`sidenet.cli.bench_suite`) in-process and
+hands the bench plugin (:mod:`sidenet.cli.plugin`) its settings as an object, so both write the same JSON +
+Markdown, and an installed package runs the bench from any folder.
 
 Output never turns into a traceback either: a terminal that cannot show ``→ λ ×`` gets ASCII stand-ins, a
 standard output that fails (a full disk) and Ctrl-C are one line on stderr and a non-zero exit, and a closed pipe
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import dataclasses
 import errno
 import importlib
 import os
@@ -28,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sidenet.bench.options import BENCH_OPTIONS, PYTEST_PREFIX, add_cli_options, pytest_args
+from sidenet.bench.options import BENCH_OPTIONS, PYTEST_PREFIX, add_cli_options
 from sidenet.bench.options import resolve as resolve_options
 from sidenet_core.errors import UserError
 
@@ -328,25 +331,6 @@ _PYTEST_USAGE_ERROR = 4
 _PYTEST_INTERRUPTED = 2
 
 
-def _find_bench_dir() -> Path:
-    """The ``bench/`` suite: ``./bench`` when it is ours, else the one next to the installed ``sidenet`` package
-    (a checkout or an editable install)."""
-    import sidenet
-
-    candidates = [Path.cwd() / "bench", Path(sidenet.__file__).resolve().parent.parent / "bench"]
-    for folder in candidates:
-        conftest = folder / "conftest.py"
-        try:
-            if conftest.is_file() and "sidenet.bench.harness" in conftest.read_text(encoding="utf-8"):
-                return folder.resolve()
-        except OSError:
-            continue
-    raise UserError(
-        "the benchmark suite (bench/conftest.py) was not found; run from a sidenet-bench checkout "
-        "(git clone + pip install -e .)"
-    )
-
-
 def _run_settings(args: argparse.Namespace) -> Any:
     try:
         return resolve_options(vars(args), command="sidenet-bench run")
@@ -354,10 +338,12 @@ def _run_settings(args: argparse.Namespace) -> Any:
         raise UserError(_cli_flags(str(exc))) from None
 
 
-def _pytest_args(settings: Any, bench: Path, quiet: bool) -> list[str]:
-    args = [str(bench), "--benchmark-only", "-p", "no:cacheprovider"]  # rootdir + ini: the checkout's
-    args += ["-q", "--benchmark-quiet"] if quiet else ["-s"]  # -s: progress bars (with ETA) reach the terminal
-    return args + pytest_args(settings, quiet)
+def _pytest_args(suite: Path, quiet: bool) -> list[str]:
+    """pytest's own options only: the bench's settings reach the plugin as an object, never as argv.
+    ``--confcutdir``: no ``conftest.py`` of the folders above the package is loaded into the run (a virtual
+    environment inside another project would otherwise bring that project's)."""
+    args = [str(suite), "--benchmark-only", "-p", "no:cacheprovider", f"--confcutdir={suite.parent}"]
+    return args + (["-q", "--benchmark-quiet"] if quiet else ["-s"])  # -s: progress bars (with ETA) are seen
 
 
 class NoticePrinter:
@@ -408,7 +394,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         check_selection(settings)
     except UserError as exc:
         raise UserError(_cli_flags(str(exc))) from None
-    bench = _find_bench_dir()
     check_out_dir(settings.out, create=False)
     check_cache_dir(create=False)
     check_data(settings.tasks)
@@ -416,7 +401,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_out_dir(settings.out, create=True)  # ... and before the output directory is made
     quiet = bool(args.quiet or quiet_from_env())
     try:
-        code = _measure(settings, bench, quiet)
+        code = _measure(settings, quiet)
         _flush_stdout()  # output still buffered (a pipe) fails here, where it is the run's failure, not at exit
         return code
     except (OSError, _OutputFailed) as exc:  # `run | head -1`, `run > /dev/full`: the run stopped where it was
@@ -426,8 +411,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise _RunCutOff(settings.out, cause) from None
 
 
-def _measure(settings: Any, bench: Path, quiet: bool) -> int:
-    """Run the bench suite itself (same code, same outputs as ``pytest bench/``); pytest's exit code mapped."""
+def _measure(settings: Any, quiet: bool) -> int:
+    """Run the bench's test module shipped in the package (:mod:`sidenet.cli.bench_suite`, the same test as
+    ``pytest bench/``, so the same outputs) with the bench plugin built from ``settings``; pytest's exit code
+    mapped. The settings travel as an object: nothing is turned back into ``--bench-*`` argv and parsed again, and
+    no environment variable carries quiet mode."""
     if not quiet:
         chains = "; ".join(f"{t}: " + ", ".join(settings.chains_for(t)) for t in settings.tasks)
         cells = f"{settings.n_cells()} cell(s) over {len(settings.tasks)} task(s)"
@@ -435,17 +423,13 @@ def _measure(settings: Any, bench: Path, quiet: bool) -> int:
         _flush_stdout()
     import pytest
 
-    previous = os.environ.get("SIDENET_BENCH_QUIET")
-    if quiet:
-        os.environ["SIDENET_BENCH_QUIET"] = "1"
-    try:
-        code = int(pytest.main(_pytest_args(settings, bench, quiet), plugins=[NoticePrinter()]))
-    finally:
-        if quiet:
-            if previous is None:
-                os.environ.pop("SIDENET_BENCH_QUIET", None)
-            else:
-                os.environ["SIDENET_BENCH_QUIET"] = previous
+    from sidenet.bench.harness import invocation
+    from sidenet.cli.plugin import BenchPlugin
+
+    # what the plugin used to re-resolve from argv: the output folder absolute, the command as the user typed it
+    given = dataclasses.replace(settings, out=settings.out.resolve(), command=invocation(sys.argv), quiet=quiet)
+    suite = Path(__file__).resolve().with_name("bench_suite.py")  # by path: pytest imports (and rewrites) it
+    code = int(pytest.main(_pytest_args(suite, quiet), plugins=[NoticePrinter(), BenchPlugin(given)]))
     if code == 0:
         return 0
     if code == _PYTEST_USAGE_ERROR:
@@ -486,17 +470,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; returns the exit code (argparse itself exits 2 on usage errors, 0 on --help)."""
-    _degrade_output()
-    args = build_parser().parse_args(argv)
+    """Console entry point; returns the exit code (argparse itself exits 2 on usage errors, 0 on --help).
+
+    Everything heavy (torch, the registries, pytest) is imported in here, after this function started, and a
+    Ctrl-C at any point of it, start-up imports included, is one line on stderr and exit code 130: importing
+    ``sidenet.cli`` itself is light (``sidenet`` exposes its API lazily) so there is nothing left for a Ctrl-C to
+    interrupt with a traceback before this ``try``."""
+    command: str | None = None
     try:
+        _degrade_output()
+        args = build_parser().parse_args(argv)
+        command = args.command
         code = int(args.handler(args))
         _flush_stdout()  # here, where a closed pipe or a full disk can be handled, not at interpreter exit
         return code
     except UserError as exc:
         return _fail(str(exc), 2)
     except KeyboardInterrupt:
-        if args.command == "run":
+        if command == "run":
             return _fail("interrupted; finished files are intact, a new run resumes", 130, prefix="")
         return _fail("interrupted", 130, prefix="")
     except (_OutputFailed, _RunCutOff) as exc:
