@@ -266,6 +266,7 @@ def _bench(tmp_path, *args, env=None):
 
 
 @pytest.mark.parametrize("what", ["results", "report"])
+@pytest.mark.e2e
 def test_an_output_file_that_is_a_directory_fails_up_front(tmp_path, what):
     out = tmp_path / "out"
     target = out / "results" / "ci.json" if what == "results" else out / "ci.md"
@@ -276,6 +277,7 @@ def test_an_output_file_that_is_a_directory_fails_up_front(tmp_path, what):
     assert target.is_dir() and list(target.iterdir()) == []
 
 
+@pytest.mark.e2e
 def test_bench_option_errors_are_one_line_usage_errors(tmp_path):
     proc = _bench(tmp_path, "--bench-task", "tiny-resnt", "--bench-threshold", "0.5")
     assert proc.returncode == 4
@@ -285,6 +287,7 @@ def test_bench_option_errors_are_one_line_usage_errors(tmp_path):
 
 
 @pytest.mark.parametrize("chain", ["int8wo", "int4wo:group_size=32"])
+@pytest.mark.e2e
 def test_bench_cuda_only_chain_on_cpu_is_a_one_line_usage_error(tmp_path, chain):
     proc = _bench(tmp_path, "--bench-task", "tiny-bert", "--bench-chain", chain)
     assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -294,6 +297,7 @@ def test_bench_cuda_only_chain_on_cpu_is_a_one_line_usage_error(tmp_path, chain)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.e2e
 def test_a_cell_that_cannot_be_built_says_why_once_and_how_to_fix_it(tmp_path):
     """ONNX Runtime's BERT cuts at one tap only: a multi-exit system on it fails its cell with the reason and the way
     out, printed once (it used to come twice, chained to itself by pytest)."""
@@ -305,6 +309,7 @@ def test_a_cell_that_cannot_be_built_says_why_once_and_how_to_fix_it(tmp_path):
     assert "During handling of the above exception" not in proc.stdout and "Traceback" not in proc.stdout
 
 
+@pytest.mark.e2e
 def test_bench_cell_with_missing_data_fails_in_one_line(tmp_path):
     """A UserError while preparing (here: CIFAR-10 is online-only) fails each of its cells, no traceback."""
     env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "SIDENET_BENCH_DOWNLOAD": ""}
@@ -317,6 +322,7 @@ def test_bench_cell_with_missing_data_fails_in_one_line(tmp_path):
     assert list((tmp_path / "out").rglob("*.json")) == []  # failed cells are never written
 
 
+@pytest.mark.e2e
 def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_path):
     """`pytest bench/ --benchmark-only` on both tiny tasks: every cell measured, JSON + Markdown written."""
     out = tmp_path / "out"
@@ -439,6 +445,7 @@ def test_bench_runs_end_to_end_on_tiny_tasks_and_writes_results_and_report(tmp_p
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA path")
+@pytest.mark.e2e
 def test_bench_on_cuda_without_cuda_skips_every_cell_cleanly(tmp_path):
     """`tox -e gpu` on a machine without CUDA: every cell skipped, exit 0, nothing written."""
     cmd = [

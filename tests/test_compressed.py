@@ -36,6 +36,7 @@ def _task_and_mainnet(name: str):
 
 
 @pytest.mark.parametrize("task_name", ["tiny-resnet", "tiny-bert"])
+@pytest.mark.e2e
 def test_trained_steps_are_cached_and_rebuilt_from_config(task_name, monkeypatch, tmp_path):
     monkeypatch.setenv("SIDENET_BENCH_CACHE", str(tmp_path))
     task, data, mainnet, key = _task_and_mainnet(task_name)
@@ -75,6 +76,7 @@ def test_tap_moves_proportionally_for_a_distilled_bert():
 
 
 @pytest.mark.parametrize(("task_name", "chain"), [(t, c) for t, cs in CHAINS.items() for c in cs])
+@pytest.mark.e2e
 def test_sidenet_attaches_to_every_compressed_model_and_exits_skip_the_rest(task_name, chain):
     p = prepare(task_name, chain=chain, progress=False)
     assert p.chain == chain
@@ -183,6 +185,7 @@ def _recorded_keys(monkeypatch):
 
 
 @pytest.mark.parametrize("chain", ["none", "int8"])
+@pytest.mark.e2e
 def test_prepare_on_the_cpu_device_is_prepare_as_before(chain, monkeypatch, tmp_path):
     """device="cpu" (the default) adds nothing to any cache key and changes no number: the second call finds
     the first one's SideNet in the cache, measures everything again (the evaluations' cache is bypassed) and

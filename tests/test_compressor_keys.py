@@ -18,6 +18,8 @@ from sidenet.engine import cache
 from sidenet.tasks import TASKS
 from sidenet.tasks.compressed import compress_mainnet
 
+pytestmark = pytest.mark.e2e  # every test here compresses (and trains) tiny models through the whole pipeline
+
 # (task, chain as written) -> (Compressed.key, Compressed.chain, Compressed.dtype), computed at commit 0a25fac
 PINNED: dict[tuple[str, str], tuple[str, str, str]] = {
     ("tiny-resnet", "none"): ("mainnet-pinned", "none", "fp32"),

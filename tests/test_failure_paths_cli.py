@@ -56,6 +56,7 @@ def _one_error_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("lines_read", [0, 1], ids=["closed-at-once", "closed-after-the-first-line"])
+@pytest.mark.e2e
 def test_a_run_whose_stdout_is_closed_exits_non_zero_and_says_so(tmp_path: Path, lines_read: int) -> None:
     """The reader leaves (``| head -1``): the run cannot show anything more, so it stops, says so on stderr (which
     the user still sees) and exits 1 — it used to exit 0 having measured nothing, silently."""
@@ -146,6 +147,7 @@ def _read_until(proc: subprocess.Popen[bytes], needle: bytes, seconds: float) ->
     return seen
 
 
+@pytest.mark.e2e
 def test_the_runs_notices_leave_pytests_capture_while_the_cell_runs(tmp_path: Path) -> None:
     """The plugin ``sidenet-bench run`` hands pytest shows the cache's rebuild notice and the store's lock-wait
     notice on the terminal *while* the test waits (another process holds the lock until it has seen the notice):
@@ -255,6 +257,7 @@ def test_a_missing_or_good_cost_record_is_silent(
 
 
 @pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+@pytest.mark.e2e
 def test_list_under_a_terminal_without_unicode_prints_ascii_stand_ins(tmp_path: Path, encoding: str) -> None:
     proc = subprocess.run(
         _cli("list"), cwd=ROOT, env=_env(tmp_path, PYTHONIOENCODING=encoding), capture_output=True, timeout=300

@@ -170,6 +170,7 @@ def test_two_versions_of_one_wheel_are_refused(tmp_path: Path) -> None:
     one_line_error(run(tmp_path, "--dry-run"), "two wheels of 'foo_bar'")
 
 
+@pytest.mark.e2e
 def test_a_spent_budget_skips_the_steps_and_exits_3_with_the_log_in_out(tmp_path: Path) -> None:
     """Budget 60 s minus the 45 s kept back: no step may start, so nothing is measured; the exit status says
     'rerun to resume' and $OUT still holds the log."""

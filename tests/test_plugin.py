@@ -105,6 +105,7 @@ def test_ctrl_c_during_the_start_up_imports_is_one_line_and_exit_130(
     assert proc.returncode == 130, (proc.returncode, err)
 
 
+@pytest.mark.e2e
 def test_importing_sidenet_imports_no_torch_yet_every_public_name_is_there() -> None:
     code = textwrap.dedent(
         """
@@ -152,6 +153,7 @@ def _collected(stdout: str) -> list[str]:
     return sorted(line.split("::", 1)[1] for line in stdout.splitlines() if "::test_cell[" in line)
 
 
+@pytest.mark.e2e
 def test_the_plugin_built_with_settings_runs_the_packaged_suite_from_any_folder(tmp_path: Path) -> None:
     """What ``run`` does, minus the measuring: a folder with no ``bench/``, no ``--bench-*`` argv (an option given
     anyway does not override the settings object), and the cells are the settings'."""
@@ -181,6 +183,7 @@ def test_the_plugin_built_with_settings_runs_the_packaged_suite_from_any_folder(
     assert sorted(p.name for p in work.iterdir()) == []  # nothing left where it ran (no .benchmarks)
 
 
+@pytest.mark.e2e
 def test_pytest_bench_still_reads_its_own_options(tmp_path: Path) -> None:
     cmd = [
         sys.executable,

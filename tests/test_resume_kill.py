@@ -29,6 +29,8 @@ from sidenet.bench.store import PAUSE_ENV, ResultsStore, write_outputs
 from sidenet.report import write_report
 from sidenet.report.render import render_markdown
 
+pytestmark = pytest.mark.e2e  # every test here runs the real bench or CLI in a subprocess
+
 ARGS = ["--task", "tiny-resnet", "--batch-size", "2", "--rounds", "1", "--timing-samples", "8", "--threads", "1"]
 NAME = "ci"
 

@@ -95,6 +95,7 @@ def _bench(tmp_path: Path, *extra: str) -> list[str]:
     return [ln[ln.index("sidenet-bench: cell") :] for ln in proc.stdout.splitlines() if "sidenet-bench: cell" in ln]
 
 
+@pytest.mark.e2e
 def test_the_progress_line_counts_cells_says_what_trains_and_estimates_from_recorded_costs(tmp_path: Path) -> None:
     """Out of pytest's capture, in order: the MainNet's training, the SideNet's, then a line per finished cell with
     the right counts. A second run of the same cells estimates what is left from the first run's recorded costs
@@ -116,6 +117,7 @@ def test_the_progress_line_counts_cells_says_what_trains_and_estimates_from_reco
     assert resumed[-1].startswith("sidenet-bench: cell 2/2 (0 measured, 2 skipped)")
 
 
+@pytest.mark.e2e
 def test_the_progress_line_is_silent_with_quiet(tmp_path: Path) -> None:
     assert _bench(tmp_path, "--bench-quiet") == []
     assert _bench(tmp_path, "-q", "--bench-force") == []

@@ -48,6 +48,7 @@ def sleepers():
         w.close()
 
 
+@pytest.mark.e2e
 def test_a_worker_is_another_process_not_forked_from_the_bench():
     w = _worker(worker_builds.where_am_i)
     try:
