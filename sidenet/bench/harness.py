@@ -40,9 +40,7 @@ from sidenet.bench.machine import MachineFingerprint, fingerprint
 from sidenet.bench.settings import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_TASKS,
-    FIXED_THRESHOLD_EXIT,
     MAX_NAME_BYTES,
-    ON_EVERY_CHAIN,
     PROFILES,
     QUICK_EXITS,
     QUICK_TASKS,
@@ -54,6 +52,7 @@ from sidenet.bench.settings import (
     check_selection,
     default_tasks,
     quiet_from_env,
+    takes_fixed_threshold,
 )
 from sidenet.bench.store import stored_cell_keys
 from sidenet.bench.systems import (
@@ -177,7 +176,7 @@ class BenchContext:
         thresholds selected on validation (or the session's fixed threshold, for the spec it applies to, unless
         ``selected``: the validation selection even then), its cascade run on test."""
         s = self.settings
-        fixed = s.threshold if exit_spec == FIXED_THRESHOLD_EXIT and not selected else None
+        fixed = s.threshold if takes_fixed_threshold(exit_spec) and not selected else None
         key = (task, chain, exit_spec, fixed)
         if key in self._failed:
             raise self._failed[key]
@@ -313,7 +312,7 @@ def cell_key(
     # how its operating point is chosen, for the systems that choose one (not the MainNet alone, nor the SideNet
     # that never exits: their numbers do not depend on a target)
     if system.has_exits and system.threshold_source == "validation":
-        if settings.threshold is not None and exit_system == FIXED_THRESHOLD_EXIT:
+        if settings.threshold is not None and takes_fixed_threshold(exit_system):
             payload["threshold"] = settings.threshold
         else:
             target = t.default_target_loss_pt if settings.target_loss_pt is None else settings.target_loss_pt
@@ -357,7 +356,6 @@ __all__ = [
     "DEFAULT_TASKS",
     "EXIT_SYSTEMS",
     "MAX_NAME_BYTES",
-    "ON_EVERY_CHAIN",
     "PROFILES",
     "QUICK_EXITS",
     "QUICK_TASKS",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidenet.engine.chain import DEFAULT_EXITS
+from sidenet.exits import DEFAULT_EXITS
 from sidenet_core.errors import UserError
 
 PYTEST_PREFIX = "--bench-"

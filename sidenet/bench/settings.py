@@ -35,13 +35,14 @@ MAX_THREADS_PER_CORE = 4
 MAX_ROUNDS = 1000
 MAX_TIMING_SAMPLES = 100_000
 MAX_WORKER_PAIRS = 16
-# Exit-system specs measured on every chain a task runs by default (the others: on `none` and the task's
-# `exit_system_chains`): the MainNet alone, its SideNet and the SideNet's overhead are the suite's own question on each
-# compression; the other systems need one compressed chain for their complementarity verdict.
-ON_EVERY_CHAIN = ("none", "sidenet", "sidenet-noexit")
-# `--bench-threshold` fixes the threshold of this spec's cells only ("for the sidenet cells"); every other system
-# keeps its selection on validation, and the fixed value is in this spec's cell keys only.
-FIXED_THRESHOLD_EXIT = "sidenet"
+
+
+def takes_fixed_threshold(exit_spec: str) -> bool:
+    """Whether ``--bench-threshold`` fixes this spec's threshold: the default spec of a system that declares it
+    (``sidenet``: "for the sidenet cells"); every other spec keeps its selection on validation, and the fixed value
+    is in that spec's cell keys only."""
+    system = parse_exit_system(exit_spec)
+    return system.takes_fixed_threshold and exit_spec == system.name
 
 
 def default_tasks() -> tuple[str, ...]:
@@ -181,10 +182,12 @@ class BenchSettings:
         ]
 
     def _runs_on(self, task: str, chain: str, exit_spec: str) -> bool:
-        system = parse_exit_system(exit_spec)
-        if not system.timed or (system.name == "sidenet-noexit" and chain != NONE):
+        system = parse_exit_system(exit_spec)  # what the system declares (sidenet.exits.ExitSystemConfig.runs_on)
+        if not system.timed:
             return False
-        if exit_spec in ON_EVERY_CHAIN or chain == NONE or self.chains:
+        if system.runs_on == "plain":
+            return chain == NONE
+        if chain == NONE or self.chains or (system.runs_on == "every" and exit_spec == system.name):
             return True
         return chain in {normalize_chain(c) for c in TASKS.get(task).exit_system_chains}
 
@@ -243,9 +246,7 @@ def check_data(tasks: Iterable[str]) -> None:
 __all__ = [
     "DEFAULT_BATCH_SIZES",
     "DEFAULT_TASKS",
-    "FIXED_THRESHOLD_EXIT",
     "MAX_NAME_BYTES",
-    "ON_EVERY_CHAIN",
     "PROFILES",
     "QUICK_EXITS",
     "QUICK_TASKS",

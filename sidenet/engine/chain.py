@@ -26,17 +26,6 @@ from typing import Any
 from sidenet_core.errors import UserError
 
 NONE = "none"
-# the exit systems (sidenet.exits) a bench measures when none are given
-DEFAULT_EXITS: tuple[str, ...] = (
-    "none",
-    "sidenet",
-    "sidenet-noexit",
-    "sidenet-multi",
-    "learned",
-    "cascade",
-    "eenet",  # the paper's rule: exit when the confidence branch says >= 0.5
-    "eenet:threshold=val",  # the same trained EENet at a threshold chosen on validation, like every other system
-)
 
 GRAMMAR = "NAME[:KEY=VALUE[,KEY=VALUE...]] joined by '+' (e.g. 'prune:ratio=0.5+int8'), or 'none'"
 # an exit system is one step of the same grammar; its errors name its own flag and example, not a chain's
@@ -163,7 +152,6 @@ def canonical_chain(spec: str, registry: Any = None) -> str:
 
 
 __all__ = [
-    "DEFAULT_EXITS",
     "EXIT_GRAMMAR",
     "GRAMMAR",
     "NONE",

@@ -6,8 +6,8 @@ user's system registers the same way from its own module.
 
 from sidenet.exits import bolukbasi, eenet, sidenet_systems  # noqa: F401  (each registers its systems)
 from sidenet.exits.base import (
-    DEFAULT_EXITS,
     EXIT_SYSTEMS,
+    RUNS_ON,
     TAP_SEPARATOR,
     BuiltSystem,
     ExitSystemConfig,
@@ -16,6 +16,7 @@ from sidenet.exits.base import (
     canonical_exit,
     check_taps,
     check_taps_for,
+    default_exits,
     parse_count,
     parse_exit_system,
     register_exit_system,
@@ -23,9 +24,13 @@ from sidenet.exits.base import (
 )
 from sidenet.exits.sidenet_systems import MainNetAlone, OracleBound, SideNetMulti, SideNetNoExit, SideNetSystem
 
+# the built-ins' declared defaults, read once they are registered (a system registered later is not a default)
+DEFAULT_EXITS: tuple[str, ...] = default_exits()
+
 __all__ = [
     "DEFAULT_EXITS",
     "EXIT_SYSTEMS",
+    "RUNS_ON",
     "TAP_SEPARATOR",
     "BuiltSystem",
     "ExitSystemConfig",
@@ -39,6 +44,7 @@ __all__ = [
     "canonical_exit",
     "check_taps",
     "check_taps_for",
+    "default_exits",
     "parse_count",
     "parse_exit_system",
     "register_exit_system",

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sidenet.engine.chain import DEFAULT_EXITS, parse_step
+from sidenet.engine.chain import parse_step
 from sidenet.engine.policies import POLICIES, Policy
 from sidenet.tasks import Encoded, Task
 from sidenet.tasks.compressed import bert_layer_count
@@ -97,6 +97,16 @@ class ExitSystemConfig:
     # the system whose validation selection and sweep this one's rows show, when it only measures another's
     # overhead (sidenet-noexit: "sidenet"); None: its own
     overhead_of: ClassVar[str | None] = None
+    # What a bench does with the system when the user does not say: the specs it measures when no exit system is
+    # given (a system registered from outside measures nothing unasked), in ``default_rank`` order; and the chains
+    # its cells run on — "every" chain a task runs (the suite's own question on each compression), only the
+    # "plain" MainNet (an overhead that compression does not change), or the "system" chains (``none`` and the
+    # task's ``exit_system_chains``: one compressed chain is enough for a complementarity verdict).
+    bench_defaults: ClassVar[tuple[str, ...]] = ()
+    default_rank: ClassVar[int] = 1000
+    runs_on: ClassVar[str] = "system"
+    # whether ``--bench-threshold`` fixes the threshold of this system's default spec (it keeps selection otherwise)
+    takes_fixed_threshold: ClassVar[bool] = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"system": self.name, **dataclasses.asdict(self)}
@@ -141,6 +151,17 @@ def parse_exit_system(spec: str) -> ExitSystemConfig:
         valid = ", ".join(sorted(fields)) or "none"
         raise UserError(f"exit system {step.name!r} has no parameter {unknown[0]!r} (valid: {valid})")
     return cls(**params)
+
+
+RUNS_ON = ("every", "plain", "system")
+
+
+def default_exits() -> tuple[str, ...]:
+    """The specs a bench measures when no exit system is given: every registered system's ``bench_defaults``, by
+    ``default_rank`` (then name). Read from the registry, so the list is what the systems declare, not a name list
+    kept apart from them."""
+    ranked = sorted((EXIT_SYSTEMS.get(n) for n in EXIT_SYSTEMS.names()), key=lambda c: (c.default_rank, c.name))
+    return tuple(spec for cls in ranked for spec in cls.bench_defaults)
 
 
 def canonical_exit(spec: str) -> str:
@@ -208,8 +229,8 @@ def resolve_taps(ctx: SystemContext, spec: str) -> tuple[str, ...]:
 
 
 __all__ = [
-    "DEFAULT_EXITS",
     "EXIT_SYSTEMS",
+    "RUNS_ON",
     "BuiltSystem",
     "ExitSystemConfig",
     "SystemContext",
@@ -217,6 +238,7 @@ __all__ = [
     "canonical_exit",
     "check_taps",
     "check_taps_for",
+    "default_exits",
     "parse_count",
     "parse_exit_system",
     "register_exit_system",

@@ -264,6 +264,8 @@ def _learned_parts(
 @dataclass(frozen=True)
 class LearnedExit(ExitSystemConfig):
     name: ClassVar[str] = "learned"
+    bench_defaults: ClassVar[tuple[str, ...]] = ("learned",)
+    default_rank: ClassVar[int] = 40
     description: ClassVar[str] = (
         "Bolukbasi et al. 2017 adaptive early exit: the SideNets of sidenet-multi (or taps=...), each exit decided "
         "by a policy learned on the training split (λ prices compute; chosen on validation)"
@@ -341,6 +343,8 @@ class _Logits(nn.Module):
 @dataclass(frozen=True)
 class NetworkCascade(ExitSystemConfig):
     name: ClassVar[str] = "cascade"
+    bench_defaults: ClassVar[tuple[str, ...]] = ("cascade",)
+    default_rank: ClassVar[int] = 50
     description: ClassVar[str] = (
         "Bolukbasi et al. 2017 network selection: the task's small network (default its distilled student) first, "
         "the cell's MainNet only for the rows a learned policy sends on"

@@ -319,6 +319,10 @@ def _int_field(name: str, value: str) -> int:
 @dataclass(frozen=True)
 class EENetSystem(ExitSystemConfig):
     name: ClassVar[str] = "eenet"
+    # the paper's rule (exit when the confidence branch says >= 0.5), and the same trained EENet at a threshold
+    # chosen on validation, like every other system
+    bench_defaults: ClassVar[tuple[str, ...]] = ("eenet", "eenet:threshold=val")
+    default_rank: ClassVar[int] = 60
     description: ClassVar[str] = (
         "EENets (Demir & Akbas 2024): exit blocks with a confidence branch placed by a FLOP rule, trained jointly "
         "with the backbone (from the MainNet) under the cost-aware loss; exits when the branch passes 0.5"

@@ -54,12 +54,19 @@ class MainNetAlone(ExitSystemConfig):
     name: ClassVar[str] = "none"
     description: ClassVar[str] = "the MainNet alone: the baseline every speedup and accuracy delta is measured against"
     has_exits: ClassVar[bool] = False
+    bench_defaults: ClassVar[tuple[str, ...]] = ("none",)
+    default_rank: ClassVar[int] = 0
+    runs_on: ClassVar[str] = "every"
 
 
 @register_exit_system
 @dataclass(frozen=True)
 class SideNetSystem(ExitSystemConfig):
     name: ClassVar[str] = "sidenet"
+    bench_defaults: ClassVar[tuple[str, ...]] = ("sidenet",)
+    default_rank: ClassVar[int] = 10
+    runs_on: ClassVar[str] = "every"
+    takes_fixed_threshold: ClassVar[bool] = True
     description: ClassVar[str] = (
         "MainNet + SideNet cascade (Morisot 2020) at the threshold chosen on validation, or a fixed one"
     )
@@ -85,6 +92,9 @@ class SideNetNoExit(ExitSystemConfig):
     # of its own: its operating point is fixed), so a row reads as that SideNet's overhead
     threshold_source: ClassVar[str] = "never-exit"
     overhead_of: ClassVar[str | None] = "sidenet"
+    bench_defaults: ClassVar[tuple[str, ...]] = ("sidenet-noexit",)
+    default_rank: ClassVar[int] = 20
+    runs_on: ClassVar[str] = "plain"  # its overhead on a compressed MainNet would repeat the same question
 
     def build(self, ctx: SystemContext) -> BuiltSystem:
         """The ``sidenet`` system's parts (the same trained SideNet, one cache entry) at a threshold above 1."""
@@ -102,6 +112,8 @@ class SideNetNoExit(ExitSystemConfig):
 @dataclass(frozen=True)
 class SideNetMulti(ExitSystemConfig):
     name: ClassVar[str] = "sidenet-multi"
+    bench_defaults: ClassVar[tuple[str, ...]] = ("sidenet-multi",)
+    default_rank: ClassVar[int] = 30
     description: ClassVar[str] = (
         "SideNets at several taps (default: every ResNet stage 1-3 / BERT layer 1..L-1); a row leaves at the first "
         "exit whose confidence passes one shared threshold chosen on validation"
