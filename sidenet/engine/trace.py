@@ -26,7 +26,6 @@ from sidenet_core.layouts import to_device
 from sidenet_core.staged import StagedModel
 
 NEVER_EXIT = 1.000001  # any threshold above 1 means no row exits (confidences lie in [0, 1])
-MAX_CANDIDATES = 4000  # distinct shared thresholds evaluated exactly; beyond, a quantile grid of this size
 
 
 @dataclass
@@ -165,26 +164,45 @@ def shared_sweep(trace: ExitTrace, scores: np.ndarray, reference: np.ndarray | N
     a handful of rows (a 0.5 pt target is ~6–10 samples there). The heads are distilled to the MainNet's softmax,
     so their confidences mean about the same at every tap.
     """
-    values = np.unique(scores)[::-1]
-    if len(values) > MAX_CANDIDATES:
-        values = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, MAX_CANDIDATES)))[::-1]
-    candidates = np.concatenate([[NEVER_EXIT], values])
-    correct = trace.correct()
+    scores = np.asarray(scores, dtype=np.float64)
+    correct = trace.correct().astype(np.float64)
     main = (correct[:, -1] if reference is None else np.asarray(reference, dtype=bool)).astype(np.float64)
     if main.shape != (trace.n_rows,):
         raise ValueError(f"reference has {main.shape[0]} rows, the trace {trace.n_rows}")
-    n = trace.n_rows
-    rows = np.arange(n)
-    acc, flops, rate, loss, se = [], [], [], [], []
-    for t in candidates:
-        idx = exit_index_at(scores, [t] * trace.n_exits)
-        mean, stderr = paired_loss(main, correct[rows, idx])
-        acc.append(main.mean() - mean)
-        loss.append(mean)
-        se.append(stderr)
-        flops.append(trace.cost[rows, idx].mean())
-        rate.append((idx < trace.n_exits).mean())
-    return SharedSweep(candidates, np.array(rate), np.array(acc), np.array(flops), np.array(loss), np.array(se))
+    n, e = scores.shape
+    # Exact at every distinct score, however many (no grid): as ``t`` falls, a row's exit moves earlier exactly
+    # when ``t`` passes a new running maximum of its scores along the exits (a "record"). Each record is an event
+    # moving that row from the next later record (or the end) to its own exit; summing the events' changes in
+    # order of falling value gives the cascade at every candidate in O(N·E log(N·E)). For one exit the candidates,
+    # the order of the sums and so every number are those of the single SideNet's sweep before the one path.
+    running = np.maximum.accumulate(scores, axis=1) if e else scores
+    is_record = np.ones((n, e), dtype=bool)
+    if e > 1:
+        is_record[:, 1:] = running[:, 1:] > running[:, :-1]
+    later = np.full((n, e), e, dtype=np.int64)  # the next record after each exit (e: the end)
+    for j in range(e - 2, -1, -1):
+        later[:, j] = np.where(is_record[:, j + 1], j + 1, later[:, j + 1])
+    rows, new = np.nonzero(is_record)
+    old = later[rows, new]
+    order = np.argsort(-scores[rows, new], kind="stable")
+    rows, new, old = rows[order], new[order], old[order]
+    event_values = scores[rows, new]
+    ref = main[rows]
+    d_new, d_old = ref - correct[rows, new], ref - correct[rows, old]
+    cum = lambda x: np.concatenate([[0.0], np.cumsum(x)])  # noqa: E731
+    cum_d, cum_d2 = cum(d_new - d_old), cum(d_new * d_new - d_old * d_old)
+    cum_cost = cum(trace.cost[rows, new] - trace.cost[rows, old])
+    cum_exits = cum((new < e).astype(np.float64) - (old < e))
+    candidates = np.concatenate([[NEVER_EXIT], np.unique(scores)[::-1]])
+    taken = np.searchsorted(-event_values, -candidates, side="right")  # events with value >= each candidate
+    d0 = main - correct[:, e]
+    loss = (d0.sum() + cum_d[taken]) / max(n, 1)
+    mean_sq = (np.square(d0).sum() + cum_d2[taken]) / max(n, 1)
+    var = np.maximum(mean_sq - loss**2, 0.0) * n / max(n - 1, 1)
+    se = np.sqrt(var / max(n, 1))
+    flops = (trace.cost[:, e].sum() + cum_cost[taken]) / max(n, 1)
+    rate = cum_exits[taken] / max(n, 1)
+    return SharedSweep(candidates, rate, main.mean() - loss, flops, loss, se)
 
 
 def paired_loss(reference: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
