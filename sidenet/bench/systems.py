@@ -234,7 +234,7 @@ def prepare_system(
         cascade = Cascade(built.staged, built.heads, policy, thresholds)
         per_row: dict[str, torch.Tensor] = {}
         test_eval = run_eval(task, cascade.run, data["test"], device, per_row=per_row)
-        rates = [float((per_row["exit_index"] == e).float().mean()) for e in range(val.n_exits)]
+        rates = [float((per_row["exit_index"] == e).double().mean()) for e in range(val.n_exits)]
         test_eval = {
             **test_eval,
             "exit_rates": rates,
