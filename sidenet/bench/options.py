@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidenet.exits import DEFAULT_EXITS
 from sidenet_core.errors import UserError
 
 PYTEST_PREFIX = "--bench-"
@@ -68,7 +67,8 @@ BENCH_OPTIONS: tuple[BenchOption, ...] = (
     BenchOption(
         "exits",
         "exit",
-        f"exit system NAME[:KEY=VALUE,...] (repeatable; default {', '.join(DEFAULT_EXITS)}; see `sidenet-bench list`)",
+        "exit system NAME[:KEY=VALUE,...] (repeatable; default: the defaults the systems declare, "
+        "marked in `sidenet-bench list`)",
         repeatable=True,
         metavar="SPEC",
     ),
@@ -212,6 +212,7 @@ def resolve(values: dict[str, Any], command: str, cuda_missing: bool = False) ->
         default_tasks,
         quiet_from_env,
     )
+    from sidenet.exits import default_exits
 
     check_name(values.get("name"))
     threads = values.get("threads")
@@ -220,7 +221,7 @@ def resolve(values: dict[str, Any], command: str, cuda_missing: bool = False) ->
     fields.update(
         tasks=tuple(values.get("task") or (QUICK_TASKS if quick else default_tasks())),
         chains=tuple(values.get("chain") or ()),
-        exits=tuple(values.get("exit") or (QUICK_EXITS if quick else DEFAULT_EXITS)),
+        exits=tuple(values.get("exit") or (QUICK_EXITS if quick else default_exits())),
         batch_sizes=tuple(values.get("batch_size") or DEFAULT_BATCH_SIZES),
         threads=(os.cpu_count() or 1) if threads is None else threads,  # 0 is an error, not "all cores"
         out=Path(values.get("out") or "reports"),

@@ -284,9 +284,12 @@ def _description(item: Any) -> str:
 
 
 def _chains(item: Any) -> str:
-    """A task's default compressor chains (what `run` measures when no --chain is given)."""
+    """A task's default compressor chains (what `run` measures when no --chain is given); an exit system's
+    default specs (what `run` measures when no --exit is given)."""
     chains = tuple(getattr(item, "default_chains", ()) or ())
-    return f" [default chains: {', '.join(chains)}]" if chains and chains != ("none",) else ""
+    listed = f" [default chains: {', '.join(chains)}]" if chains and chains != ("none",) else ""
+    defaults = tuple(getattr(item, "bench_defaults", ()) or ())  # an exit system's specs run when none is given
+    return listed + (f" [default: {', '.join(defaults)}]" if defaults else "")
 
 
 def _listing(module: str, attr: str) -> list[str]:

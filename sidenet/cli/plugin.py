@@ -65,6 +65,7 @@ _CTX = pytest.StashKey["BenchContext"]()
 _STORE = pytest.StashKey[ResultsStore]()
 _RUN = pytest.StashKey[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]()
 _SUMMARY = pytest.StashKey[str]()
+_PERSISTED = pytest.StashKey[set[str]]()  # node ids of cells whose rows reached the results file
 _DEFAULT_STORAGE = "file://./.benchmarks"
 _THIS_MODULE = sys.modules[__name__]
 
@@ -87,6 +88,7 @@ def persist_cell(request: pytest.FixtureRequest) -> Callable[[Any], None]:
             return
         try:
             _store(request.config).add(_results_json(request.config, [stats]))
+            request.config.stash.setdefault(_PERSISTED, set()).add(request.node.nodeid)
         except OSError as exc:  # e.g. a full disk: the session's end tries again with every finished cell
             logging.getLogger("sidenet").warning("could not persist %s yet (%s)", request.node.nodeid, exc)
 
@@ -205,8 +207,7 @@ class BenchPlugin:
         results_path, report_path = ctx.output_paths()
         if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
             # finished cells are in the results already (persist_cell); the next run renders the report
-            kept = f"{len(ctx.passed)} finished cell(s) kept in {results_path}" if ctx.passed else "no cell finished"
-            config.stash[_SUMMARY] = f"sidenet-bench: stopped early; {kept}"
+            config.stash[_SUMMARY] = f"sidenet-bench: stopped early; {_kept(ctx.passed, config, results_path)}"
             return
         finished = [b for b in bs.benchmarks if b.fullname in ctx.passed and b]
         store = _store(config)
@@ -234,6 +235,19 @@ class BenchPlugin:
         line = config.stash.get(_SUMMARY, None)
         if line:
             terminalreporter.write_line(line)
+
+
+def _kept(passed: set[str], config: pytest.Config, results_path: object) -> str:
+    """What an interrupted run kept: only cells whose rows were written count as kept; a finished cell whose write
+    failed (a full disk: persist_cell warned) is said to be lost, not claimed to be in the results file."""
+    written = passed & config.stash.get(_PERSISTED, set())
+    if not passed:
+        return "no cell finished"
+    kept = f"{len(written)} finished cell(s) kept in {results_path}" if written else f"none written to {results_path}"
+    lost = len(passed) - len(written)
+    return kept + (
+        f"; {lost} finished but not written (the write failed), measured again by the next run" if lost else ""
+    )
 
 
 def _store(config: pytest.Config) -> ResultsStore:
