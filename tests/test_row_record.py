@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sidenet.bench.record_fields import ABSENT
 from sidenet.bench.results import REQUIRED_KEYS
-from sidenet.bench.row_record import FIELDS, REQUIRED, check_row, row_problems
+from sidenet.bench.row_record import FIELDS, REQUIRED, Oracle, check_row, row_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +51,8 @@ def test_a_complete_row_agrees_and_becomes_a_record() -> None:
     row = {**minimal_row(), "taps": ["layer1"], "exit_rates": [0.5], "oracle": {"flops_at_accuracy": 1.0}}
     record = check_row(row)
     assert record.taps == ["layer1"] and record.exit_rates == [0.5]
+    assert isinstance(record.oracle, Oracle) and record.oracle.flops_at_accuracy == 1.0
+    assert record.to_dict() == row and record.val_accuracy is ABSENT  # what the row lacks stays out of the dict
 
 
 @pytest.mark.parametrize(
@@ -60,6 +63,8 @@ def test_a_complete_row_agrees_and_becomes_a_record() -> None:
         ({"taps": ["layer1", 2]}, "taps = list"),
         ({"surprise": 1}, "undeclared key 'surprise'"),
         ({"threshold": "high"}, "threshold = str"),
+        ({"oracle": {"flops_at_accuracy": 1.0, "surprise": 1}}, "oracle = dict"),  # a sub-record's keys are declared
+        ({"machine_load": {"cores": 2.5}}, "machine_load = dict"),  # and typed
     ],
 )
 def test_a_row_that_disagrees_is_refused(change: dict, problem: str) -> None:

@@ -378,8 +378,9 @@ def run_cell(
 ) -> None:
     """Measure one cell: everything the row reports from the bench process
     (:func:`sidenet.bench.rows.run_cell_info`),
-    its rounds from worker processes (this module's docstring), and check the row against
-    :class:`sidenet.bench.row_record.RowRecord` (a row that disagrees fails its cell instead of being stored)."""
+    its rounds from worker processes (this module's docstring), and the row stored as its
+    :class:`sidenet.bench.row_record.RowRecord` writes it (:func:`store_row`: a row that disagrees fails its cell
+    instead of being stored)."""
     tw = timing_workers(ctx)
     info = benchmark.extra_info
     run_cell_info(info, task, exit_system, batch_size, ctx, chain)
@@ -436,7 +437,17 @@ def run_cell(
     }
     if chain == NONE and exit_system == "none":  # the fp32 MainNet paired with itself: an A/A test, not a speedup
         info["aa_paired_ratios"] = info.pop("paired_speedup")
-    check_row(info)
+    store_row(info)
+
+
+def store_row(info: dict[str, Any]) -> None:
+    """Make the row a :class:`~sidenet.bench.row_record.RowRecord` (a row that disagrees fails its cell) and store
+    what the record gives back, so the record is the one description of a stored row. ``update`` keeps the keys'
+    order; a sub-record writes its keys in the order its producer does (tests/test_rows_roundtrip.py)."""
+    stored = check_row(info).to_dict()
+    if set(stored) != set(info):
+        raise RuntimeError(f"RowRecord.to_dict() changed the row's keys: {sorted(set(info) ^ set(stored))}")
+    info.update(stored)
 
 
 def _agreement(

@@ -18,38 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from sidenet.bench.machine import from_machine_info
+from sidenet.bench.record_fields import RowError, finite, kind, number_text, short
+from sidenet.bench.row_record import STORED_REQUIRED, RowRecord
 from sidenet_core.errors import UserError
 
-REQUIRED_KEYS: tuple[str, ...] = (
-    "task",
-    "chain",
-    "exit",
-    "threshold",
-    "device",
-    "threads",
-    "batch_size",
-    "test_accuracy",
-    "exit_rate",
-    "flops_per_sample",
-    "params",
-)
-
-# Every key a row may carry, with its type and meaning: sidenet.bench.row_record.RowRecord (the harness checks each row
-# against it before storing it). Readers require only REQUIRED_KEYS, so files written before a key existed still load.
-
+# The keys every stored row carries (the fields of RowRecord without default); other tools read them, keep the names
+# stable. Every key a row may carry, with its type and range: sidenet.bench.row_record.RowRecord, which both the
+# harness (before it stores a row) and this loader (RowRecord.load, for every row it reads) check rows against.
+REQUIRED_KEYS: tuple[str, ...] = STORED_REQUIRED
 
 MAX_DEPTH = 64  # real files nest about 8 levels; deeper is malformed (and would overflow the report's recursion)
 MAX_MAGNITUDE = 1e100  # no measured quantity comes near; larger numbers overflow plot arithmetic into inf
-_ORACLE_KEYS = (
-    "first_correct_accuracy",
-    "first_correct_flops_per_sample",
-    "agree_accuracy",
-    "agree_flops_per_sample",
-    "flops_at_accuracy",
-    "flops_vs_oracle",
-)
-_COLUMN_KEYS = ("test_accuracy", "exit_rate", "flops_per_sample")  # sweep columns besides "threshold"
-_CURVE_KEYS = ("confidence", "accuracy", "count")  # reliability curve columns
 
 
 def row_machine_id(row: dict[str, Any]) -> str | None:
@@ -63,8 +42,10 @@ def row_machine_id(row: dict[str, Any]) -> str | None:
 def load_results(path: str | Path) -> dict[str, Any]:
     """Read a pytest-benchmark JSON and check it holds sidenet-bench rows; one-line error otherwise.
 
-    Every value the report reads is type-checked here (required keys, timing stats, and the optional
-    structures it indexes into), so a file this accepts renders without a traceback.
+    Every row's ``extra_info`` is read into a :class:`RowRecord` (its field types and ranges: an undeclared key or a
+    value of another type is refused) and its timing stats are checked, so a file this accepts renders without a
+    traceback. The rows come back as the dicts the file holds (the report reads those); :func:`load_rows` gives
+    the records.
     """
     path = Path(path)
     try:
@@ -74,6 +55,12 @@ def load_results(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise UserError(f"cannot read results file {str(path)!r}: {exc}") from None
     return parse_results(raw, path)
+
+
+def load_rows(path: str | Path) -> list[RowRecord]:
+    """The sidenet-bench rows of a results file as records (:func:`load_results` checks the file first; keys a row
+    predates are filled in as :data:`sidenet.bench.row_record.UPGRADES` says)."""
+    return [RowRecord.load(b["extra_info"]) for b in load_results(path)["benchmarks"]]
 
 
 def parse_results(raw: bytes, path: str | Path) -> dict[str, Any]:
@@ -203,43 +190,14 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    """``repr`` of ``value`` cut to ``limit`` characters (always one line: repr escapes newlines)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return f"the string {_short(value, 30)}"
-    if isinstance(value, (int, float)):
-        return f"the number {_number_text(value)}"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _number_text(x: float) -> str:
-    """A number as JSON spells it (NaN, Infinity), so the message matches what the file says."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
-    if isinstance(x, int) and abs(x) >= 10**15:
-        return f"an integer of {len(str(abs(x)))} digits"
-    return _short(x, 30)
+_short = short
+_kind = kind
+_number_text = number_text
+_is_finite = finite
 
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _is_finite(x: Any) -> bool:
-    return _is_number(x) and math.isfinite(x)
 
 
 def _scan(value: Any, numbers: bool, depth: int = 1) -> str | None:
@@ -278,26 +236,16 @@ def _list_problem(key: str, value: Any, ok: Callable[[Any], bool], expected: str
 
 
 def _row_problem(b: dict[str, Any]) -> str | None:
-    """What is wrong with one row's timing stats and ``extra_info``, for the types the report relies on."""
+    """What is wrong with one row's timing stats and ``extra_info``: the stats for what the report reads of them,
+    the ``extra_info`` for :class:`RowRecord` (its field types and ranges, :meth:`RowRecord.load`)."""
     problem = _scan(b, numbers=True, depth=3) or _stats_problem(b["stats"])
     if problem:
         return problem
-    info = b["extra_info"]
-    for key in ("task", "chain", "exit", "device"):
-        if not isinstance(info[key], str) or not info[key]:
-            return _bad(key, info[key], "a non-empty string")
-    for key in ("threads", "batch_size"):
-        if not isinstance(info[key], int) or isinstance(info[key], bool) or info[key] < 1:
-            return _bad(key, info[key], "a positive integer")
-    if info["threshold"] is not None and not _is_finite(info["threshold"]):
-        return _bad("threshold", info["threshold"], "a finite number or null")
-    for key in ("test_accuracy", "exit_rate"):
-        if not _is_finite(info[key]) or not 0 <= info[key] <= 1:
-            return _bad(key, info[key], "a fraction in [0, 1]")
-    for key in ("flops_per_sample", "params"):
-        if not _is_finite(info[key]) or info[key] < 0:
-            return _bad(key, info[key], "a finite number ≥ 0")
-    return _optional_problem(info)
+    try:
+        RowRecord.load(b["extra_info"])
+    except RowError as exc:
+        return str(exc)
+    return None
 
 
 def _stats_problem(stats: Any) -> str | None:
@@ -314,76 +262,6 @@ def _stats_problem(stats: Any) -> str | None:
         if stats.get(key) is not None and not _is_finite(stats[key]):
             return f"has stats {key} = {_kind(stats[key])}, expected a finite number or null"
     return _list_problem("stats data", stats.get("data"), _is_finite, "a round time in seconds")
-
-
-def _optional_problem(info: dict[str, Any]) -> str | None:
-    """Optional keys the report indexes into or iterates (it skips values of other types, never these shapes)."""
-    n = info.get("timing_samples")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        return _bad("timing_samples", n, "a positive integer or null")
-    if info.get("machine_id") is not None and not isinstance(info["machine_id"], str):
-        return _bad("machine_id", info["machine_id"], "a string or null")
-    for key in ("paired_speedup", "aa_paired_ratios"):
-        ratios = info.get(key)
-        problem = _list_problem(key, ratios, _is_number, "a number")
-        if problem:
-            return problem
-    problem = _exit_system_problem(info)
-    if problem:
-        return problem
-    sweep = info.get("sweep")
-    if sweep is not None:
-        if not isinstance(sweep, dict):
-            return _bad("sweep", sweep, "an object or null")
-        problem = _list_problem("sweep threshold", sweep.get("threshold"), _is_finite, "a finite number")
-        if problem:
-            return problem
-        for key in _COLUMN_KEYS:
-            if sweep.get(key) is not None and not isinstance(sweep[key], list):
-                return _bad(f"sweep {key}", sweep[key], "a list or null")
-    reliability = info.get("reliability")
-    if reliability is not None:
-        if not isinstance(reliability, dict):
-            return _bad("reliability", reliability, "an object or null")
-        for side in ("main", "side"):
-            curve = reliability.get(side)
-            if curve is None:
-                continue
-            if not isinstance(curve, dict):
-                return _bad(f"reliability {side}", curve, "an object or null")
-            for key in _CURVE_KEYS:
-                if curve.get(key) is not None and not isinstance(curve[key], list):
-                    return _bad(f"reliability {side} {key}", curve[key], "a list or null")
-    return None
-
-
-def _exit_system_problem(info: dict[str, Any]) -> str | None:
-    """The keys exit systems add (sidenet.bench.row_record.RowRecord), for the shapes the report reads."""
-    problem = (
-        _list_problem("taps", info.get("taps"), lambda t: isinstance(t, str) and bool(t), "a tap name")
-        or _list_problem(
-            "exit_rates", info.get("exit_rates"), lambda x: _is_finite(x) and 0 <= x <= 1, "a fraction in [0, 1]"
-        )
-        or _list_problem("thresholds", info.get("thresholds"), _is_finite, "a finite number")
-    )
-    if problem:
-        return problem
-    for key in ("training_seconds", "predicted_flops_per_sample"):
-        if info.get(key) is not None and (not _is_finite(info[key]) or info[key] < 0):
-            return _bad(key, info[key], "a finite number ≥ 0 or null")
-    if info.get("retrains_backbone") is not None and not isinstance(info["retrains_backbone"], bool):
-        return _bad("retrains_backbone", info["retrains_backbone"], "true, false or null")
-    for key in ("exit_system", "system_details"):
-        if info.get(key) is not None and not isinstance(info[key], dict):
-            return _bad(key, info[key], "an object or null")
-    oracle = info.get("oracle")
-    if oracle is not None:
-        if not isinstance(oracle, dict):
-            return _bad("oracle", oracle, "an object or null")
-        for key in _ORACLE_KEYS:
-            if oracle.get(key) is not None and (not _is_finite(oracle[key]) or oracle[key] < 0):
-                return _bad(f"oracle {key}", oracle[key], "a finite number ≥ 0 or null")
-    return None
 
 
 def _machine_info_problem(data: dict[str, Any]) -> str | None:
