@@ -8,8 +8,8 @@ loads the same plugin from ``bench/conftest.py``, built without settings: it rea
 (``pytest bench/ --help``, group "sidenet-bench"). Not a ``pytest11`` entry point: that would load it into every
 pytest run of every project in the environment, this project's own tests included.
 
-Each benchmark is one cell task × chain × exit system × batch size; its ``extra_info`` follows
-:mod:`sidenet.bench.results`. At session end the rows of the cells that passed are merged into
+Each benchmark is one cell task × chain × exit system × batch size; its ``extra_info`` is what
+:class:`sidenet.bench.row_record.RowRecord` writes. At session end the rows of the cells that passed are merged into
 ``<out>/results/<name>.json`` and the Markdown report ``<out>/<name>.md`` is rendered, both written atomically. A
 cell already stored there with the same ``cell_key`` is skipped (resume) unless ``--bench-force``.
 """

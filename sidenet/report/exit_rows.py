@@ -2,9 +2,9 @@
 thresholds, training, retraining and collapse.
 
 The keys read here (``taps``, ``exit_rates``, ``training_seconds``, ``retrains_backbone``, ``thresholds``,
-``system_details``) are newer than many results files and are not fully type-checked by
-:func:`sidenet.bench.results.load_results`: every reader accepts any JSON value and gives None ("—") for what is
-missing or malformed. What differs by exit system is asked of :mod:`sidenet.report.readings`, never of a name.
+``system_details``) are newer than many results files: the loader types them where present
+(:meth:`sidenet.bench.row_record.RowRecord.load`), and every reader here still gives None ("—") for what a row
+lacks. What differs by exit system is asked of :mod:`sidenet.report.readings`, never of a name.
 """
 
 from __future__ import annotations
